@@ -1,0 +1,126 @@
+"""What a conversation is, and what a provider's stream yields, independent of any SDK."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["system", "user", "assistant"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One turn to answer: the conversation so far plus generation settings.
+
+    System text may come from `system` and from any `system` messages; adapters merge them
+    into the one place their API wants it.
+    """
+
+    messages: tuple[Message, ...]
+    system: str = ""
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+    @classmethod
+    def ask(cls, question: str, **settings) -> ChatRequest:
+        return cls(messages=(Message("user", question),), **settings)
+
+    def system_text(self) -> str:
+        parts = [self.system] + [m.content for m in self.messages if m.role == "system"]
+        return "\n\n".join(p for p in parts if p.strip())
+
+    def turns(self) -> list[Message]:
+        """User and assistant messages in order, consecutive same-role messages merged.
+
+        Anthropic and Gemini expect alternating roles; merging is harmless for the others.
+        """
+        merged: list[Message] = []
+        for message in self.messages:
+            if message.role == "system":
+                continue
+            if merged and merged[-1].role == message.role:
+                merged[-1] = Message(message.role, merged[-1].content + "\n\n" + message.content)
+            else:
+                merged.append(message)
+        return merged
+
+    def last_user_text(self) -> str:
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return message.content
+        return ""
+
+
+MAX_INPUT_CHARS = 200_000
+
+
+def clean_text(text: str) -> str:
+    """Text safe to send anywhere: lone surrogates (from odd terminals or JSON) become U+FFFD,
+    NULs are dropped. Everything else the user typed is kept as typed."""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace").replace("\x00", "")
+
+
+def messages_from(items: Iterable[dict]) -> tuple[Message, ...]:
+    """Build messages from `{"role": ..., "content": ...}` dicts, rejecting anything else."""
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ValueError(f"messages[{i}] must be an object with 'role' and 'content'")
+        role, content = item.get("role"), item.get("content")
+        if role not in ROLES:
+            raise ValueError(f"messages[{i}].role must be one of {', '.join(ROLES)}, not {role!r}")
+        if not isinstance(content, str):
+            raise ValueError(f"messages[{i}].content must be a string")
+        out.append(Message(role, clean_text(content)))
+    if not any(m.role == "user" for m in out):
+        raise ValueError("messages must contain at least one user message")
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+    def as_dict(self) -> dict:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+
+
+# Normalised finish reasons. Only "stop" means the model finished on its own.
+FinishReason = Literal["stop", "length", "content_filter", "other"]
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of answer text, in order."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    """The last thing a provider stream yields: it ended with its protocol's end marker."""
+
+    finish_reason: FinishReason
+    model: str
+    usage: Usage | None = None
+    native_reason: str = ""  # the provider's own word for it, e.g. "refusal", "SAFETY"
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A whole answer, derived from a stream (see `Provider.complete`)."""
+
+    text: str
+    finish_reason: FinishReason
+    model: str
+    usage: Usage | None = None
+    pieces: Sequence[str] = field(default=(), repr=False)

@@ -1,0 +1,323 @@
+"""The chain of providers and the policy settings, loaded from TOML or built from the environment.
+
+Where the file comes from: `--config PATH`, else `$UNDERSTUDY_CONFIG`, else `understudy.toml`
+in the working directory. With no file, the chain is every provider whose standard key variable
+is set, in the order Claude, GPT, Gemini, Ollama. A bad file is rejected when loaded, with a
+message naming the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+DEFAULT_FILE = "understudy.toml"
+CONFIG_ENV = "UNDERSTUDY_CONFIG"
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    """What a provider kind is, declared as data."""
+
+    kind: str
+    label: str  # the entry name used when the chain is built from the environment
+    default_model: str
+    key_envs: tuple[str, ...]  # first one set wins
+    needs_key: bool = True
+    default_base_url: str | None = None
+
+
+KINDS: dict[str, KindInfo] = {
+    "anthropic": KindInfo("anthropic", "claude", "claude-sonnet-4-5", ("ANTHROPIC_API_KEY",)),
+    "openai": KindInfo("openai", "gpt", "gpt-5-mini", ("OPENAI_API_KEY",)),
+    # google-genai itself prefers GOOGLE_API_KEY when both are set; so do we.
+    "gemini": KindInfo("gemini", "gemini", "gemini-2.5-flash", ("GOOGLE_API_KEY", "GEMINI_API_KEY")),
+    "ollama": KindInfo(
+        "ollama", "ollama", "llama3.2", ("OLLAMA_API_KEY",), needs_key=False,
+        default_base_url="http://127.0.0.1:11434",
+    ),
+}
+
+
+class ConfigError(ValueError):
+    """The configuration can't be used. The message says where, what and how to fix it."""
+
+    def __init__(self, where: str, key: str, problem: str, fix: str) -> None:
+        self.where, self.key, self.problem, self.fix = where, key, problem, fix
+        super().__init__(f"{where}: {key}: {problem}. Fix: {fix}")
+
+
+class Secret:
+    """An API key. Its repr and str are masked so it can't leak into logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def masked(self) -> str:
+        v = self._value
+        return f"{v[:3]}…{v[-4:]}" if len(v) >= 16 else "set (hidden)"
+
+    def __repr__(self) -> str:
+        return f"Secret({self.masked()!r})"
+
+    __str__ = masked
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+# Policy settings: section -> key -> (default, type, lower bound, doc). Every value here is a
+# documented default (README "Configuration"); anything not listed is rejected as unknown.
+_Number = (int, float)
+POLICY_SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], float | None, str]]] = {
+    "timeouts": {
+        "connect": (5.0, _Number, 0.05, "seconds to open a connection"),
+        "first_token": (8.0, _Number, 0.05, "seconds to wait for the first text"),
+        "idle": (10.0, _Number, 0.05, "seconds of silence allowed between chunks"),
+        "request": (60.0, _Number, 0.1, "one deadline for the whole chain, retries included"),
+    },
+    "cache": {
+        "enabled": (True, (bool,), None, "serve repeated questions from memory"),
+        "ttl": (3600.0, _Number, 0.0, "seconds an answer stays fresh"),
+        "max_entries": (1000, (int,), 1, "answers kept (least recently used go first)"),
+    },
+}
+PROVIDER_KEYS = {
+    "name": "unique label shown in the UI, traces and metrics",
+    "kind": "anthropic | openai | gemini | ollama",
+    "model": "the model id the provider expects",
+    "base_url": "optional endpoint (OpenAI-compatible servers, proxies, a remote Ollama)",
+    "api_key_env": "optional variable holding the key; the kind's standard one by default",
+    "connect_timeout": "optional override of [timeouts] connect for this entry",
+    "first_token_timeout": "optional override of [timeouts] first_token for this entry",
+    "idle_timeout": "optional override of [timeouts] idle for this entry",
+}
+
+
+@dataclass(frozen=True)
+class ProviderEntry:
+    name: str
+    kind: str
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    api_key: Secret | None = field(default=None, compare=False)
+    connect_timeout: float = 5.0
+    first_token_timeout: float = 8.0
+    idle_timeout: float = 10.0
+
+    @property
+    def info(self) -> KindInfo:
+        return KINDS[self.kind]
+
+    @property
+    def endpoint(self) -> str:
+        return self.base_url or self.info.default_base_url or f"{self.kind} default"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The validated policy sections, as plain dicts of setting -> value."""
+
+    values: Mapping[str, Mapping[str, Any]]
+
+    def __getitem__(self, section: str) -> Mapping[str, Any]:
+        return self.values[section]
+
+    @classmethod
+    def defaults(cls) -> Policy:
+        return cls({s: {k: spec[0] for k, spec in keys.items()} for s, keys in POLICY_SCHEMA.items()})
+
+
+@dataclass(frozen=True)
+class Config:
+    providers: tuple[ProviderEntry, ...]
+    policy: Policy = field(default_factory=Policy.defaults)
+    source: str = "environment"  # the file it came from, for messages
+
+
+def find_config_file(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Path | None:
+    """The file to load: the explicit path, else $UNDERSTUDY_CONFIG, else ./understudy.toml."""
+    env = os.environ if env is None else env
+    if explicit:
+        return Path(explicit)
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    default = Path(DEFAULT_FILE)
+    return default if default.is_file() else None
+
+
+def load_config(
+    path: str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    secrets: Mapping[str, Any] | None = None,
+) -> Config:
+    """Load the chain. Keys are looked up in `env`, then in `secrets` (Streamlit's secrets.toml)."""
+    env = os.environ if env is None else env
+    file = find_config_file(path, env)
+    if file is None:
+        return from_environment(env=env, secrets=secrets)
+    where = str(file)
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(where, "file", "not found", "check the path, or unset UNDERSTUDY_CONFIG") from None
+    except OSError as e:
+        raise ConfigError(where, "file", f"can't be read ({e.strerror})", "check its permissions") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(where, "file", "is not UTF-8 text", "save it as UTF-8") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(where, "syntax", str(e), "correct the TOML syntax at that line") from None
+    return parse_config(data, where=where, env=env, secrets=secrets)
+
+
+def parse_config(
+    data: Mapping[str, Any],
+    *,
+    where: str = "config",
+    env: Mapping[str, str] | None = None,
+    secrets: Mapping[str, Any] | None = None,
+) -> Config:
+    env = os.environ if env is None else env
+    known = ["providers", *POLICY_SCHEMA]
+    for key in data:
+        if key not in known:
+            raise ConfigError(where, key, "unknown section", _suggest(key, known, "remove it"))
+    policy = _parse_policy(data, where)
+    raw_providers = data.get("providers", [])
+    if not isinstance(raw_providers, list) or not all(isinstance(p, dict) for p in raw_providers):
+        raise ConfigError(where, "providers", "must be a list of tables", "write each entry as [[providers]]")
+    entries: list[ProviderEntry] = []
+    for i, raw in enumerate(raw_providers):
+        entry = _parse_entry(raw, f"providers[{i}]", where, policy, env, secrets)
+        if any(e.name == entry.name for e in entries):
+            raise ConfigError(where, f"providers[{i}].name", f"duplicate name {entry.name!r}",
+                              "give every entry a unique name")
+        entries.append(entry)
+    return Config(providers=tuple(entries), policy=policy, source=where)
+
+
+def from_environment(*, env: Mapping[str, str] | None = None, secrets: Mapping[str, Any] | None = None) -> Config:
+    """A chain of every kind whose standard variable is set, in priority order."""
+    env = os.environ if env is None else env
+    policy = Policy.defaults()
+    entries = []
+    for info in KINDS.values():
+        key = _lookup_key(info.key_envs, env, secrets)
+        if info.needs_key and key is None:
+            continue
+        if not info.needs_key and not env.get("OLLAMA_HOST"):
+            continue
+        entries.append(_entry(info.label, info.kind, info.default_model, None, None, key, policy, {}, env))
+    return Config(providers=tuple(entries), policy=policy, source="environment")
+
+
+def _parse_policy(data: Mapping[str, Any], where: str) -> Policy:
+    values: dict[str, dict[str, Any]] = {}
+    for section, schema in POLICY_SCHEMA.items():
+        raw = data.get(section, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(where, section, "must be a table", f"write it as [{section}]")
+        for key in raw:
+            if key not in schema:
+                raise ConfigError(where, f"{section}.{key}", "unknown setting", _suggest(key, list(schema), "remove it"))
+        values[section] = {}
+        for key, (default, types, low, doc) in schema.items():
+            value = raw.get(key, default)
+            values[section][key] = _check_value(value, types, low, f"{section}.{key}", where, doc)
+    return Policy(values)
+
+
+def _check_value(value: Any, types: tuple[type, ...], low: float | None, key: str, where: str, doc: str) -> Any:
+    # bool is an int in Python; a number setting given `true` is a mistake worth naming.
+    wrong_bool = isinstance(value, bool) and bool not in types
+    if wrong_bool or not isinstance(value, types):
+        want = "true or false" if bool in types else "a number"
+        raise ConfigError(where, key, f"must be {want}, not {value!r}", f"set it to {want} ({doc})")
+    if low is not None and value < low:
+        raise ConfigError(where, key, f"must be at least {low}, not {value!r}", f"raise it ({doc})")
+    return float(value) if float in types and not isinstance(value, bool) else value
+
+
+def _parse_entry(raw, key, where, policy, env, secrets) -> ProviderEntry:
+    for k in raw:
+        if k not in PROVIDER_KEYS:
+            raise ConfigError(where, f"{key}.{k}", "unknown key", _suggest(k, list(PROVIDER_KEYS), "remove it"))
+    for k in ("name", "kind", "model"):
+        if not isinstance(raw.get(k), str) or not raw[k].strip():
+            hint = {"kind": "one of " + ", ".join(KINDS), "name": "a unique label such as \"claude\"",
+                    "model": "the model id, e.g. \"claude-sonnet-4-5\""}[k]
+            raise ConfigError(where, f"{key}.{k}", "missing" if k not in raw else "must be a non-empty string",
+                              f"set {k} = {hint}")
+    name, kind, model = raw["name"].strip(), raw["kind"].strip(), raw["model"].strip()
+    if kind not in KINDS:
+        raise ConfigError(where, f"{key}.kind", f"unknown kind {kind!r}", _suggest(kind, list(KINDS), "use one of " + ", ".join(KINDS)))
+    base_url = raw.get("base_url")
+    if base_url is not None:
+        parsed = urlparse(base_url) if isinstance(base_url, str) else None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ConfigError(where, f"{key}.base_url", f"malformed URL {base_url!r}",
+                              "use a full http:// or https:// URL, e.g. \"http://127.0.0.1:8000/v1\"")
+    key_env = raw.get("api_key_env")
+    if key_env is not None and (not isinstance(key_env, str) or not key_env.strip()):
+        raise ConfigError(where, f"{key}.api_key_env", "must be a variable name", "e.g. api_key_env = \"MY_KEY\"")
+    info = KINDS[kind]
+    api_key = _lookup_key((key_env,) if key_env else info.key_envs, env, secrets)
+    overrides = {}
+    for k in ("connect_timeout", "first_token_timeout", "idle_timeout"):
+        if k in raw:
+            overrides[k] = _check_value(raw[k], _Number, 0.05, f"{key}.{k}", where, PROVIDER_KEYS[k])
+    return _entry(name, kind, model, base_url, key_env, api_key, policy, overrides, env)
+
+
+def _entry(name, kind, model, base_url, key_env, api_key, policy, overrides, env) -> ProviderEntry:
+    if kind == "ollama" and base_url is None and env.get("OLLAMA_HOST"):
+        base_url = _ollama_host(env["OLLAMA_HOST"])
+    t = policy["timeouts"]
+    return ProviderEntry(
+        name=name, kind=kind, model=model, base_url=base_url, api_key_env=key_env, api_key=api_key,
+        connect_timeout=overrides.get("connect_timeout", t["connect"]),
+        first_token_timeout=overrides.get("first_token_timeout", t["first_token"]),
+        idle_timeout=overrides.get("idle_timeout", t["idle"]),
+    )
+
+
+def _ollama_host(value: str) -> str:
+    # OLLAMA_HOST may be a bare "host:port", as the ollama CLI accepts.
+    value = value.strip()
+    return value if "://" in value else f"http://{value}"
+
+
+def _lookup_key(names: tuple[str, ...], env: Mapping[str, str], secrets: Mapping[str, Any] | None) -> Secret | None:
+    for name in names:
+        value = env.get(name)
+        if not value and secrets is not None:
+            try:
+                value = secrets.get(name)
+            except Exception:  # Streamlit raises if there is no secrets file at all (§7).
+                value = None
+        if isinstance(value, str) and value.strip():
+            return Secret(value.strip())
+    return None
+
+
+def _suggest(word: str, choices: list[str], otherwise: str) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f"did you mean {close[0]!r}?" if close else f"{otherwise} (known: {', '.join(choices)})"

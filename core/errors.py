@@ -1,0 +1,171 @@
+"""The closed set of ways a provider call can fail, and what the router should do about each.
+
+Every adapter maps its SDK's exceptions into `ProviderError` exactly once, at its edge
+(see each adapter's `_map_errors`). Nothing above the adapters looks at SDK exception types.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class _Policy:
+    retry: bool  # worth trying the same provider again within this request
+    health: bool  # says the provider is sick: counts towards opening its breaker
+    fallover: bool  # worth asking the next provider in the chain
+
+
+class ErrorKind(enum.Enum):
+    """Why a call failed. The value is the stable name used in JSON, metrics and the UI."""
+
+    RATE_LIMITED = "rate_limited"
+    OVERLOADED = "overloaded"
+    SERVER = "server"
+    # A silent or stalled provider is abandoned, not retried: the next attempt would most
+    # likely wait out the same timeout again (the 91 s hang in openai-python #3828).
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    STREAM_BROKEN = "stream_broken"
+    AUTH = "auth"
+    NOT_FOUND = "not_found"
+    CONTEXT_LENGTH = "context_length"
+    CONTENT_FILTERED = "content_filtered"
+    BAD_REQUEST = "bad_request"
+
+    @property
+    def retry(self) -> bool:
+        return _POLICIES[self].retry
+
+    @property
+    def health(self) -> bool:
+        return _POLICIES[self].health
+
+    @property
+    def fallover(self) -> bool:
+        return _POLICIES[self].fallover
+
+
+_POLICIES = {
+    ErrorKind.RATE_LIMITED: _Policy(retry=True, health=True, fallover=True),
+    ErrorKind.OVERLOADED: _Policy(retry=True, health=True, fallover=True),
+    ErrorKind.SERVER: _Policy(retry=True, health=True, fallover=True),
+    ErrorKind.TIMEOUT: _Policy(retry=False, health=True, fallover=True),
+    ErrorKind.CONNECTION: _Policy(retry=True, health=True, fallover=True),
+    ErrorKind.STREAM_BROKEN: _Policy(retry=False, health=True, fallover=True),
+    # The request's or the operator's fault: the provider is fine, another one may not be
+    # (a missing key or an unknown model is specific to this entry).
+    ErrorKind.AUTH: _Policy(retry=False, health=False, fallover=True),
+    ErrorKind.NOT_FOUND: _Policy(retry=False, health=False, fallover=True),
+    # Never resend the same conversation to the same model; a bigger window may take it.
+    ErrorKind.CONTEXT_LENGTH: _Policy(retry=False, health=False, fallover=True),
+    # A policy decline is an answer, not an outage: routing around it would be dishonest.
+    ErrorKind.CONTENT_FILTERED: _Policy(retry=False, health=False, fallover=False),
+    ErrorKind.BAD_REQUEST: _Policy(retry=False, health=False, fallover=True),
+}
+
+
+class ProviderError(Exception):
+    """A provider call failed. Raised only by adapters, always `from` the original error."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        provider: str = "",
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.provider = provider
+        self.status = status
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        where = f"{self.provider}: " if self.provider else ""
+        status = f" (HTTP {self.status})" if self.status else ""
+        return f"{where}{self.kind.value}{status}: {self.message}"
+
+
+def kind_for_status(status: int, message: str = "") -> ErrorKind:
+    """The error kind an HTTP status implies, refined by the provider's message for 400s."""
+    if status == 429:
+        return ErrorKind.RATE_LIMITED
+    if status in (503, 529):
+        return ErrorKind.OVERLOADED
+    if status == 408 or status == 504:
+        return ErrorKind.TIMEOUT
+    if status >= 500:
+        return ErrorKind.SERVER
+    if status in (401, 403):
+        return ErrorKind.AUTH
+    if status == 404:
+        return ErrorKind.NOT_FOUND
+    if status == 413 or looks_like_context_length(message):
+        return ErrorKind.CONTEXT_LENGTH
+    if looks_like_content_filter(message):
+        return ErrorKind.CONTENT_FILTERED
+    return ErrorKind.BAD_REQUEST
+
+
+# Providers word these differently and none gives a dedicated status; these are the phrases
+# their documented errors use ("prompt is too long", "context_length_exceeded",
+# "exceeds the maximum number of tokens", "input length exceeds the context length").
+_CONTEXT_RE = re.compile(
+    r"context[_ ]length|context window|too long|maximum (number of )?tokens|"
+    r"exceeds the (maximum|context)|token limit|maximum context",
+    re.IGNORECASE,
+)
+_FILTER_RE = re.compile(r"content[_ ]?(filter|policy|management)|safety|blocked", re.IGNORECASE)
+
+
+def looks_like_context_length(message: str) -> bool:
+    return bool(_CONTEXT_RE.search(message or ""))
+
+
+def looks_like_content_filter(message: str) -> bool:
+    return bool(_FILTER_RE.search(message or ""))
+
+
+def retry_after_from_headers(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
+    if not headers:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def retry_after_from_google_details(body: object) -> float | None:
+    """Gemini puts the wait in `error.details[].retryDelay` ("2s", "1.5s") of a RetryInfo."""
+    error = body.get("error", body) if isinstance(body, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    for item in details if isinstance(details, list) else ():
+        if isinstance(item, dict) and str(item.get("@type", "")).endswith("RetryInfo"):
+            match = re.fullmatch(r"\s*([0-9.]+)s\s*", str(item.get("retryDelay", "")))
+            if match:
+                return float(match.group(1))
+    return None

@@ -1,0 +1,78 @@
+"""Anthropic Messages API, through the official `anthropic` SDK."""
+
+from __future__ import annotations
+
+import anthropic
+import httpx2
+
+from ..chat import StreamEnd, TextDelta, Usage
+from ..errors import ErrorKind, kind_for_status, retry_after_from_headers
+from .base import DEFAULT_MAX_TOKENS, Provider
+
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "refusal": "content_filter",
+           "model_context_window_exceeded": "length"}
+
+
+class AnthropicProvider(Provider):
+    kind = "anthropic"
+    # The Messages API as of SDK 2.14 has no temperature parameter any more (nor does the SDK
+    # accept one); the setting is dropped for this kind rather than sent and rejected.
+    supports_temperature = False
+
+    def _make_client(self):
+        # max_retries=0: retries and deadlines belong to the router. The SDK's own would honour
+        # Retry-After with no cap and multiply our timeouts (field notes §1).
+        return anthropic.Anthropic(
+            api_key=self.entry.api_key.reveal() if self.entry.api_key else None,
+            base_url=self.entry.base_url,
+            max_retries=0,
+            http_client=httpx2.Client(transport=self._transport, timeout=self._httpx2_timeout()),
+        )
+
+    def _stream(self, request, state):
+        params = {
+            "model": self.model,
+            "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
+            "messages": [{"role": m.role, "content": m.content} for m in request.turns()],
+            "stream": True,
+        }
+        if system := request.system_text():
+            params["system"] = system
+        stream = self._client.messages.create(**params)
+        model, usage_in, usage_out, finish = self.model, None, None, None
+        try:
+            for event in stream:
+                state.opened = True
+                if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                    yield TextDelta(event.delta.text)
+                elif event.type == "message_start":
+                    model = event.message.model or model
+                    usage_in = event.message.usage.input_tokens
+                elif event.type == "message_delta":
+                    finish = event.delta.stop_reason
+                    usage_out = event.usage.output_tokens
+                elif event.type == "message_stop":
+                    break
+        finally:
+            stream.close()
+        # message_stop is the end marker; a stop_reason in message_delta also says the model
+        # finished (its sentinel alone missing is catalogue S11, a complete answer).
+        if finish is not None:
+            yield StreamEnd(_FINISH.get(finish, "other"), model, Usage(usage_in, usage_out), finish)
+
+    def _probe(self):
+        self._client.models.list(limit=1)
+
+    def _sdk_errors(self, e, state):
+        if isinstance(e, anthropic.APIStatusError):
+            message = getattr(e, "api_message", None) or getattr(e, "message", "") or str(e)
+            if e.status_code == 200:  # an `event: error` inside the stream (field notes §2)
+                kind = ErrorKind.CONTENT_FILTERED if "content filtering" in message else ErrorKind.STREAM_BROKEN
+                return self._error(kind, f"error event in the stream: {getattr(e, 'type', '')} {message}".strip())
+            return self._error(kind_for_status(e.status_code, message), message, status=e.status_code,
+                               retry_after=retry_after_from_headers(e.response.headers))
+        if isinstance(e, anthropic.APITimeoutError):
+            return self._transport_error(httpx2.ReadTimeout(str(e)), state)
+        if isinstance(e, anthropic.APIConnectionError):
+            return self._transport_error(httpx2.ConnectError(str(e)), state)
+        return None

@@ -1,0 +1,162 @@
+"""What every provider adapter is: a small class with one streaming method.
+
+`stream()` yields `TextDelta`s and then exactly one `StreamEnd`, or raises `ProviderError`.
+It checks the protocol's end marker itself: none of the four SDKs raises when a stream simply
+stops early (field notes §1.3), so an adapter that saw no end marker raises `stream_broken`.
+Everything else (`complete()`) is derived from the stream.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import httpx
+import httpx2
+
+from ..chat import ChatRequest, Completion, StreamEnd, TextDelta
+from ..config import KINDS, KindInfo, ProviderEntry
+from ..errors import ErrorKind, ProviderError
+
+TIMEOUTS = (httpx.TimeoutException, httpx2.TimeoutException)
+TRANSPORT_ERRORS = (httpx.HTTPError, httpx2.HTTPError, httpx.StreamError, httpx2.StreamError)
+# Garbage on the wire surfaces as a decode error from whichever layer parses it.
+DECODE_ERRORS = (json.JSONDecodeError, UnicodeDecodeError)
+
+DEFAULT_MAX_TOKENS = 4096  # Anthropic requires a value; the others get it only when asked
+
+
+class StreamState:
+    """How far a call got, so one exception type can map to different kinds by phase."""
+
+    __slots__ = ("opened", "started", "ended")
+
+    def __init__(self) -> None:
+        self.opened = False  # the provider accepted the request (its first stream event arrived)
+        self.started = False  # answer text arrived
+        self.ended = False  # the protocol's end marker arrived
+
+
+class Provider:
+    """Base class of the four adapters. Subclasses set `kind` and implement `_stream`."""
+
+    kind: ClassVar[str] = ""
+    # Whether a partial answer can be continued by this provider without an assistant prefill.
+    supports_continuation: ClassVar[bool] = True
+    supports_temperature: ClassVar[bool] = True
+
+    def __init__(self, entry: ProviderEntry, *, transport: Any = None) -> None:
+        self.entry = entry
+        self.name = entry.name
+        self.model = entry.model
+        self._transport = transport
+        self._client = self._make_client() if (entry.api_key or not self.info.needs_key) else None
+
+    @property
+    def info(self) -> KindInfo:
+        return KINDS[self.kind]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} model={self.model!r} endpoint={self.entry.endpoint!r}>"
+
+    # -- the one method --------------------------------------------------------------------------
+    def stream(self, request: ChatRequest) -> Iterator[TextDelta | StreamEnd]:
+        """Yield the answer as it arrives, then a `StreamEnd`. Raises `ProviderError`."""
+        self._require_key()
+        state = StreamState()
+        with self._map_errors(state):
+            for item in self._stream(request, state):
+                if isinstance(item, StreamEnd):
+                    state.ended = True
+                    if item.finish_reason == "content_filter":
+                        why = f" ({item.native_reason})" if item.native_reason else ""
+                        raise self._error(ErrorKind.CONTENT_FILTERED,
+                                          f"declined under the provider's content policy{why}")
+                    if not state.started:
+                        # An empty answer is no answer (pydantic-ai #2837): let the next provider try.
+                        raise self._error(ErrorKind.STREAM_BROKEN, "the provider returned an empty answer")
+                    yield item
+                    return
+                state.opened = True
+                if item.text:
+                    state.started = True
+                    yield item
+        raise self._error(ErrorKind.STREAM_BROKEN, "the stream ended without its end marker (truncated)")
+
+    def complete(self, request: ChatRequest) -> Completion:
+        """The whole answer, derived from `stream()`."""
+        pieces: list[str] = []
+        for item in self.stream(request):
+            if isinstance(item, TextDelta):
+                pieces.append(item.text)
+            else:
+                return Completion("".join(pieces), item.finish_reason, item.model, item.usage, tuple(pieces))
+        raise AssertionError("stream() ends with StreamEnd or raises")  # pragma: no cover
+
+    def probe(self) -> None:
+        """A cheap health check that costs no tokens (a list-models call). Raises `ProviderError`."""
+        self._require_key()
+        with self._map_errors(StreamState()):
+            self._probe()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._close()
+
+    # -- for subclasses ---------------------------------------------------------------------------
+    def _make_client(self) -> Any:
+        raise NotImplementedError
+
+    def _stream(self, request: ChatRequest, state: StreamState) -> Iterator[TextDelta | StreamEnd]:
+        raise NotImplementedError
+
+    def _probe(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        self._client.close()
+
+    def _sdk_errors(self, e: Exception, state: StreamState) -> ProviderError | None:
+        """Map this SDK's own exception types; None for anything it doesn't know."""
+        return None
+
+    # -- shared plumbing --------------------------------------------------------------------------
+    def _require_key(self) -> None:
+        if self._client is None:
+            names = " or ".join((self.entry.api_key_env,) if self.entry.api_key_env else self.info.key_envs)
+            raise ProviderError(ErrorKind.AUTH, f"no API key: set {names}", provider=self.name)
+
+    def _error(self, kind: ErrorKind, message: str, **kw) -> ProviderError:
+        return ProviderError(kind, message, provider=self.name, **kw)
+
+    @contextmanager
+    def _map_errors(self, state: StreamState) -> Iterator[None]:
+        try:
+            yield
+        except ProviderError:
+            raise
+        except Exception as e:  # noqa: BLE001 — every SDK failure becomes one of our kinds, here and only here
+            mapped = self._sdk_errors(e, state) or self._transport_error(e, state)
+            raise mapped from e
+
+    def _transport_error(self, e: Exception, state: StreamState) -> ProviderError:
+        """Raw transport and parse failures, which three of the four SDKs let escape unwrapped."""
+        text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        if isinstance(e, TIMEOUTS):
+            if state.started:
+                return self._error(ErrorKind.STREAM_BROKEN, f"the stream stalled ({text})")
+            return self._error(ErrorKind.TIMEOUT, f"no answer in time ({text})")
+        if isinstance(e, TRANSPORT_ERRORS + (ConnectionError,)):
+            if state.opened:
+                return self._error(ErrorKind.STREAM_BROKEN, f"the stream broke ({text})")
+            return self._error(ErrorKind.CONNECTION, f"could not reach the provider ({text})")
+        if isinstance(e, DECODE_ERRORS) or isinstance(e, ValueError):
+            return self._error(ErrorKind.STREAM_BROKEN, f"malformed data from the provider ({text})")
+        return self._error(ErrorKind.SERVER, f"unexpected failure ({text})")
+
+    def _httpx2_timeout(self) -> httpx2.Timeout:
+        e = self.entry
+        return httpx2.Timeout(connect=e.connect_timeout, read=e.idle_timeout, write=e.idle_timeout,
+                              pool=e.connect_timeout)

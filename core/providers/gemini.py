@@ -1,0 +1,95 @@
+"""Google Gemini, through the official `google-genai` SDK (not the deprecated google-generativeai)."""
+
+from __future__ import annotations
+
+import math
+
+import httpx2
+from google import genai
+from google.genai import errors, types
+
+from ..chat import StreamEnd, TextDelta, Usage
+from ..errors import ErrorKind, kind_for_status, retry_after_from_google_details, retry_after_from_headers
+from .base import Provider
+
+_FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
+
+
+def _finish(reason) -> str:
+    name = getattr(reason, "value", reason) or ""
+    if name == "STOP":
+        return "stop"
+    if name == "MAX_TOKENS":
+        return "length"
+    return "content_filter" if name in _FILTERED else "other"
+
+
+class GeminiProvider(Provider):
+    kind = "gemini"
+
+    def _make_client(self):
+        # google-genai has no timeout by default and its per-request timeout (which overrides the
+        # client's) covers every phase: the idle limit is the one that bounds a silent peer.
+        # Keep a reference to the client: its __del__ closes the connection pool (field notes §1.6).
+        self._timeout_ms = math.ceil(self.entry.idle_timeout * 1000)
+        options = types.HttpOptions(
+            base_url=self.entry.base_url,
+            timeout=self._timeout_ms,
+            httpx_client=httpx2.Client(transport=self._transport, timeout=self._httpx2_timeout()),
+        )
+        return genai.Client(api_key=self.entry.api_key.reveal(), http_options=options)
+
+    def _stream(self, request, state):
+        config = types.GenerateContentConfig(
+            system_instruction=request.system_text() or None,
+            temperature=request.temperature,
+            max_output_tokens=request.max_tokens,
+        )
+        contents = [
+            types.Content(role="model" if m.role == "assistant" else "user", parts=[types.Part(text=m.content)])
+            for m in request.turns()
+        ]
+        # A lazy generator: nothing is sent until the first next() (field notes §4).
+        stream = self._client.models.generate_content_stream(model=self.model, contents=contents, config=config)
+        model, usage, finish = self.model, None, None
+        try:
+            for chunk in stream:
+                state.opened = True
+                model = chunk.model_version or model
+                if chunk.usage_metadata is not None:
+                    usage = Usage(chunk.usage_metadata.prompt_token_count,
+                                  chunk.usage_metadata.candidates_token_count)
+                if chunk.prompt_feedback is not None and chunk.prompt_feedback.block_reason:
+                    finish = "SAFETY"  # the prompt itself was blocked: no candidates will come
+                for candidate in chunk.candidates or ():
+                    for part in (candidate.content.parts if candidate.content else None) or ():
+                        if part.text and not part.thought:
+                            yield TextDelta(part.text)
+                    if candidate.finish_reason:
+                        finish = candidate.finish_reason
+        finally:
+            close = getattr(stream, "close", None)
+            if close:
+                close()
+        if finish is not None:
+            yield StreamEnd(_finish(finish), model, usage, str(getattr(finish, "value", finish)))
+
+    def _probe(self):
+        next(iter(self._client.models.list(config={"page_size": 1})), None)
+
+    def _close(self):
+        self._client.close()
+
+    def _sdk_errors(self, e, state):
+        if isinstance(e, errors.APIError):
+            message = e.message or str(e)
+            if state.opened:  # an error object inside the stream
+                return self._error(ErrorKind.STREAM_BROKEN, f"error event in the stream: {e.code} {message}")
+            headers = getattr(e.response, "headers", None)
+            retry_after = retry_after_from_google_details(e.details) or retry_after_from_headers(headers)
+            return self._error(kind_for_status(e.code or 500, message), message, status=e.code,
+                               retry_after=retry_after)
+        if isinstance(e, errors.UnknownApiResponseError):
+            return self._error(ErrorKind.STREAM_BROKEN if state.opened else ErrorKind.SERVER,
+                               f"unreadable response: {e}")
+        return None

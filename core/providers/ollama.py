@@ -1,0 +1,72 @@
+"""Ollama's /api/chat, through the official `ollama` client (which uses httpx, not httpx2)."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import ollama
+
+from ..chat import StreamEnd, TextDelta, Usage
+from ..errors import ErrorKind, kind_for_status, retry_after_from_headers
+from .base import Provider
+
+_FINISH = {"stop": "stop", "length": "length"}
+
+
+class OllamaProvider(Provider):
+    kind = "ollama"
+
+    def _make_client(self):
+        # ollama.ResponseError keeps only the status and the text: a response hook keeps the
+        # headers (per thread, as calls are) so a proxy's Retry-After is not lost.
+        self._last_headers = threading.local()
+        e = self.entry
+        headers = {"authorization": f"Bearer {e.api_key.reveal()}"} if e.api_key else None
+        return ollama.Client(
+            host=e.endpoint,
+            timeout=httpx.Timeout(connect=e.connect_timeout, read=e.idle_timeout, write=e.idle_timeout,
+                                  pool=e.connect_timeout),
+            headers=headers,
+            transport=self._transport,
+            event_hooks={"response": [self._keep_headers]},
+        )
+
+    def _keep_headers(self, response: httpx.Response) -> None:
+        self._last_headers.value = response.headers
+
+    def _stream(self, request, state):
+        self._last_headers.value = None
+        messages = []
+        if system := request.system_text():
+            messages.append({"role": "system", "content": system})
+        messages += [{"role": m.role, "content": m.content} for m in request.turns()]
+        options = {}
+        if request.temperature is not None:
+            options["temperature"] = request.temperature
+        if request.max_tokens:
+            options["num_predict"] = request.max_tokens
+        stream = self._client.chat(model=self.model, messages=messages, stream=True, options=options or None)
+        try:
+            for part in stream:
+                state.opened = True
+                if part.message and part.message.content:
+                    yield TextDelta(part.message.content)
+                if part.done:  # the end marker
+                    yield StreamEnd(_FINISH.get(part.done_reason or "stop", "other"), part.model or self.model,
+                                    Usage(part.prompt_eval_count, part.eval_count), part.done_reason or "")
+                    return
+        finally:
+            stream.close()
+
+    def _probe(self):
+        self._client.list()
+
+    def _sdk_errors(self, e, state):
+        if isinstance(e, ollama.ResponseError):
+            if e.status_code == -1:  # an {"error": ...} line inside the stream
+                return self._error(ErrorKind.STREAM_BROKEN, f"error in the stream: {e.error}")
+            headers = getattr(self._last_headers, "value", None)
+            return self._error(kind_for_status(e.status_code, e.error), e.error, status=e.status_code,
+                               retry_after=retry_after_from_headers(headers))
+        return None
