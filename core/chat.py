@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -60,12 +61,13 @@ class ChatRequest:
 
 
 MAX_INPUT_CHARS = 200_000
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def clean_text(text: str) -> str:
     """Text safe to send anywhere: lone surrogates (from odd terminals or JSON) become U+FFFD,
     NULs are dropped. Everything else the user typed is kept as typed."""
-    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace").replace("\x00", "")
+    return _SURROGATES.sub("\ufffd", text).replace("\x00", "")
 
 
 def messages_from(items: Iterable[dict]) -> tuple[Message, ...]:

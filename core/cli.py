@@ -15,7 +15,7 @@ from typing import TextIO
 
 from .chat import MAX_INPUT_CHARS, ChatRequest, Message, clean_text, messages_from
 from .config import ConfigError, load_config
-from .router import Delta, Done, Restart, Result, Router
+from .router import Delta, Done, Restart, Result, Router  # light: SDKs load only when a chain needs them
 
 
 class UsageError(Exception):

@@ -319,5 +319,6 @@ def _lookup_key(names: tuple[str, ...], env: Mapping[str, str], secrets: Mapping
 
 
 def _suggest(word: str, choices: list[str], otherwise: str) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
+    close = difflib.get_close_matches(word, choices, n=1) or [
+        c for c in choices if word.startswith(c) or c.startswith(word)][:1]
     return f"did you mean {close[0]!r}?" if close else f"{otherwise} (known: {', '.join(choices)})"

@@ -46,17 +46,19 @@ class Fault:
     retry_after: float | None = None
     after: int = 0
     seconds: float = 0.0
+    retry_after_header: bool = True  # False: only where the protocol has a body field (Gemini's RetryInfo)
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {self.kind!r}; known: {', '.join(FAULT_KINDS)}")
 
     @classmethod
-    def http(cls, status: int = 0, flavour: str | None = None, retry_after: float | None = None) -> Fault:
+    def http(cls, status: int = 0, flavour: str | None = None, retry_after: float | None = None,
+             retry_after_header: bool = True) -> Fault:
         """An HTTP error. Give a status, a flavour (e.g. "context_length") or both."""
         status = status or FLAVOUR_STATUS[flavour or "server"]
         return cls("status", status=status, flavour=flavour or STATUS_FLAVOUR.get(status, "server"),
-                   retry_after=retry_after)
+                   retry_after=retry_after, retry_after_header=retry_after_header)
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,10 @@ class SimServer:
     def start(self, port: int = 0) -> SimServer:
         handler = type("Handler", (_Handler,), {"sim": self})
         self._httpd = _Server(("127.0.0.1", port), handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"sim-{self.kind}", daemon=True)
+        # A short poll interval: shutdown() waits for the serving loop to notice, and tests close
+        # many servers.
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), name=f"sim-{self.kind}",
+                                        daemon=True)
         self._thread.start()
         return self
 
@@ -162,6 +167,7 @@ class SimServer:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # the default of 5 drops connections when many sessions arrive at once
 
     def handle_error(self, request, client_address) -> None:
         # Clients hang up on us on purpose (timeouts, cancelled hedges): not worth a traceback.
@@ -325,7 +331,7 @@ class _Handler(BaseHTTPRequestHandler):
         status = fault.status or 500
         flavour = fault.flavour or STATUS_FLAVOUR.get(status, "server")
         headers = {"x-request-id": "req_sim", "request-id": "req_sim"}
-        if fault.retry_after is not None:
+        if fault.retry_after is not None and fault.retry_after_header:
             headers["Retry-After"] = f"{fault.retry_after:g}"
         self._json(status, self.sim.wire.error(status, flavour, model, fault.retry_after), headers)
 

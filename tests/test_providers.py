@@ -1,0 +1,296 @@
+"""Each adapter, through its real SDK, against a simulated server speaking that provider's wire format."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from core.chat import ChatRequest, Message, StreamEnd, TextDelta
+from core.errors import ErrorKind, ProviderError
+from core.simulator import Fault
+from tests.conftest import KEY, KINDS
+
+# Every fault in shared/reference/failure-catalogue.md, as it reaches one adapter, and the kind it
+# must map to. Recovery (retry, fail over) is the router's job; here only the mapping is checked.
+FAULTS = {
+    "S01 429 with Retry-After": (Fault.http(429, retry_after=2), ErrorKind.RATE_LIMITED),
+    "S02 429 without Retry-After": (Fault.http(429), ErrorKind.RATE_LIMITED),
+    "S03 500": (Fault.http(500), ErrorKind.SERVER),
+    "S04 503": (Fault.http(503), ErrorKind.OVERLOADED),
+    "S04 529": (Fault.http(529), ErrorKind.OVERLOADED),
+    "502": (Fault.http(502), ErrorKind.SERVER),
+    "S05 reset": (Fault("reset"), ErrorKind.CONNECTION),
+    "S06 silence": (Fault("silence", seconds=30), ErrorKind.TIMEOUT),
+    "S07 slow first token": (Fault("slow_first", seconds=30), ErrorKind.TIMEOUT),
+    "S08 cut mid-stream": (Fault("cut", after=40), ErrorKind.STREAM_BROKEN),
+    "S09 stall mid-stream": (Fault("stall", after=20, seconds=30), ErrorKind.STREAM_BROKEN),
+    "S10 malformed chunk": (Fault("malformed", after=10), ErrorKind.STREAM_BROKEN),
+    "in-stream error event": (Fault("error_event", after=5), ErrorKind.STREAM_BROKEN),
+    "missing end marker": (Fault("no_end", after=40), ErrorKind.STREAM_BROKEN),
+    "S12 context length": (Fault.http(flavour="context_length"), ErrorKind.CONTEXT_LENGTH),
+    "S13 content filter (400)": (Fault.http(flavour="content_filter"), ErrorKind.CONTENT_FILTERED),
+    "401": (Fault.http(401), ErrorKind.AUTH),
+    "403": (Fault.http(403), ErrorKind.AUTH),
+    "404 unknown model": (Fault.http(404), ErrorKind.NOT_FOUND),
+    "400 bad request": (Fault.http(400), ErrorKind.BAD_REQUEST),
+    "S14 prefill rejected": (Fault.http(flavour="prefill"), ErrorKind.BAD_REQUEST),
+}
+# In-band refusals: Anthropic stop_reason "refusal", OpenAI finish_reason "content_filter",
+# Gemini finishReason SAFETY (after=3) or a blocked prompt (after=0). Ollama has no content
+# filter of its own: a local model refuses in plain text, which is an ordinary answer.
+REFUSERS = ("anthropic", "openai", "gemini")
+
+REQUEST = ChatRequest.ask("What is a circuit breaker?")
+
+
+def drain(provider, request=REQUEST):
+    pieces, end = [], None
+    for item in provider.stream(request):
+        if isinstance(item, TextDelta):
+            pieces.append(item.text)
+        else:
+            end = item
+    return "".join(pieces), end
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_streams_text_then_end_with_usage_and_model(kind, sims, adapters):
+    server = sims(kind)
+    provider = adapters(server)
+    items = list(provider.stream(REQUEST))
+    assert all(isinstance(i, TextDelta) for i in items[:-1]) and isinstance(items[-1], StreamEnd)
+    text = "".join(i.text for i in items[:-1])
+    assert "What is a circuit breaker?" in text and text.rstrip().endswith("w49")
+    end = items[-1]
+    assert end.finish_reason == "stop"
+    assert end.model == f"{kind}-test"
+    assert end.usage.input_tokens == 5
+    assert end.usage.output_tokens == len(items) - 1  # the simulator sends one token per piece
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_complete_is_derived_from_the_stream(kind, sims, adapters):
+    provider = adapters(sims(kind))
+    streamed, end = drain(provider)
+    completion = provider.complete(REQUEST)
+    assert completion.text == streamed
+    assert (completion.finish_reason, completion.model, completion.usage) == (end.finish_reason, end.model, end.usage)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_every_fault_maps_to_its_error_kind(kind, name, sims, adapters):
+    fault, expected = FAULTS[name]
+    server = sims(kind)
+    provider = adapters(server)
+    server.push(fault)
+    with pytest.raises(ProviderError) as caught:
+        drain(provider)
+    err = caught.value
+    assert err.kind is expected, f"{kind} {name}: {err}"
+    assert err.provider == kind
+    assert err.__cause__ is not None or err.kind is ErrorKind.STREAM_BROKEN  # raised `from` the original
+    if fault.kind == "status":
+        assert err.status == fault.status
+    # The adapter is still usable afterwards: the next request succeeds on the same client.
+    text, end = drain(provider)
+    assert end.finish_reason == "stop" and text
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_retry_after_is_read_from_the_response(kind, sims, adapters):
+    server = sims(kind)
+    provider = adapters(server)
+    server.push(Fault.http(429, retry_after=7))
+    with pytest.raises(ProviderError) as caught:
+        drain(provider)
+    assert caught.value.retry_after == pytest.approx(7)
+
+
+def test_gemini_retry_delay_comes_from_retryinfo_in_the_body(sims, adapters):
+    server = sims("gemini")
+    provider = adapters(server)
+    server.push(Fault.http(429, retry_after=3.5, retry_after_header=False))
+    with pytest.raises(ProviderError) as caught:
+        drain(provider)
+    assert caught.value.kind is ErrorKind.RATE_LIMITED
+    assert caught.value.retry_after == pytest.approx(3.5)
+
+
+@pytest.mark.parametrize("kind", REFUSERS)
+@pytest.mark.parametrize("after", [0, 3])
+def test_in_band_refusal_is_content_filtered(kind, after, sims, adapters):
+    server = sims(kind)
+    provider = adapters(server)
+    server.push(Fault("refusal", after=after))
+    with pytest.raises(ProviderError) as caught:
+        drain(provider)
+    assert caught.value.kind is ErrorKind.CONTENT_FILTERED
+    assert not caught.value.kind.fallover and not caught.value.kind.health
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_complete_stream_without_optional_sentinel_is_complete(kind, sims, adapters):
+    server = sims(kind)
+    provider = adapters(server)
+    server.push(Fault("no_sentinel"))
+    text, end = drain(provider)
+    assert end.finish_reason == "stop" and end.usage.output_tokens > 0 and text
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_max_tokens_stop_is_reported_as_length(kind, sims, adapters):
+    server = sims(kind)
+    provider = adapters(server)
+    server.push(Fault("length"))
+    _, end = drain(provider)
+    assert end.finish_reason == "length"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_empty_answer_is_not_a_success(kind, sims, adapters):
+    server = sims(kind, responder=lambda q, m: "")
+    provider = adapters(server)
+    with pytest.raises(ProviderError) as caught:
+        drain(provider)
+    assert caught.value.kind is ErrorKind.STREAM_BROKEN
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai", "gemini"])
+def test_missing_key_is_auth_and_sends_nothing(kind, sims, adapters):
+    server = sims(kind)
+    provider = adapters(server, api_key=None)
+    with pytest.raises(ProviderError) as caught:
+        drain(provider)
+    assert caught.value.kind is ErrorKind.AUTH and "no API key" in caught.value.message
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_wrong_key_is_auth(kind, sims, adapters):
+    from core.config import Secret
+
+    server = sims(kind)
+    provider = adapters(server, api_key=Secret("sk-wrong-000000000000"))
+    with pytest.raises(ProviderError) as caught:
+        drain(provider)
+    assert caught.value.kind is ErrorKind.AUTH
+
+
+def test_connection_refused_is_connection(sims, adapters):
+    for kind in KINDS:
+        server = sims(kind)
+        provider = adapters(server)
+        server.close()  # nothing listens on that port any more
+        with pytest.raises(ProviderError) as caught:
+            drain(provider)
+        assert caught.value.kind is ErrorKind.CONNECTION, kind
+
+
+CONVERSATION = ChatRequest(
+    messages=(Message("system", "Answer in French."), Message("user", "Hi"), Message("assistant", "Bonjour"),
+              Message("user", "How are you?"), Message("user", "And the weather?")),
+    system="You are terse.",
+    temperature=0.3,
+    max_tokens=77,
+)
+
+
+def _sent(kind, sims, adapters):
+    server = sims(kind)
+    drain(adapters(server), CONVERSATION)
+    (request,) = server.chat_requests()
+    return request
+
+
+def test_anthropic_request_mapping(sims, adapters):
+    req = _sent("anthropic", sims, adapters)
+    assert req.path == "/v1/messages"
+    assert req.headers.get("x-api-key") == KEY or req.headers.get("authorization") == f"Bearer {KEY}"
+    body = req.body
+    assert body["system"] == "You are terse.\n\nAnswer in French."
+    assert body["messages"] == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Bonjour"},
+                                {"role": "user", "content": "How are you?\n\nAnd the weather?"}]
+    assert body["max_tokens"] == 77 and body["stream"] is True and body["model"] == "anthropic-test"
+    assert "temperature" not in body  # the Messages API in SDK 2.14 has no such parameter
+
+
+def test_openai_request_mapping(sims, adapters):
+    req = _sent("openai", sims, adapters)
+    assert req.path == "/v1/chat/completions" and req.headers["authorization"] == f"Bearer {KEY}"
+    body = req.body
+    assert body["messages"][0] == {"role": "system", "content": "You are terse.\n\nAnswer in French."}
+    assert [m["role"] for m in body["messages"][1:]] == ["user", "assistant", "user"]
+    assert body["temperature"] == 0.3
+    # base_url is set (a compatible server), so the widely supported name is used
+    assert body["max_tokens"] == 77
+    assert body["stream_options"] == {"include_usage": True}
+
+
+def test_gemini_request_mapping(sims, adapters):
+    req = _sent("gemini", sims, adapters)
+    assert req.path.startswith("/v1/models/gemini-test:streamGenerateContent") and "alt=sse" in req.path
+    assert req.headers["x-goog-api-key"] == KEY
+    body = req.body
+    assert body["systemInstruction"]["parts"][0]["text"] == "You are terse.\n\nAnswer in French."
+    assert [c["role"] for c in body["contents"]] == ["user", "model", "user"]
+    assert body["contents"][1]["parts"][0]["text"] == "Bonjour"
+    assert body["generationConfig"] == {"temperature": 0.3, "maxOutputTokens": 77}
+
+
+def test_ollama_request_mapping(sims, adapters):
+    req = _sent("ollama", sims, adapters)
+    assert req.path == "/api/chat" and req.headers["authorization"] == f"Bearer {KEY}"
+    body = req.body
+    assert body["messages"][0] == {"role": "system", "content": "You are terse.\n\nAnswer in French."}
+    assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant", "user"]
+    assert body["options"]["temperature"] == 0.3 and body["options"]["num_predict"] == 77
+    assert body["stream"] is True
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_probe_uses_a_list_models_call_that_costs_no_tokens(kind, sims, adapters):
+    server = sims(kind)
+    provider = adapters(server)
+    provider.probe()
+    assert [r.method for r in server.requests] == ["GET"]
+    server.push(Fault.http(503))
+    with pytest.raises(ProviderError) as caught:
+        provider.probe()
+    assert caught.value.kind is ErrorKind.OVERLOADED
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_one_client_serves_many_threads_at_once(kind, sims, adapters):
+    server = sims(kind, chunk_delay=0.002)
+    provider = adapters(server)
+    results, errors = [], []
+    barrier = threading.Barrier(8)
+
+    def worker(i):
+        barrier.wait()
+        try:
+            results.append(drain(provider, ChatRequest.ask(f"question {i}"))[0])
+        except Exception as e:  # noqa: BLE001 — collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert errors == []
+    assert sorted(r.split("'")[1] for r in results) == sorted(f"question {i}" for i in range(8))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_abandoning_a_stream_releases_the_connection(kind, sims, adapters):
+    server = sims(kind, chunk_delay=0.001)
+    provider = adapters(server)
+    for _ in range(3):  # more than a handful of leaked connections would exhaust nothing, so check reuse works
+        stream = provider.stream(REQUEST)
+        assert isinstance(next(stream), TextDelta)
+        stream.close()
+    text, end = drain(provider)
+    assert end.finish_reason == "stop" and text
