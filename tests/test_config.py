@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from core.config import ConfigError, Secret, find_config_file, from_environment, load_config
+from core.config import ConfigError, Policy, Secret, find_config_file, from_environment, load_config
 
 GOOD = """
 [[providers]]
@@ -145,3 +147,10 @@ def test_the_key_value_never_appears_in_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, text), env={})
     assert "sk-live-0123456789abcdefXYZ" not in str(caught.value)
+
+
+def test_the_shipped_example_file_loads():
+    path = Path(__file__).resolve().parent.parent / "understudy.example.toml"
+    config = load_config(str(path), env={"OPENAI_API_KEY": "sk-0123456789abcdef"})
+    assert [p.name for p in config.providers] == ["claude", "gpt", "vllm", "gemini", "local"]
+    assert config.policy == Policy.defaults()  # the values it shows are the documented defaults
