@@ -32,7 +32,7 @@ def sims():
 
 def entry_for(server: SimServer, name: str | None = None, **kw) -> ProviderEntry:
     fields = dict(name=name or server.kind, kind=server.kind, model=f"{server.kind}-test", base_url=server.url,
-                  api_key=Secret(KEY), idle_timeout=IDLE, connect_timeout=IDLE)
+                  api_key=Secret(KEY), idle_timeout=IDLE, connect_timeout=IDLE, first_token_timeout=IDLE)
     fields.update(kw)
     return ProviderEntry(**fields)
 
@@ -57,5 +57,5 @@ def toml_for(servers: list[SimServer], extra: str = "", key_env: str = "SIM_KEY"
     out = []
     for i, s in enumerate(servers):
         out.append(f'[[providers]]\nname = "{s.kind}-{i}"\nkind = "{s.kind}"\nmodel = "{s.kind}-test"\n'
-                   f'base_url = "{s.url}"\napi_key_env = "{key_env}"\nidle_timeout = {IDLE}\n')
+                   f'base_url = "{s.url}"\napi_key_env = "{key_env}"\nidle_timeout = {IDLE}\nfirst_token_timeout = {IDLE}\n')
     return "\n".join(out) + "\n" + extra

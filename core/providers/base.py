@@ -9,6 +9,7 @@ Everything else (`complete()`) is derived from the stream.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -16,6 +17,7 @@ from typing import Any, ClassVar
 import httpx
 import httpx2
 
+from .. import cancel
 from ..chat import ChatRequest, Completion, StreamEnd, TextDelta
 from ..config import KINDS, KindInfo, ProviderEntry
 from ..errors import ErrorKind, ProviderError
@@ -52,6 +54,7 @@ class Provider:
         self.name = entry.name
         self.model = entry.model
         self._transport = transport
+        self._last_headers = threading.local()
         self._client = self._make_client() if (entry.api_key or not self.info.needs_key) else None
 
     @property
@@ -156,7 +159,24 @@ class Provider:
             return self._error(ErrorKind.STREAM_BROKEN, f"malformed data from the provider ({text})")
         return self._error(ErrorKind.SERVER, f"unexpected failure ({text})")
 
-    def _httpx2_timeout(self) -> httpx2.Timeout:
+    def _timeout(self, lib: Any = httpx2) -> Any:
+        # Per phase, not a total: the router owns the request deadline and the first-token and
+        # idle timers. The read timeout is a backstop that also frees an abandoned thread.
         e = self.entry
-        return httpx2.Timeout(connect=e.connect_timeout, read=e.idle_timeout, write=e.idle_timeout,
-                              pool=e.connect_timeout)
+        read = max(e.idle_timeout, e.first_token_timeout)
+        return lib.Timeout(connect=e.connect_timeout, read=read, write=read, pool=e.connect_timeout)
+
+    def _http_client(self, lib: Any = httpx2, **kwargs: Any) -> Any:
+        """The HTTP client under the SDK: our transport (fault injection) and response hook."""
+        return lib.Client(transport=self._transport, timeout=self._timeout(lib),
+                          event_hooks={"response": [self._on_response]}, **kwargs)
+
+    def _on_response(self, response: Any) -> None:
+        # Runs in the attempt's thread as soon as headers arrive: let the router cancel it,
+        # and keep the headers for SDKs whose errors drop them (ollama).
+        self._last_headers.value = response.headers
+        if (s := cancel.current()) is not None:
+            s.adopt(response)
+
+    def last_headers(self) -> Any:
+        return getattr(self._last_headers, "value", None)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import httpx2
 from google import genai
 from google.genai import errors, types
 
@@ -31,11 +30,11 @@ class GeminiProvider(Provider):
         # google-genai has no timeout by default and its per-request timeout (which overrides the
         # client's) covers every phase: the idle limit is the one that bounds a silent peer.
         # Keep a reference to the client: its __del__ closes the connection pool (field notes §1.6).
-        self._timeout_ms = math.ceil(self.entry.idle_timeout * 1000)
+        self._timeout_ms = math.ceil(max(self.entry.idle_timeout, self.entry.first_token_timeout) * 1000)
         options = types.HttpOptions(
             base_url=self.entry.base_url,
             timeout=self._timeout_ms,
-            httpx_client=httpx2.Client(transport=self._transport, timeout=self._httpx2_timeout()),
+            httpx_client=self._http_client(),
         )
         return genai.Client(api_key=self.entry.api_key.reveal(), http_options=options)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import httpx
 import ollama
 
@@ -18,22 +16,12 @@ class OllamaProvider(Provider):
     kind = "ollama"
 
     def _make_client(self):
-        # ollama.ResponseError keeps only the status and the text: a response hook keeps the
+        # ollama.ResponseError keeps only the status and the text: the response hook keeps the
         # headers (per thread, as calls are) so a proxy's Retry-After is not lost.
-        self._last_headers = threading.local()
         e = self.entry
         headers = {"authorization": f"Bearer {e.api_key.reveal()}"} if e.api_key else None
-        return ollama.Client(
-            host=e.endpoint,
-            timeout=httpx.Timeout(connect=e.connect_timeout, read=e.idle_timeout, write=e.idle_timeout,
-                                  pool=e.connect_timeout),
-            headers=headers,
-            transport=self._transport,
-            event_hooks={"response": [self._keep_headers]},
-        )
-
-    def _keep_headers(self, response: httpx.Response) -> None:
-        self._last_headers.value = response.headers
+        return ollama.Client(host=e.endpoint, timeout=self._timeout(httpx), headers=headers,
+                             transport=self._transport, event_hooks={"response": [self._on_response]})
 
     def _stream(self, request, state):
         self._last_headers.value = None
@@ -66,7 +54,7 @@ class OllamaProvider(Provider):
         if isinstance(e, ollama.ResponseError):
             if e.status_code == -1:  # an {"error": ...} line inside the stream
                 return self._error(ErrorKind.STREAM_BROKEN, f"error in the stream: {e.error}")
-            headers = getattr(self._last_headers, "value", None)
+            headers = self.last_headers()
             return self._error(kind_for_status(e.status_code, e.error), e.error, status=e.status_code,
                                retry_after=retry_after_from_headers(headers))
         return None

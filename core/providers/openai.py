@@ -26,7 +26,7 @@ class OpenAIProvider(Provider):
             api_key=self.entry.api_key.reveal() if self.entry.api_key else "unused",
             base_url=self.entry.base_url,
             max_retries=0,
-            http_client=httpx2.Client(transport=self._transport, timeout=self._httpx2_timeout()),
+            http_client=self._http_client(),
         )
 
     def _stream(self, request, state):
