@@ -86,14 +86,47 @@ _Number = (int, float)
 POLICY_SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], float | None, str]]] = {
     "timeouts": {
         "connect": (5.0, _Number, 0.05, "seconds to open a connection"),
-        "first_token": (8.0, _Number, 0.05, "seconds to wait for the first text"),
+        "first_token": (8.0, _Number, 0.05, "seconds to wait for the first text before giving up on a provider"),
         "idle": (10.0, _Number, 0.05, "seconds of silence allowed between chunks"),
         "request": (60.0, _Number, 0.1, "one deadline for the whole chain, retries included"),
+    },
+    "retries": {
+        "max_attempts": (2, (int,), 1, "tries per provider per request, the first included"),
+        "backoff_base": (0.2, _Number, 0.0, "seconds; backoff is full jitter over base * 2^n"),
+        "backoff_max": (2.0, _Number, 0.0, "seconds; the most one backoff may wait"),
+        "max_retry_wait": (1.0, _Number, 0.0, "the longest Retry-After waited within a request; longer: fail over"),
+    },
+    "breaker": {
+        "fail_max": (3, (int,), 1, "consecutive health failures that open a provider's breaker"),
+        "reset_timeout": (15.0, _Number, 0.1, "seconds open before one trial call"),
+        "max_cooldown": (300.0, _Number, 0.1, "the longest a Retry-After may keep a provider out"),
+    },
+    "hedging": {
+        "enabled": (True, (bool,), None, "race the next provider when the first token is late"),
+        "floor": (0.3, _Number, 0.0, "seconds; the hedge delay is never shorter"),
+        "cap": (2.0, _Number, 0.0, "seconds; the hedge delay is never longer"),
+        "default_delay": (1.0, _Number, 0.0, "seconds; the delay before enough first-token samples exist"),
+        "quantile": (0.95, _Number, 0.5, "which first-token quantile sets the delay"),
+        "min_samples": (10, (int,), 1, "samples needed before the quantile is trusted"),
     },
     "cache": {
         "enabled": (True, (bool,), None, "serve repeated questions from memory"),
         "ttl": (3600.0, _Number, 0.0, "seconds an answer stays fresh"),
+        "stale_ttl": (86400.0, _Number, 0.0, "seconds a stale answer may still stand in during an outage"),
         "max_entries": (1000, (int,), 1, "answers kept (least recently used go first)"),
+    },
+    "offline": {
+        "enabled": (True, (bool,), None, "answer from the FAQ when no provider can"),
+        "faq_file": ("", (str,), None, "path of the FAQ (TOML); empty: the shipped core/data/offline_faq.toml"),
+        "min_similarity": (0.5, _Number, 0.0, "0-1; how close a question must be to an FAQ entry"),
+        "followup_file": ("", (str,), None, "append unanswered questions here as JSON lines; empty: memory only"),
+    },
+    "metrics": {
+        "max_events": (20000, (int,), 100, "events kept in memory (oldest go first)"),
+        "window": (900.0, _Number, 1.0, "seconds of history in summaries"),
+    },
+    "health": {
+        "probe_interval": (30.0, _Number, 0.0, "seconds between background probes; 0 turns them off"),
     },
 }
 PROVIDER_KEYS = {

@@ -1,0 +1,118 @@
+"""Answers kept in memory: fresh ones are served before any provider is called, stale ones when
+no provider can answer.
+
+cachetools' TTLCache (least-recently-used, with a time-to-live) bounds both size and how stale an
+answer may get; freshness is judged from when the answer was stored. cachetools classes are not
+thread-safe (field notes §9), so every access holds one lock. Identical requests arriving together
+are computed once: the first becomes the leader, the others wait for its result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cachetools
+
+from .chat import ChatRequest, Usage
+
+
+@dataclass(frozen=True)
+class CachedAnswer:
+    text: str
+    provider: str
+    model: str
+    usage: Usage | None
+    stored_at: float
+
+
+class Flight:
+    """One computation in progress for a key; followers wait on it."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self.result = None
+
+    def finish(self, result) -> None:
+        self.result = result
+        self._done.set()
+
+    def wait(self, timeout: float):
+        return self.result if self._done.wait(max(0.0, timeout)) else None
+
+
+def cache_key(request: ChatRequest) -> str:
+    """The whole normalised conversation, system prompt and generation settings."""
+    def norm(text: str) -> str:
+        return " ".join(unicodedata.normalize("NFC", text).split())
+
+    payload = {
+        "system": norm(request.system_text()),
+        "messages": [[m.role, norm(m.content)] for m in request.turns()],
+        "temperature": request.temperature,
+        "max_tokens": request.max_tokens,
+    }
+    return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()
+
+
+class AnswerCache:
+    def __init__(
+        self,
+        *,
+        ttl: float,
+        max_entries: int,
+        stale_ttl: float,
+        clock: Callable[[], float],
+        enabled: bool = True,
+    ) -> None:
+        self.enabled = enabled
+        self.ttl = ttl
+        self._clock = clock
+        self._store: cachetools.TTLCache = cachetools.TTLCache(maxsize=max_entries, ttl=max(ttl, stale_ttl),
+                                                               timer=clock)
+        self._lock = threading.Lock()
+        self._flights: dict[str, Flight] = {}
+
+    def get(self, key: str) -> tuple[CachedAnswer, bool] | None:
+        """(answer, fresh?) or None."""
+        if not self.enabled:
+            return None
+        with self._lock:
+            answer = self._store.get(key)
+        if answer is None:
+            return None
+        return answer, self._clock() - answer.stored_at < self.ttl
+
+    def put(self, key: str, text: str, provider: str, model: str, usage: Usage | None) -> None:
+        """Store a complete answer (callers never pass a partial one)."""
+        if not self.enabled:
+            return
+        with self._lock:
+            self._store[key] = CachedAnswer(text, provider, model, usage, self._clock())
+
+    def join(self, key: str) -> tuple[Flight, bool]:
+        """(flight, leader?). The leader must call `land()` whatever happens."""
+        with self._lock:
+            flight = self._flights.get(key)
+            if flight is not None:
+                return flight, False
+            flight = self._flights[key] = Flight()
+            return flight, True
+
+    def land(self, key: str, flight: Flight, result) -> None:
+        with self._lock:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+        flight.finish(result)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._store.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._store)
