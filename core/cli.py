@@ -89,6 +89,7 @@ def _ask(args, stdin, stdout, stderr) -> int:
         if args.question is not None:
             raise UsageError("--jsonl reads questions from stdin; don't give one as an argument")
         router = _router(args)
+        router.start_probing()  # a long-lived process: keep health fresh in the background
         try:
             return _jsonl(router, settings, stdin, stdout)
         finally:
@@ -198,7 +199,7 @@ def _status(args, stdout) -> int:
     if args.json:
         print(json.dumps([r.__dict__ for r in rows], ensure_ascii=False, indent=2), file=stdout)
         return 0
-    cols = ("name", "kind", "model", "endpoint", "key", "health")
+    cols = ("name", "kind", "model", "endpoint", "key", "health", "breaker")
     table = [[str(getattr(r, c)) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(cols)]
     print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)), file=stdout)

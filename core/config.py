@@ -88,7 +88,7 @@ POLICY_SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], float | None, st
         "connect": (5.0, _Number, 0.05, "seconds to open a connection"),
         "first_token": (8.0, _Number, 0.05, "seconds to wait for the first text before giving up on a provider"),
         "idle": (10.0, _Number, 0.05, "seconds of silence allowed between chunks"),
-        "request": (60.0, _Number, 0.1, "one deadline for the whole chain, retries included"),
+        "request": (60.0, _Number, 0.1, "one deadline for the whole chain to start answering, retries included"),
     },
     "retries": {
         "max_attempts": (2, (int,), 1, "tries per provider per request, the first included"),

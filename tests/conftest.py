@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from core.config import ProviderEntry, Secret
 from core.providers import build
 from core.simulator import SimServer
 
+ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("anthropic", "openai", "gemini", "ollama")
 KEY = "sk-test-0123456789abcdef"
 # Short enough to keep silence and stall tests quick, long enough for a loaded 2-core CI box.

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from core.simulator import Fault
-from tests.conftest import KEY, KINDS, toml_for
+from tests.conftest import KEY, KINDS, ROOT, toml_for
 
-ROOT = Path(__file__).resolve().parent.parent
+
 
 
 def run(args, tmp_path, stdin="", env_extra=None, timeout=60):

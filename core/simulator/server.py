@@ -97,6 +97,7 @@ class SimServer:
         self.default = Fault()
         self._script: collections.deque[Fault] = collections.deque()
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._requests: list[Recorded] = []
         self._stop = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
@@ -159,9 +160,19 @@ class SimServer:
     def chat_requests(self) -> list[Recorded]:
         return [r for r in self.requests if r.method == "POST"]
 
+    def wait_for(self, count: int, *, method: str | None = None, timeout: float = 10.0) -> list[Recorded]:
+        """Block until `count` requests (of `method`) have arrived, or `timeout`; return them."""
+        def matching() -> list[Recorded]:
+            return [r for r in self._requests if method is None or r.method == method]
+
+        with self._arrived:
+            self._arrived.wait_for(lambda: len(matching()) >= count, timeout)
+            return matching()
+
     def _record(self, rec: Recorded) -> None:
-        with self._lock:
+        with self._arrived:
             self._requests.append(rec)
+            self._arrived.notify_all()
 
 
 class _Server(ThreadingHTTPServer):

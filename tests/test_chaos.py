@@ -1,0 +1,195 @@
+"""Fault injection at the HTTP transport, under the real SDKs, against healthy simulated servers."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+
+from core.chat import ChatRequest
+from core.chaos import SCENARIOS, Chaos, Injection, transport_for
+from core.config import Config, Policy
+from core.errors import ErrorKind, ProviderError
+from core.providers import build
+from core.router import Router
+from core.simulator import Fault
+from tests.conftest import KINDS, entry_for
+
+Q = ChatRequest.ask("Is the primary down?")
+
+TRANSPORT_FAULTS = {
+    "429": (Fault.http(429, retry_after=4), ErrorKind.RATE_LIMITED),
+    "529": (Fault.http(529), ErrorKind.OVERLOADED),
+    "500": (Fault.http(500), ErrorKind.SERVER),
+    "401": (Fault.http(401), ErrorKind.AUTH),
+    "context": (Fault.http(flavour="context_length"), ErrorKind.CONTEXT_LENGTH),
+    "filter": (Fault.http(flavour="content_filter"), ErrorKind.CONTENT_FILTERED),
+    "reset": (Fault("reset"), ErrorKind.CONNECTION),
+    "silence": (Fault("silence"), ErrorKind.TIMEOUT),
+    "slow_first": (Fault("slow_first", seconds=30), ErrorKind.TIMEOUT),
+    "cut": (Fault("cut", after=5), ErrorKind.STREAM_BROKEN),
+    "stall": (Fault("stall", after=5, seconds=30), ErrorKind.STREAM_BROKEN),
+    "malformed": (Fault("malformed", after=5), ErrorKind.STREAM_BROKEN),
+    "error_event": (Fault("error_event", after=5), ErrorKind.STREAM_BROKEN),
+    "no_end": (Fault("no_end", after=5), ErrorKind.STREAM_BROKEN),
+}
+
+
+@pytest.fixture
+def chaotic(sims):
+    built = []
+
+    def make(kind):
+        chaos = Chaos()
+        server = sims(kind)
+        provider = build(entry_for(server), transport=transport_for(kind, kind, chaos))
+        built.append(provider)
+        return provider, chaos, server
+
+    yield make
+    for p in built:
+        p.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", list(TRANSPORT_FAULTS))
+def test_injected_faults_look_real_to_the_sdk(kind, name, chaotic):
+    provider, chaos, server = chaotic(kind)
+    fault, expected = TRANSPORT_FAULTS[name]
+    chaos.set(kind, fault)
+    with pytest.raises(ProviderError) as caught:
+        provider.complete(Q)
+    assert caught.value.kind is expected
+    if name == "429":
+        assert caught.value.retry_after == 4
+    chaos.clear(kind)
+    assert provider.complete(Q).finish_reason == "stop"  # off again from the next request
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_short_stall_or_latency_is_survived(kind, chaotic):
+    provider, chaos, server = chaotic(kind)
+    chaos.set(kind, Fault("stall", after=3, seconds=0.1))
+    assert provider.complete(Q).finish_reason == "stop"
+    chaos.set(kind, Fault("latency", seconds=0.1))
+    assert provider.complete(Q).finish_reason == "stop"
+
+
+def test_status_faults_never_reach_the_server_stream_faults_do(chaotic):
+    provider, chaos, server = chaotic("openai")
+    chaos.set("openai", Fault.http(503))
+    with pytest.raises(ProviderError):
+        provider.complete(Q)
+    assert server.chat_requests() == []
+    chaos.set("openai", Fault("cut", after=2))
+    with pytest.raises(ProviderError):
+        provider.complete(Q)
+    assert len(server.chat_requests()) == 1
+
+
+def test_probability_strikes_about_that_share_of_requests():
+    chaos = Chaos(rng=random.Random(7))
+    chaos.set("p", Fault.http(500), probability=0.3)
+    hits = sum(chaos.strike("p") is not None for _ in range(2000))
+    assert 500 < hits < 700
+
+
+def test_flapping_alternates_on_the_clock():
+    now = [0.0]
+    chaos = Chaos(clock=lambda: now[0])
+    chaos.set("p", Fault.http(503), flap=(5, 10))
+    seen = []
+    for t in (0, 4.9, 5.1, 14.9, 15.1, 19.9, 20.1):
+        now[0] = t
+        seen.append(chaos.strike("p") is not None)
+    assert seen == [True, True, False, False, True, True, False]
+
+
+def test_scenarios_play_as_timelines_and_end():
+    now = [0.0]
+    chaos = Chaos(clock=lambda: now[0])
+    chaos.play("rolling_outage", ["a", "b", "c", "d"])
+    timeline = {}
+    for t in (1, 21, 41, 61, 81):
+        now[0] = t
+        timeline[t] = [n for n in "abcd" if chaos.strike(n) is not None]
+    assert timeline == {1: ["a"], 21: ["b"], 41: ["c"], 61: [], 81: []}
+    assert chaos.state()["scenario"] is None and not chaos.active
+
+
+def test_state_describes_what_is_on_and_reset_clears_everything():
+    now = [0.0]
+    chaos = Chaos(clock=lambda: now[0])
+    chaos.set("claude", Fault.http(429, retry_after=2))
+    chaos.play("slow_primary", ["gpt"])
+    now[0] = 3
+    state = chaos.state()
+    assert state["providers"] == {"claude": "HTTP 429 (rate_limit), Retry-After 2s",
+                                  "gpt": "first token after 6s"}
+    assert state["scenario"]["name"] == "slow_primary" and state["scenario"]["elapsed"] == 3
+    chaos.reset()
+    assert chaos.state() == {"providers": {}, "scenario": None} and not chaos.active
+
+
+def test_every_named_scenario_is_well_formed():
+    assert set(SCENARIOS) == {"primary_outage", "rolling_outage", "cascade", "everything_down", "slow_primary",
+                              "flapping_primary"}
+    for s in SCENARIOS.values():
+        assert s.steps and all(0 <= step.at <= s.duration for step in s.steps)
+
+
+def test_refusing_faults_it_cannot_inject():
+    with pytest.raises(ValueError):
+        Injection(Fault("refusal"))
+    with pytest.raises(ValueError):
+        Injection(Fault.http(500), probability=2)
+
+
+def test_settings_are_safe_to_change_while_requests_read_them():
+    chaos, errors, stop = Chaos(), [], threading.Event()
+
+    def reader():
+        try:
+            while not stop.is_set():
+                chaos.strike("p")
+                chaos.state()
+        except Exception as e:  # noqa: BLE001 — asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for i in range(3000):
+        chaos.set("p", Fault.http(500)) if i % 2 else chaos.clear("p")
+        if i % 500 == 0:
+            chaos.play("cascade", ["p", "q"])
+    stop.set()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_the_router_built_from_config_drives_chaos_through_every_layer(sims):
+    a, o = sims("anthropic"), sims("ollama")
+    entries = (entry_for(a, name="claude"), entry_for(o, name="local"))
+    router = Router(Config(providers=entries, policy=Policy.defaults()))
+    try:
+        router.chaos.set("claude", Fault.http(529))
+        result = router.ask(Q)
+        assert result.provider == "local" and result.attempts[0].error_kind == "overloaded"
+        assert a.chat_requests() == []  # the fault happened under the SDK, not at the server
+        router.chaos.reset()
+        router.reset_breakers()
+        assert router.ask(ChatRequest.ask("and now?")).provider == "claude"
+        router.chaos.set("claude", Fault("silence"))
+        t0 = time.monotonic()
+        assert router.ask(ChatRequest.ask("silent?")).provider == "local"
+        # The cancelled silent attempt wakes at once: no thread waits out its read timeout.
+        for t in [t for t in threading.enumerate() if t.name == "attempt-claude"]:
+            t.join(timeout=2)
+            assert not t.is_alive()
+        assert time.monotonic() - t0 < 4
+    finally:
+        router.close()

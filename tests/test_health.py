@@ -1,0 +1,85 @@
+"""Active probes (no tokens spent) combined with passive health and breaker state."""
+
+from __future__ import annotations
+
+from core.chat import ChatRequest
+from core.config import Config, Policy
+from core.router import Router
+from core.simulator import Fault
+from tests.conftest import entry_for
+
+
+def router_for(*servers, **kw):
+    return Router(Config(providers=tuple(entry_for(s, name=f"{s.kind}-{i}") for i, s in enumerate(servers)),
+                         policy=Policy.defaults()), **kw)
+
+
+def test_probes_use_no_chat_calls_and_report_each_provider(sims):
+    up, down = sims("anthropic"), sims("gemini")
+    down.set_default(Fault.http(503))
+    router = router_for(up, down)
+    try:
+        rows = router.status()
+        assert [(r.name, r.health, r.breaker) for r in rows] == [("anthropic-0", "ok", "closed"),
+                                                                  ("gemini-1", "down", "closed")]
+        assert up.chat_requests() == [] and down.chat_requests() == []
+        assert rows[0].probe_ms is not None and "overloaded" in rows[1].detail
+    finally:
+        router.close()
+
+
+def tripped(sims):
+    """A router whose primary failed three times in a row: its breaker is open."""
+    a, b = sims("openai"), sims("ollama")
+    a.set_default(Fault.http(500))
+    router = router_for(a, b)
+    for i in range(3):
+        router.ask(ChatRequest.ask(f"q{i}"))
+    return router, a
+
+
+def test_passive_health_and_breaker_show_in_status(sims):
+    router, _ = tripped(sims)
+    try:
+        row = router.status(probe=False)[0]
+        assert row.breaker == "open" and row.health == "down" and 0 < row.retry_in_s <= 15
+        assert row.success_rate == 0.0
+    finally:
+        router.close()
+
+
+def test_a_good_probe_lets_an_open_breaker_try_again_at_once(sims):
+    router, a = tripped(sims)
+    try:
+        assert router.breakers["openai-0"].state == "open"
+        a.set_default(Fault())
+        router.probe(["openai-0"])
+        assert router.ask(ChatRequest.ask("back?")).provider == "openai-0"
+        assert router.breakers["openai-0"].state == "closed"
+    finally:
+        router.close()
+
+
+def test_missing_key_is_reported_not_probed(sims):
+    server = sims("openai")
+    router = router_for(server)
+    router.close()
+    router = Router(Config(providers=(entry_for(server, api_key=None),), policy=Policy.defaults()))
+    try:
+        (row,) = router.status()
+        assert row.health == "no key" and row.key == "missing" and "OPENAI_API_KEY" in row.detail
+        assert server.requests == []
+    finally:
+        router.close()
+
+
+def test_background_probing_runs_on_its_interval(sims):
+    server = sims("gemini")
+    values = {s: dict(v) for s, v in Policy.defaults().values.items()}
+    values["health"]["probe_interval"] = 0.05
+    router = Router(Config(providers=(entry_for(server),), policy=Policy(values)))
+    try:
+        router.start_probing()
+        assert len(server.wait_for(3, method="GET", timeout=10)) >= 3
+    finally:
+        router.close()
