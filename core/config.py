@@ -100,6 +100,7 @@ POLICY_SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], float | None, st
         "fail_max": (3, (int,), 1, "consecutive health failures that open a provider's breaker"),
         "reset_timeout": (15.0, _Number, 0.1, "seconds open before one trial call"),
         "max_cooldown": (300.0, _Number, 0.1, "the longest a Retry-After may keep a provider out"),
+        "max_trial_wait": (3.0, _Number, 0.0, "when every breaker is open, wait this long at most for a trial"),
     },
     "hedging": {
         "enabled": (True, (bool,), None, "race the next provider when the first token is late"),

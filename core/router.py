@@ -338,6 +338,7 @@ class _Run:
         self.hedges = 0
         self.hedge_won = False
         self.restarted = False
+        self.waited_for_trial = False
         self.result: Result | None = None
         self.key = cache_key(request) if router.cache.enabled else None
         self.flight: Flight | None = None
@@ -373,8 +374,7 @@ class _Run:
                 yield from self._follow(flight)
                 return
             self.flight = flight
-        if not self._launch_next():
-            self._degrade("no provider available")
+        self._failover()
         while self.result is None:
             now = self.clock()
             items = []
@@ -564,8 +564,23 @@ class _Run:
     def _failover(self) -> None:
         if self.active or self.retry_at or self.result is not None:
             return  # another attempt (a hedge, a scheduled retry) carries on
-        if not self._launch_next():
+        if not self._launch_next() and not self._wait_for_trial():
             self._degrade("no provider could answer")
+
+    def _wait_for_trial(self) -> bool:
+        """Every breaker is open: rather than give up at once (litellm #3646), wait for the first
+        one whose cooldown ends soon, once per request, and make its trial call."""
+        if self.waited_for_trial:
+            return False
+        self.waited_for_trial = True
+        now = self.clock()
+        limit = min(self.r.config.policy["breaker"]["max_trial_wait"], self.deadline - now)
+        soonest = min(((b.retry_in(), p) for p in self.r.providers
+                       if (b := self.r.breakers[p.name]).state == OPEN), key=lambda x: x[0], default=None)
+        if soonest is None or soonest[0] > limit:
+            return False
+        self.retry_at.append((now + soonest[0], soonest[1]))
+        return True
 
     def _launch_next(self, *, hedge: bool = False) -> bool:
         providers = self.r.providers

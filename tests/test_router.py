@@ -508,3 +508,26 @@ def test_done_is_always_last_and_only_once(chain):
     router, _ = chain("gemini")
     evs = events(router)
     assert isinstance(evs[-1], Done) and sum(isinstance(e, Done) for e in evs) == 1
+
+
+def test_when_every_breaker_is_open_a_request_waits_briefly_for_the_first_trial(chain):
+    clock = FakeClock()
+    router, (only,) = chain("openai", clock=clock, breaker__reset_timeout=10)
+    only.set_default(Fault.http(503))
+    for i in range(2):
+        router.ask(ChatRequest.ask(f"q{i}"))
+    assert router.breakers["openai-0"].state == "open"
+    only.set_default(Fault())
+    clock.advance(9.5)  # the cooldown ends in under 0.5 s: worth waiting for rather than failing now
+    result = router.ask(ChatRequest.ask("Which moon of Saturn has methane lakes?"))
+    assert result.provider == "openai-0" and result.complete and result.elapsed_ms >= 150
+    assert router.breakers["openai-0"].state == "closed"
+
+
+def test_a_long_cooldown_is_not_waited_for(chain):
+    router, (only,) = chain("openai")
+    only.set_default(Fault.http(503))
+    for i in range(2):
+        router.ask(ChatRequest.ask(f"q{i}"))
+    result = router.ask(ChatRequest.ask("Which moon of Saturn has methane lakes?"))
+    assert result.tier == "unavailable" and result.elapsed_ms < 1000
