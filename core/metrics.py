@@ -100,11 +100,16 @@ class Metrics:
                 self._totals["failovers"] += event.failovers
             elif isinstance(event, AttemptEvent):
                 self._totals["attempts"] += 1
+                self._totals[f"attempt:{event.provider}:{event.outcome}:{event.error_kind or ''}"] += 1
+                self._totals[f"tokens:{event.provider}:input"] += event.input_tokens or 0
+                self._totals[f"tokens:{event.provider}:output"] += event.output_tokens or 0
                 if event.outcome == "ok" and event.ttft_ms is not None:
                     self._ttfts.setdefault(event.provider, deque(maxlen=200)).append(event.ttft_ms)
         _log(event)
 
     def transition(self, t: Transition) -> None:
+        with self._lock:
+            self._totals[f"transition:{t.provider}:{t.new}"] += 1
         self.record(TransitionEvent(self.wall(), t.provider, t.old, t.new, t.reason, t.cooldown_s))
 
     def clear(self) -> None:

@@ -178,14 +178,15 @@ class Router:
         self._prober: threading.Thread | None = None
 
     # -- answering ------------------------------------------------------------------------------
-    def ask(self, request: ChatRequest) -> Result:
-        for event in self.stream(request):
+    def ask(self, request: ChatRequest, *, fresh: bool = False) -> Result:
+        for event in self.stream(request, fresh=fresh):
             if isinstance(event, Done):
                 return event.result
         raise AssertionError("stream() always ends with Done")  # pragma: no cover
 
-    def stream(self, request: ChatRequest) -> Iterator[Event]:
-        run = _Run(self, request)
+    def stream(self, request: ChatRequest, *, fresh: bool = False) -> Iterator[Event]:
+        """`fresh=True` skips the cached answer (a "regenerate"); the new answer still updates it."""
+        run = _Run(self, request, fresh=fresh)
         try:
             yield from run.events()
         finally:
@@ -233,11 +234,13 @@ class Router:
             return
 
         def loop() -> None:
-            while not self._stop.wait(interval):
+            while True:  # probe at once, then on the interval
                 try:
                     self.probe()
                 except Exception:  # noqa: BLE001 — a probe bug must not kill the prober
                     log.exception("probe failed")
+                if self._stop.wait(interval):
+                    return
 
         self._prober = threading.Thread(target=loop, name="understudy-prober", daemon=True)
         self._prober.start()
@@ -315,7 +318,8 @@ def _work(live: _Live, request: ChatRequest, out: queue.SimpleQueue) -> None:
 class _Run:
     """The state of one request while it is being answered (used by one thread only)."""
 
-    def __init__(self, router: Router, request: ChatRequest) -> None:
+    def __init__(self, router: Router, request: ChatRequest, *, fresh: bool = False) -> None:
+        self.fresh = fresh
         self.r = router
         self.request = request
         policy = router.config.policy
@@ -362,7 +366,7 @@ class _Run:
         yield Done(self.result)
 
     def _answer(self) -> Iterator[Event]:
-        if self.key is not None:
+        if self.key is not None and not self.fresh:
             hit = self.r.cache.get(self.key)
             if hit is not None and hit[1]:
                 self._finish(tier="cache", text=hit[0].text, provider=hit[0].provider, model=hit[0].model,

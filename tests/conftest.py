@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("anthropic", "openai", "gemini", "ollama")
 KEY = "sk-test-0123456789abcdef"
 # Short enough to keep silence and stall tests quick, long enough for a loaded 2-core CI box.
-IDLE = 0.5
+IDLE = 0.8
 
 
 @pytest.fixture

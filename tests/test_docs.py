@@ -23,4 +23,5 @@ def test_every_error_kind_and_tier_is_documented():
 
 def test_the_two_commands_are_there():
     assert "python3 -m pip install -r requirements.txt && python3 -m pytest" in README
+    assert "python3 -m pip install -r requirements.txt && streamlit run app.py" in README
     assert (ROOT / ".ci" / "run").read_text().count("python3 -m pytest") == 1

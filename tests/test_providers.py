@@ -255,7 +255,7 @@ def test_probe_uses_a_list_models_call_that_costs_no_tokens(kind, sims, adapters
     provider = adapters(server)
     provider.probe()
     assert [r.method for r in server.requests] == ["GET"]
-    server.push(Fault.http(503))
+    server.set_default(Fault.http(503))
     with pytest.raises(ProviderError) as caught:
         provider.probe()
     assert caught.value.kind is ErrorKind.OVERLOADED

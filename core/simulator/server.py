@@ -139,7 +139,7 @@ class SimServer:
 
     # -- scripting ---------------------------------------------------------------------------
     def push(self, *faults: Fault) -> None:
-        """Answer the next requests with these faults, in order; then with the default."""
+        """Answer the next chat requests with these faults, in order; then with the default."""
         with self._lock:
             self._script.extend(faults)
 
@@ -224,7 +224,8 @@ class _Handler(BaseHTTPRequestHandler):
         model = path_model or model or "sim-model"
         if op == "stream" or (op == "chat" and stream):
             op = "stream"
-        fault = sim.next_fault()
+        # Scripted faults are for chat calls; health probes (list models) see only the default.
+        fault = sim.default if op == "models" else sim.next_fault()
         if sim.api_key and not wire.authorised(headers, sim.api_key):
             fault = Fault.http(401)
 

@@ -1,0 +1,47 @@
+"""Demo mode: with no provider configured, the app runs on simulated providers for all four
+kinds — real HTTP servers on 127.0.0.1 speaking each real wire protocol, with realistic latency —
+so the whole real path (SDKs, breakers, router, dashboard, chaos) works with zero keys."""
+
+from __future__ import annotations
+
+from .config import KINDS, Config, Policy, ProviderEntry, Secret
+from .offline import DEFAULT_FAQ, Faq
+from .simulator import SimServer
+
+DEMO_KEY = "demo-key-not-a-secret-0000"
+_FAQ = Faq.load(DEFAULT_FAQ, min_similarity=0.45)
+
+
+def demo_responder(question: str, model: str) -> str:
+    """A plainly labelled simulated answer, from the FAQ where it can."""
+    match = _FAQ.match(question)
+    if match is not None:
+        body = match[0].answer
+    else:
+        body = ("I'm a simulated model, so I can't really answer that — but this reply travelled the real path: "
+                "the official SDK, a wire-faithful server, the circuit breaker and the router. Add an API key to "
+                "talk to a real model, or open the Chaos page and break me to watch the failover.")
+    return f"*[Simulated {model}]* {body}"
+
+
+class Demo:
+    """Four running simulated providers and the chain that points at them."""
+
+    def __init__(self, *, chunk_delay: float = 0.02, first_delay: float = 0.25) -> None:
+        self.servers = {
+            kind: SimServer(kind, responder=demo_responder, chunk_delay=chunk_delay, first_delay=first_delay,
+                            api_key=DEMO_KEY).start()
+            for kind in KINDS
+        }
+
+    def config(self, policy: Policy | None = None) -> Config:
+        entries = tuple(
+            ProviderEntry(name=info.label, kind=kind, model=f"{info.default_model}-sim", base_url=self.servers[kind].url,
+                          api_key=Secret(DEMO_KEY))
+            for kind, info in KINDS.items()
+        )
+        return Config(providers=entries, policy=policy or Policy.defaults(), source="demo mode")
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            server.close()

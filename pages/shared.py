@@ -1,0 +1,109 @@
+"""What every page shares: the one Router per process, the banners, and small formatting helpers.
+UI only — the engine is core/."""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+from core.config import ConfigError, load_config
+from core.demo import Demo
+from core.router import Router
+
+ADMIN_ENV = "UNDERSTUDY_ADMIN_PASSWORD"
+
+
+@dataclass
+class Runtime:
+    router: Router
+    demo: Demo | None
+    config_error: str | None
+    source: str
+
+    def close(self) -> None:
+        self.router.close()
+        if self.demo is not None:
+            self.demo.close()
+
+
+def secrets() -> Mapping[str, Any]:
+    """st.secrets as a plain dict; {} when there is no secrets.toml (any access raises then)."""
+    try:
+        return {k: v for k, v in st.secrets.items() if isinstance(v, str)}
+    except Exception:  # noqa: BLE001 — StreamlitSecretNotFoundError and a malformed file alike
+        return {}
+
+
+@st.cache_resource(show_spinner="Starting the router…", on_release=Runtime.close)
+def runtime() -> Runtime:
+    """Built once per process and shared by every session (and the ops endpoints)."""
+    error = None
+    try:
+        config = load_config(None, env=os.environ, secrets=secrets())
+    except ConfigError as e:
+        config, error = None, str(e)
+    demo = None
+    if config is None or not config.providers:
+        demo = Demo()
+        config = demo.config(policy=config.policy if config is not None else None)
+    try:
+        router = Router(config)
+    except ConfigError as e:  # e.g. an unreadable offline FAQ file
+        error = str(e)
+        demo = demo or Demo()
+        router = Router(demo.config())
+    router.start_probing()
+    return Runtime(router, demo, error, config.source)
+
+
+def router() -> Router:
+    return runtime().router
+
+
+def admin_password() -> str | None:
+    return os.environ.get(ADMIN_ENV) or secrets().get(ADMIN_ENV) or None
+
+
+def password_ok(given: str) -> bool:
+    expected = admin_password()
+    return expected is None or hmac.compare_digest(given.encode(), expected.encode())
+
+
+def banners() -> None:
+    rt = runtime()
+    if rt.config_error:
+        st.error(f"**Configuration problem** — {rt.config_error}\n\nRunning on simulated providers until it is "
+                 "fixed.", icon="🛠️")
+    if rt.demo is not None:
+        st.info("**Demo mode** — no provider is configured, so four simulated providers (Claude, GPT, Gemini, "
+                "Ollama) run on this machine and every answer is labelled *Simulated*. To use real models, set "
+                "`ANTHROPIC_API_KEY`, `OPENAI_API_KEY`, `GEMINI_API_KEY` or `OLLAMA_HOST` (or put them in "
+                "`.streamlit/secrets.toml`), or write an `understudy.toml`, then restart.", icon="🎭")
+    state = rt.router.chaos.state()
+    if state["providers"] or state["scenario"]:
+        parts = [f"**{name}** forced to fail ({what})" for name, what in sorted(state["providers"].items())]
+        if state["scenario"]:
+            sc = state["scenario"]
+            parts.insert(0, f"scenario *{sc['title']}* at {sc['elapsed']:.0f} s of {sc['duration']:.0f} s")
+        st.warning("**Simulated outage:** " + "; ".join(parts) + ". Reset it on the Chaos page.", icon="🧨")
+
+
+TIER_LABEL = {
+    "provider": "",
+    "cache": "🗄️ cached",
+    "stale_cache": "⏳ stale cache",
+    "offline": "📴 offline answer",
+    "declined": "🚫 declined",
+    "unavailable": "⚠️ unavailable",
+}
+
+
+def seconds(ms: float | None) -> str:
+    if ms is None:
+        return "–"
+    return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"

@@ -1,0 +1,133 @@
+"""End to end in a real browser: `streamlit run app.py` against simulated providers, driven by
+Playwright in Debian's Chromium (never a browser download). Screenshots go to tests/screenshots/."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from tests.conftest import KEY, ROOT, toml_for
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = ROOT / "tests" / "screenshots"
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage"]
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # pragma: no cover
+    sync_playwright = None
+
+if sync_playwright is None or not shutil.which(CHROMIUM):
+    # CI installs both (.ci/run); there a missing browser is a failure, not a skip.
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must have playwright and /usr/bin/chromium (see .ci/run)")
+    pytest.skip("needs the playwright package and Debian's chromium", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(sims, tmp_path):
+    """The real app, started the README's way, on a chain of simulated providers."""
+    first, second = sims("anthropic"), sims("openai")
+    config = tmp_path / "chain.toml"
+    config.write_text(toml_for([first, second], "[hedging]\nenabled = false\n"), encoding="utf-8")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and k != "UNDERSTUDY_ADMIN_PASSWORD"}
+    env.update(UNDERSTUDY_CONFIG=str(config), SIM_KEY=KEY)
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.headless", "true", "--server.address", "127.0.0.1"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        # The server prints its URL once it listens: wait for that line rather than polling.
+        for line in proc.stdout:
+            if f":{port}" in line:
+                break
+        else:
+            raise AssertionError("streamlit exited before listening")
+        yield base, first, second
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.fixture
+def page():
+    SHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        yield page
+        browser.close()
+
+
+def ask(page, text):
+    box = page.get_by_placeholder("Ask anything…")
+    box.fill(text)
+    box.press("Enter")
+
+
+def test_chat_break_the_primary_watch_the_failover(server, page):
+    base, first, second = server
+    page.goto(base + "/")
+    ask(page, "What is an understudy?")
+    reply = page.get_by_test_id("stChatMessage").nth(1)
+    expect(reply).to_contain_text("w49")  # the whole streamed answer arrived
+    expect(reply).to_contain_text("anthropic-0")  # the badge says who answered
+    expect(reply).to_contain_text("first token")
+    page.screenshot(path=str(SHOTS / "1-chat.png"))
+
+    page.get_by_role("link", name="Chaos").click()  # in-app navigation keeps the session
+    page.get_by_role("button", name="Break it").first.click()
+    expect(page.get_by_text("forced to fail").first).to_be_visible()
+    page.screenshot(path=str(SHOTS / "2-chaos.png"), full_page=True)
+
+    page.get_by_role("link", name="Chat").click()
+    expect(page.get_by_text("Simulated outage")).to_be_visible()
+    expect(page.get_by_test_id("stChatMessage")).to_have_count(2)  # the first exchange is still there
+    ask(page, "And who answers now?")
+    reply = page.get_by_test_id("stChatMessage").nth(3)
+    expect(reply).to_contain_text("openai-test")
+    expect(reply).to_contain_text("openai-1")
+    expect(reply).to_contain_text("failed/skipped")
+    reply.get_by_text("How it got here").click()
+    expect(reply.get_by_role("table")).to_contain_text("rate_limited")
+    reply.get_by_role("table").scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "3-failover.png"))
+    assert first.chat_requests() == [r for r in first.chat_requests() if "understudy?" in json.dumps(r.body)]
+
+    page.get_by_role("link", name="Status").click()
+    expect(page.locator(".js-plotly-plot").first).to_be_visible()
+    assert page.locator(".js-plotly-plot").count() >= 4
+    expect(page.get_by_text("Latency over time")).to_be_visible()
+    page.screenshot(path=str(SHOTS / "4-status.png"), full_page=True)
+
+
+def test_ops_endpoints_on_the_apps_own_server(server):
+    base, first, second = server
+    with urllib.request.urlopen(base + "/healthz", timeout=20) as r:
+        assert r.status == 200 and r.headers["content-type"].startswith("application/json")
+        health = json.loads(r.read())
+    assert health["status"] in ("ok", "degraded") and [p["name"] for p in health["providers"]] == [
+        "anthropic-0", "openai-1"]
+    with urllib.request.urlopen(base + "/metrics", timeout=20) as r:
+        text = r.read().decode()
+    assert r.headers["content-type"].startswith("text/plain")
+    assert "# TYPE understudy_requests_total counter" in text
+    assert 'understudy_breaker_state{provider="anthropic-0"} 0' in text
+    assert KEY not in text and KEY not in json.dumps(health)
