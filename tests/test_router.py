@@ -53,7 +53,7 @@ def chain(sims, adapters):
         servers = [sims(k, **(server_kw or {})) for k in kinds]
         # The primary's deadlines are short, so its faults are detected quickly; the fallbacks'
         # are generous, so a loaded CI machine never makes a healthy fallback look sick.
-        primary = dict(idle_timeout=IDLE, first_token_timeout=IDLE, **(timeouts or {}))
+        primary = {"idle_timeout": IDLE, "first_token_timeout": IDLE, **(timeouts or {})}
         relaxed = dict(idle_timeout=5.0, first_token_timeout=5.0, connect_timeout=5.0)
         providers = [adapters(s, name=f"{s.kind}-{i}", **(primary if i == 0 else relaxed))
                      for i, s in enumerate(servers)]

@@ -85,7 +85,7 @@ class SimServer:
         *,
         responder: Callable[[str, str], str] = echo_responder,
         chunk_delay: float = 0.0,
-        first_delay: float = 0.0,
+        first_delay: float | Callable[[], float] = 0.0,
         api_key: str | None = None,
     ) -> None:
         self.wire = WIRES[kind]
@@ -147,6 +147,10 @@ class SimServer:
         with self._lock:
             self._script.clear()
             self.default = fault
+
+    def first_wait(self) -> float:
+        """Seconds before the first text: fixed, or drawn per request (e.g. log-normal)."""
+        return self.first_delay() if callable(self.first_delay) else self.first_delay
 
     def next_fault(self) -> Fault:
         with self._lock:
@@ -253,7 +257,7 @@ class _Handler(BaseHTTPRequestHandler):
             finish = {"anthropic": "max_tokens", "openai": "length", "gemini": "MAX_TOKENS",
                       "ollama": "length"}[sim.kind]
         if op == "chat":
-            if sim.first_delay and sim._stop.wait(sim.first_delay):
+            if sim._stop.wait(sim.first_wait()):
                 return None
             return self._json(200, wire.full("".join(pieces), model, usage, finish))
         self._stream(wire.frames(pieces, model, usage, finish), fault, model)
@@ -271,7 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             for frame in frames.preamble:
                 self._chunk(frame)
-            delay = fault.seconds if fault.kind == "slow_first" else sim.first_delay
+            delay = fault.seconds if fault.kind == "slow_first" else sim.first_wait()
             if delay and sim._stop.wait(delay):
                 return
             cut_at = fault.after if fault.kind in ("cut", "stall", "malformed", "error_event", "no_end") else None
