@@ -63,11 +63,21 @@ def current() -> CancelScope | None:
     return getattr(_local, "scope", None)
 
 
-@contextmanager
-def scope(s: CancelScope):
+def enter(s: CancelScope) -> CancelScope | None:
+    """Make `s` this thread's scope; returns the previous one for `leave()` (cheap, per chunk)."""
     previous = current()
     _local.scope = s
+    return previous
+
+
+def leave(previous: CancelScope | None) -> None:
+    _local.scope = previous
+
+
+@contextmanager
+def scope(s: CancelScope):
+    previous = enter(s)
     try:
         yield s
     finally:
-        _local.scope = previous
+        leave(previous)

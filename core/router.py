@@ -293,20 +293,33 @@ class _Live:
     last_at: float = 0.0
     pieces: list[str] = field(default_factory=list)
     hedged: bool = False  # a hedge was started against it already
+    stream: Iterator | None = None  # the provider's stream, once its thread has handed it over
+    handed_over: bool = False
 
     @property
     def name(self) -> str:
         return self.provider.name
 
 
+_HANDOFF = object()  # "the stream is yours now": the attempt thread stops, the router thread reads on
+
+
 def _work(live: _Live, request: ChatRequest, out: queue.SimpleQueue) -> None:
-    """An attempt's thread: pull the provider's stream, hand every item to the router."""
+    """An attempt's thread: pull the provider's stream and hand each item to the router, until
+    the first text. Then it hands the stream itself over: once a leader is answering, the router's
+    thread reads it directly, so the per-chunk path has no thread hop at all (the idle deadline is
+    then the SDK's read timeout)."""
     with cancel.scope(live.scope):
         try:
-            for item in live.provider.stream(request):
+            live.stream = stream = live.provider.stream(request)
+            for item in stream:
                 if live.scope.cancelled:
-                    break  # closing the generator closes the SDK stream and its connection
+                    stream.close()  # closes the SDK stream and its connection
+                    return
                 out.put((live.id, item))
+                if isinstance(item, TextDelta):
+                    out.put((live.id, _HANDOFF))
+                    return
         except ProviderError as e:
             out.put((live.id, e))
         except Exception as e:  # noqa: BLE001 — an adapter bug still ends the attempt cleanly
@@ -331,6 +344,7 @@ class _Run:
         self.q: queue.SimpleQueue = queue.SimpleQueue()
         self.ids = itertools.count()
         self.active: dict[int, _Live] = {}
+        self._handed: dict[int, _Live] = {}  # cancelled attempts whose hand-over may still arrive
         self.leader: _Live | None = None
         self.next_index = 0
         self.tries: Counter = Counter()
@@ -389,7 +403,16 @@ class _Run:
             except queue.Empty:
                 pass
             for live_id, item in items:
-                self._handle(live_id, item)
+                if item is _HANDOFF:
+                    live = self.active.get(live_id)
+                    if live is None:  # cancelled meanwhile: its thread has stopped, so close it here
+                        live = self._handed[live_id]
+                        live.stream.close()
+                        continue
+                    live.handed_over = True
+                    yield from self._read(live)
+                else:
+                    self._handle(live_id, item)
                 yield from self._flush()
                 if self.result is not None:
                     return
@@ -409,6 +432,25 @@ class _Run:
             self.result = replace(shared, attempts=(), elapsed_ms=_ms(self.clock() - self.start))
         if self.result.text:
             yield Delta(self.result.text)
+
+    def _read(self, live: _Live) -> Iterator[Event]:
+        """Read the leader's stream in this thread, item by item, under its cancel scope."""
+        stream = live.stream
+        while live.id in self.active and self.result is None:
+            previous = cancel.enter(live.scope)
+            try:
+                item = next(stream)
+            except StopIteration:  # pragma: no cover — stream() ends with StreamEnd or raises
+                item = ProviderError(ErrorKind.STREAM_BROKEN, "the stream ended early", provider=live.name)
+            except ProviderError as e:
+                item = e
+            except Exception as e:  # noqa: BLE001 — an adapter bug still ends the attempt cleanly
+                log.exception("adapter %s raised outside the taxonomy", live.name)
+                item = ProviderError(ErrorKind.SERVER, f"internal error ({type(e).__name__})", provider=live.name)
+            finally:
+                cancel.leave(previous)
+            self._handle(live.id, item)
+            yield from self._flush()
 
     def _flush(self) -> Iterator[Event]:
         out, self.out = self.out, []
@@ -619,6 +661,10 @@ class _Run:
     def _cancel(self, live: _Live, why: str, *, record: bool = True) -> None:
         self.active.pop(live.id, None)
         live.scope.cancel()
+        if live.handed_over:
+            live.stream.close()  # this thread owns it now
+        else:
+            self._handed[live.id] = live  # if its hand-over is still on the way, it is closed on arrival
         if record:
             self._record(live, "cancelled", latency=self.clock() - live.start, detail=why)
             self.r.breakers[live.name].neutral()
