@@ -284,7 +284,7 @@ def bench_concurrency(sessions: int, turns: int) -> dict:
             if chaotic:
                 ch.router.chaos.set("anthropic-0", Fault.http(503), probability=0.3)
                 ch.router.chaos.set("openai-1", Fault("cut", after=5), probability=0.2)
-            errors, latencies, incomplete, direct_lat = [], [], 0, []
+            errors, latencies, incomplete, direct_lat, tiers = [], [], 0, [], {}
             lock = threading.Lock()
 
             def session(sid: int) -> None:
@@ -300,6 +300,7 @@ def bench_concurrency(sessions: int, turns: int) -> dict:
                     with lock:
                         latencies.append((time.perf_counter() - t0) * 1000)
                         incomplete += not result.complete
+                        tiers[result.tier] = tiers.get(result.tier, 0) + 1
 
             def direct_session(sid: int) -> None:
                 for _ in range(turns):
@@ -323,13 +324,14 @@ def bench_concurrency(sessions: int, turns: int) -> dict:
             out[name] = {"sessions": sessions, "requests": sessions * turns, "errors": len(errors),
                          "incomplete": incomplete, "throughput_rps": len(latencies) / took,
                          "p95_ms": pct(latencies, 0.95), "sdk_p95_ms": pct(direct_lat, 0.95),
-                         "added_p95_ms": pct(latencies, 0.95) - pct(direct_lat, 0.95)}
+                         "added_p95_ms": pct(latencies, 0.95) - pct(direct_lat, 0.95), "tiers": tiers}
         finally:
             ch.close()
     table(f"4. Concurrency: {sessions} conversations from threads through one router (20 ms first token)",
-          ["run", "requests", "errors", "incomplete", "throughput", "p95", "SDK alone p95", "added p95"],
+          ["run", "requests", "errors", "incomplete", "throughput", "p95", "SDK alone p95", "added p95", "tiers"],
           [[k, v["requests"], v["errors"], v["incomplete"], fmt(v["throughput_rps"], " req/s", 1),
-            fmt(v["p95_ms"], " ms", 1), fmt(v["sdk_p95_ms"], " ms", 1), fmt(v["added_p95_ms"], " ms", 1)]
+            fmt(v["p95_ms"], " ms", 1), fmt(v["sdk_p95_ms"], " ms", 1), fmt(v["added_p95_ms"], " ms", 1),
+            ", ".join(f"{t} {c}" for t, c in sorted(v["tiers"].items()))]
            for k, v in out.items()])
     return out
 
@@ -398,7 +400,8 @@ def fault_name(f: Fault) -> str:
 def bench_soak(total: int, sessions: int) -> dict:
     # Short deadlines keep silent and stalled providers from dominating the run's length.
     ch = chain(list(KINDS), responder=echo, timeouts__first_token=1.0, timeouts__idle=1.0, timeouts__request=8.0,
-               cache__ttl=2.0)
+               cache__ttl=0.5, health__probe_interval=1.0)
+    ch.router.start_probing()  # as the app does: probes let recovered providers back in early
     for p in ch.router.providers:
         object.__setattr__(p.entry, "first_token_timeout", 1.0)
         object.__setattr__(p.entry, "idle_timeout", 1.0)
@@ -409,7 +412,7 @@ def bench_soak(total: int, sessions: int) -> dict:
     threads_before = threading.active_count()
 
     def chaos_monkey() -> None:
-        while not stop.wait(0.25):
+        while not stop.wait(1.0):
             for name in names:
                 if rng.random() < 0.5:
                     ch.router.chaos.clear(name)
@@ -426,7 +429,9 @@ def bench_soak(total: int, sessions: int) -> dict:
     def session() -> None:
         nonlocal truncated_complete, unanswered
         for i in counter:
-            question = f"soak question {i % 150}"  # repeats, so the cache tiers take part
+            # Mostly new questions, so providers do the work; every tenth repeats an earlier one, so
+            # the cache and stale-cache tiers take part too.
+            question = f"soak question {i % 97 if i % 10 == 0 else i}"
             try:
                 result = ch.router.ask(ChatRequest.ask(question))
             except Exception as e:  # noqa: BLE001 — counted: must be zero

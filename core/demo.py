@@ -30,7 +30,7 @@ class Demo:
     def __init__(self, *, chunk_delay: float = 0.02, first_delay: float = 0.25) -> None:
         self.servers = {
             kind: SimServer(kind, responder=demo_responder, chunk_delay=chunk_delay, first_delay=first_delay,
-                            api_key=DEMO_KEY).start()
+                            api_key=DEMO_KEY, keep=100).start()
             for kind in KINDS
         }
 

@@ -77,7 +77,9 @@ def echo_responder(question: str, model: str) -> str:
 
 
 class SimServer:
-    """One simulated provider endpoint. Start it, point an SDK at `.url`, script faults."""
+    """One simulated provider endpoint. Start it, point an SDK at `.url`, script faults.
+
+    It remembers the last `keep` requests it received (for tests to inspect)."""
 
     def __init__(
         self,
@@ -87,6 +89,7 @@ class SimServer:
         chunk_delay: float = 0.0,
         first_delay: float | Callable[[], float] = 0.0,
         api_key: str | None = None,
+        keep: int = 2000,
     ) -> None:
         self.wire = WIRES[kind]
         self.kind = kind
@@ -98,7 +101,8 @@ class SimServer:
         self._script: collections.deque[Fault] = collections.deque()
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
-        self._requests: list[Recorded] = []
+        # Bounded: a long-running demo must not grow without end.
+        self._requests: collections.deque[Recorded] = collections.deque(maxlen=keep)
         self._stop = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
