@@ -35,11 +35,16 @@ class Flight:
 
     def __init__(self) -> None:
         self._done = threading.Event()
+        self.followed = threading.Event()  # set once another request waits on this one
         self.result = None
 
     def finish(self, result) -> None:
         self.result = result
         self._done.set()
+
+    @property
+    def landed(self) -> bool:
+        return self._done.is_set()
 
     def wait(self, timeout: float):
         return self.result if self._done.wait(max(0.0, timeout)) else None
@@ -99,9 +104,14 @@ class AnswerCache:
         with self._lock:
             flight = self._flights.get(key)
             if flight is not None:
+                flight.followed.set()
                 return flight, False
             flight = self._flights[key] = Flight()
             return flight, True
+
+    def in_flight(self, key: str) -> Flight | None:
+        with self._lock:
+            return self._flights.get(key)
 
     def land(self, key: str, flight: Flight, result) -> None:
         with self._lock:

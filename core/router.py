@@ -390,8 +390,11 @@ class _Run:
             flight, leader = self.r.cache.join(self.key)
             if not leader:
                 yield from self._follow(flight)
-                return
-            self.flight = flight
+                if self.result is not None:
+                    return
+                # The identical request was stopped before it finished: answer this one ourselves.
+            else:
+                self.flight = flight
         self._failover()
         while self.result is None:
             now = self.clock()
@@ -423,6 +426,8 @@ class _Run:
         """An identical request is being answered right now: wait for it rather than ask again."""
         shared = flight.wait(self.deadline - self.clock())
         if shared is None:
+            if flight.landed:
+                return  # it ended without a result (its caller stopped it): the caller asks on its own
             self._degrade("an identical request did not finish in time")
         elif shared.tier == "provider" and shared.complete:
             self._finish(tier="cache", text=shared.text, provider=shared.provider, model=shared.model, complete=True,

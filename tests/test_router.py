@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from core.cache import cache_key
 from core.chat import ChatRequest, Message
 from core.config import Config, Policy
 from core.router import Delta, Done, Restart, Router
@@ -534,3 +535,19 @@ def test_a_long_cooldown_is_not_waited_for(chain):
         router.ask(ChatRequest.ask(f"q{i}"))
     result = router.ask(ChatRequest.ask("Which moon of Saturn has methane lakes?"))
     assert result.tier == "unavailable" and result.elapsed_ms < 1000
+
+
+def test_a_follower_answers_itself_when_the_identical_leader_is_stopped(chain):
+    router, (first,) = chain("openai", server_kw={"chunk_delay": 0.02})
+    leader = router.stream(Q)
+    assert isinstance(next(leader), Delta)  # the leader is mid-answer, holding the flight
+    got = []
+    follower = threading.Thread(target=lambda: got.append(router.ask(Q)))
+    follower.start()
+    assert router.cache.in_flight(cache_key(Q)).followed.wait(10)  # the follower waits on the leader
+    assert len(first.chat_requests()) == 1
+    leader.close()  # the user pressed Stop
+    follower.join(timeout=30)
+    (result,) = got
+    assert result.tier == "provider" and result.complete
+    assert len(first.chat_requests()) == 2
