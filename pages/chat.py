@@ -82,7 +82,7 @@ def badge(meta: dict) -> str:
     if meta.get("switches"):
         parts.append(f"🔀 switched mid-answer ×{len(meta['switches'])}")
     if meta.get("stopped"):
-        parts.append("⏹ stopped")
+        parts.append("⏹ stopped by you")
     elif not meta.get("complete", True) and tier == "provider":
         parts.append("✂️ incomplete")
     return " · ".join(parts)
@@ -92,6 +92,9 @@ OUTCOME_ICON = {"ok": "✅", "error": "❌", "declined": "🚫", "cancelled": "�
 
 
 def timeline(meta: dict) -> None:
+    if meta.get("stopped"):
+        st.caption(meta.get("notice", ""))
+        return
     attempts = meta.get("attempts", [])
     label = f"How it got here — {len(attempts)} attempt{'s' if len(attempts) != 1 else ''}"
     with st.expander(label, expanded=False):
@@ -147,7 +150,7 @@ def answer(*, fresh: bool = False) -> None:
         note, body = st.empty(), st.empty()
         body.markdown("⏳ *thinking…*")
         st.button("⏹ Stop", key=f"stop_{len(messages)}", help="Stop this answer; what arrived so far is kept.")
-        text, switches, result, last_paint = "", [], None, 0.0
+        text, switches, result, last_paint, started = "", [], None, 0.0, time.monotonic()
         stream = router().stream(request, fresh=fresh)
         try:
             for event in stream:
@@ -170,7 +173,8 @@ def answer(*, fresh: bool = False) -> None:
                 stream.close()
                 messages.append({"role": "assistant", "content": text or "*(stopped before any text arrived)*",
                                  "meta": {"tier": "provider", "complete": False, "stopped": True, "switches": switches,
-                                          "attempts": [], "notice": "Stopped by you."}})
+                                          "attempts": [], "elapsed_ms": (time.monotonic() - started) * 1000,
+                                          "notice": "Stopped by you: the text above is what had arrived."}})
     meta = result.as_dict()
     meta.pop("text")
     meta["switches"] = switches

@@ -131,3 +131,17 @@ def test_ops_endpoints_on_the_apps_own_server(server):
     assert "# TYPE understudy_requests_total counter" in text
     assert 'understudy_breaker_state{provider="anthropic-0"} 0' in text
     assert KEY not in text and KEY not in json.dumps(health)
+
+
+def test_stop_ends_a_long_answer_and_keeps_what_arrived(server, page):
+    base, first, second = server
+    first.chunk_delay = 0.1  # the whole answer would take about 6 s
+    page.goto(base + "/")
+    ask(page, "Tell me slowly")
+    reply = page.get_by_test_id("stChatMessage").nth(1)
+    expect(reply).to_contain_text("w3 ")  # part of the answer has streamed in
+    page.get_by_role("button", name="Stop").click()
+    expect(reply).to_contain_text("stopped")
+    assert "w49" not in reply.inner_text() and "Tell me slowly" in reply.inner_text()
+    expect(page.get_by_test_id("stChatMessage")).to_have_count(2)
+    page.screenshot(path=str(SHOTS / "5-stopped.png"))
