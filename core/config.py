@@ -30,14 +30,17 @@ class KindInfo:
     default_model: str
     key_envs: tuple[str, ...]  # first one set wins
     needs_key: bool = True
-    default_base_url: str | None = None
+    default_base_url: str | None = None  # passed to the client when the entry has none (ollama)
+    public_url: str = ""  # where the SDK goes by default: shown, never passed
 
 
 KINDS: dict[str, KindInfo] = {
-    "anthropic": KindInfo("anthropic", "claude", "claude-sonnet-4-5", ("ANTHROPIC_API_KEY",)),
-    "openai": KindInfo("openai", "gpt", "gpt-5-mini", ("OPENAI_API_KEY",)),
+    "anthropic": KindInfo("anthropic", "claude", "claude-sonnet-4-5", ("ANTHROPIC_API_KEY",),
+                          public_url="https://api.anthropic.com"),
+    "openai": KindInfo("openai", "gpt", "gpt-5-mini", ("OPENAI_API_KEY",), public_url="https://api.openai.com/v1"),
     # google-genai itself prefers GOOGLE_API_KEY when both are set; so do we.
-    "gemini": KindInfo("gemini", "gemini", "gemini-2.5-flash", ("GOOGLE_API_KEY", "GEMINI_API_KEY")),
+    "gemini": KindInfo("gemini", "gemini", "gemini-2.5-flash", ("GOOGLE_API_KEY", "GEMINI_API_KEY"),
+                       public_url="https://generativelanguage.googleapis.com"),
     "ollama": KindInfo(
         "ollama", "ollama", "llama3.2", ("OLLAMA_API_KEY",), needs_key=False,
         default_base_url="http://127.0.0.1:11434",
@@ -160,7 +163,7 @@ class ProviderEntry:
 
     @property
     def endpoint(self) -> str:
-        return self.base_url or self.info.default_base_url or f"{self.kind} default"
+        return self.base_url or self.info.default_base_url or self.info.public_url
 
 
 @dataclass(frozen=True)
