@@ -42,11 +42,11 @@ def write(tmp_path, text, name="understudy.toml"):
 
 
 def test_loads_a_chain_with_the_same_kind_twice_and_policy(tmp_path):
-    env = {"ANTHROPIC_API_KEY": "sk-ant-aaaaaaaaaaaaaaaa", "VLLM_KEY": "vllm-secret-value-123"}
+    env = {"ANTHROPIC_API_KEY": "fake-ant-aaaaaaaaaaaaaa", "VLLM_KEY": "vllm-secret-value-123"}
     config = load_config(write(tmp_path, GOOD), env=env)
     assert [p.name for p in config.providers] == ["opus", "sonnet", "vllm"]
     opus, sonnet, vllm = config.providers
-    assert opus.api_key == Secret("sk-ant-aaaaaaaaaaaaaaaa")
+    assert opus.api_key == Secret("fake-ant-aaaaaaaaaaaaaa")
     assert sonnet.first_token_timeout == 3.0 and opus.first_token_timeout == 8.0
     assert vllm.api_key.reveal() == "vllm-secret-value-123" and vllm.endpoint == "http://127.0.0.1:8000/v1"
     assert config.policy["timeouts"]["request"] == 30.0
@@ -65,7 +65,7 @@ def test_file_discovery_order(tmp_path, monkeypatch):
 
 def test_without_a_file_the_chain_comes_from_standard_variables(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    env = {"GEMINI_API_KEY": "gem-key-0123456789", "ANTHROPIC_API_KEY": "sk-ant-0123456789abc",
+    env = {"GEMINI_API_KEY": "gem-key-0123456789", "ANTHROPIC_API_KEY": "fake-ant-0123456789abc",
            "OLLAMA_HOST": "127.0.0.1:11500"}
     config = load_config(None, env=env)
     assert [(p.name, p.kind) for p in config.providers] == [("claude", "anthropic"), ("gemini", "gemini"),
@@ -81,9 +81,9 @@ def test_google_api_key_wins_over_gemini_api_key():
 
 
 def test_keys_may_come_from_streamlit_secrets_and_env_wins():
-    secrets = {"OPENAI_API_KEY": "sk-from-secrets-0123456789", "ANTHROPIC_API_KEY": "sk-ant-secrets-000000"}
-    config = from_environment(env={"ANTHROPIC_API_KEY": "sk-ant-env-0000000000"}, secrets=secrets)
-    assert [p.api_key.reveal() for p in config.providers] == ["sk-ant-env-0000000000", "sk-from-secrets-0123456789"]
+    secrets = {"OPENAI_API_KEY": "fake-from-secrets-0123456789", "ANTHROPIC_API_KEY": "fake-ant-secrets-000000"}
+    config = from_environment(env={"ANTHROPIC_API_KEY": "fake-ant-env-0000000000"}, secrets=secrets)
+    assert [p.api_key.reveal() for p in config.providers] == ["fake-ant-env-0000000000", "fake-from-secrets-0123456789"]
 
 
 def test_a_secrets_object_that_raises_is_treated_as_empty():
@@ -95,10 +95,10 @@ def test_a_secrets_object_that_raises_is_treated_as_empty():
 
 
 def test_keys_never_show_in_reprs():
-    key = "sk-ant-api03-supersecretvalue-XYZ9"
+    key = "fake-api03-supersecretvalue-XYZ9"
     config = from_environment(env={"ANTHROPIC_API_KEY": key})
     assert key not in repr(config) and key not in str(config.providers[0].api_key)
-    assert config.providers[0].api_key.masked() == "sk-…XYZ9"
+    assert config.providers[0].api_key.masked() == "fak…XYZ9"
     assert Secret("short").masked() == "set (hidden)"
 
 
