@@ -98,10 +98,6 @@ class Breaker:
             self._trial = True
             return True
 
-    def is_trial(self) -> bool:
-        with self._lock:
-            return self.state == HALF_OPEN and self._trial
-
     # -- recording -------------------------------------------------------------------------------
     def success(self) -> None:
         with self._lock:

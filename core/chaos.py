@@ -123,7 +123,6 @@ class Chaos:
         self._lock = threading.Lock()
         self._manual: dict[str, Injection] = {}
         self._playing: _Playing | None = None
-        self.version = 0  # bumps on every change, so a UI can tell cheaply
 
     # -- switching ---------------------------------------------------------------------------------
     def set(self, provider: str, fault: Fault, *, probability: float = 1.0, flap: tuple[float, float] | None = None) -> None:
@@ -131,26 +130,22 @@ class Chaos:
         injection = Injection(fault, probability, down, up, since=self._clock())
         with self._lock:
             self._manual[provider] = injection
-            self.version += 1
 
     def clear(self, provider: str) -> None:
         with self._lock:
             self._manual.pop(provider, None)
-            self.version += 1
 
     def play(self, name: str, chain: list[str]) -> None:
         """Start a scenario over this chain (names in priority order); replaces any playing one."""
         scenario = SCENARIOS[name]
         with self._lock:
             self._playing = _Playing(scenario, self._clock(), list(chain))
-            self.version += 1
 
     def reset(self) -> None:
         """Everything off: manual faults and any scenario."""
         with self._lock:
             self._manual.clear()
             self._playing = None
-            self.version += 1
 
     # -- reading -----------------------------------------------------------------------------------
     def injection(self, provider: str) -> Injection | None:
@@ -165,7 +160,6 @@ class Chaos:
             elapsed = now - playing.started
             if elapsed >= playing.scenario.duration:
                 self._playing = None
-                self.version += 1
                 return None
         current = None
         for step in playing.scenario.steps:

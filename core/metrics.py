@@ -112,12 +112,6 @@ class Metrics:
             self._totals[f"transition:{t.provider}:{t.new}"] += 1
         self.record(TransitionEvent(self.wall(), t.provider, t.old, t.new, t.reason, t.cooldown_s))
 
-    def clear(self) -> None:
-        with self._lock:
-            self._events.clear()
-            self._ttfts.clear()
-            self._totals.clear()
-
     # -- reading -------------------------------------------------------------------------------------
     def events(self, kind: type | None = None, since: float | None = None) -> list[Event]:
         with self._lock:

@@ -192,9 +192,6 @@ class Router:
         finally:
             run.close()  # also when the caller stops early (the UI's stop button)
 
-    def provider(self, name: str) -> Provider:
-        return next(p for p in self.providers if p.name == name)
-
     # -- operations -----------------------------------------------------------------------------
     def reset_breakers(self) -> None:
         for b in self.breakers.values():

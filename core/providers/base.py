@@ -33,12 +33,11 @@ DEFAULT_MAX_TOKENS = 4096  # Anthropic requires a value; the others get it only 
 class StreamState:
     """How far a call got, so one exception type can map to different kinds by phase."""
 
-    __slots__ = ("opened", "started", "ended")
+    __slots__ = ("opened", "started")
 
     def __init__(self) -> None:
         self.opened = False  # the provider accepted the request (its first stream event arrived)
         self.started = False  # answer text arrived
-        self.ended = False  # the protocol's end marker arrived
 
 
 class Provider:
@@ -72,7 +71,6 @@ class Provider:
         with self._map_errors(state):
             for item in self._stream(request, state):
                 if isinstance(item, StreamEnd):
-                    state.ended = True
                     if item.finish_reason == "content_filter":
                         why = f" ({item.native_reason})" if item.native_reason else ""
                         raise self._error(ErrorKind.CONTENT_FILTERED,

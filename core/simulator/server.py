@@ -356,9 +356,4 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(status, self.sim.wire.error(status, flavour, model, fault.retry_after), headers)
 
 
-def start_all(kinds=tuple(WIRES), **kwargs) -> dict[str, SimServer]:
-    """One running server per protocol, e.g. for demo mode."""
-    return {kind: SimServer(kind, **kwargs).start() for kind in kinds}
-
-
-__all__ = ["FAULT_KINDS", "Fault", "Recorded", "SimServer", "echo_responder", "start_all"]
+__all__ = ["FAULT_KINDS", "Fault", "Recorded", "SimServer", "echo_responder"]
