@@ -96,7 +96,12 @@ class Usage:
         return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
 
 
-# Normalised finish reasons. Only "stop" means the model finished on its own.
+# Normalised finish reasons. Each adapter maps its protocol's own words through an allow-list;
+# whatever is not on it, including words we have never seen, is "other".
+#   stop            the model finished on its own: the only complete answer, the only one cached
+#   length          the caller's own token limit: an honest, incomplete answer
+#   content_filter  a policy ending: a decline
+#   other           anything else: a broken stream, treated as one cut off (never shown as whole)
 FinishReason = Literal["stop", "length", "content_filter", "other"]
 
 

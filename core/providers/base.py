@@ -3,6 +3,9 @@
 `stream()` yields `TextDelta`s and then exactly one `StreamEnd`, or raises `ProviderError`.
 It checks the protocol's end marker itself: none of the four SDKs raises when a stream simply
 stops early (field notes §1.3), so an adapter that saw no end marker raises `stream_broken`.
+An end marker counts only with a normal finish reason: the `StreamEnd` it yields says "stop"
+(complete) or "length" (the caller's own limit); a policy ending raises `content_filtered` and
+any other ending raises `stream_broken`, exactly as a cut stream does.
 Everything else (`complete()`) is derived from the stream.
 """
 
@@ -75,6 +78,11 @@ class Provider:
                         why = f" ({item.native_reason})" if item.native_reason else ""
                         raise self._error(ErrorKind.CONTENT_FILTERED,
                                           f"declined under the provider's content policy{why}")
+                    if item.finish_reason not in ("stop", "length"):
+                        # An allow-list, not a deny-list: an ending we don't know (OTHER, pause_turn,
+                        # a server's "error" or "abort") may have cut the answer anywhere.
+                        raise self._error(ErrorKind.STREAM_BROKEN, "the stream ended abnormally "
+                                          f"(finish reason {item.native_reason or item.finish_reason!r})")
                     if not state.started:
                         # An empty answer is no answer (pydantic-ai #2837): let the next provider try.
                         raise self._error(ErrorKind.STREAM_BROKEN, "the provider returned an empty answer")
