@@ -32,8 +32,8 @@ class ChatRequest:
 
     System text may come from `system` and from any `system` messages; adapters merge them
     into the one place their API wants it. A request is checked when it is built, so the app,
-    the CLI and the router never pass on one that a provider's SDK would choke on: that
-    failure would be charged to the provider's health (issue 8, item 6).
+    the CLI and the router never pass on one that a provider's SDK would choke on (and one
+    client's NaN never counts against a provider's health).
     """
 
     messages: tuple[Message, ...]
