@@ -51,9 +51,12 @@ class Flight:
 
 
 def cache_key(request: ChatRequest) -> str:
-    """The whole normalised conversation, system prompt and generation settings."""
+    """The whole conversation, system prompt and generation settings, normalised only where that
+    cannot change the meaning: Unicode composition, line endings, trailing whitespace and blank
+    lines around the text. Indentation and spacing inside a line are kept (code, tables, poems)."""
     def norm(text: str) -> str:
-        return " ".join(unicodedata.normalize("NFC", text).split())
+        lines = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        return "\n".join(line.rstrip() for line in lines).strip("\n")
 
     payload = {
         "system": norm(request.system_text()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,18 +18,44 @@ class Message:
     content: str
 
 
+class InvalidRequest(ValueError):
+    """A request that no provider should be sent; the message says which field and why, in one line."""
+
+
+TEMPERATURE_RANGE = (0.0, 2.0)  # the widest any of the four APIs accepts
+MAX_OUTPUT_TOKENS = 1_000_000  # far above any model's output limit; beyond it a number is a mistake
+
+
 @dataclass(frozen=True)
 class ChatRequest:
     """One turn to answer: the conversation so far plus generation settings.
 
     System text may come from `system` and from any `system` messages; adapters merge them
-    into the one place their API wants it.
+    into the one place their API wants it. A request is checked when it is built, so the app,
+    the CLI and the router never pass on one that a provider's SDK would choke on (and one
+    client's NaN never counts against a provider's health).
     """
 
     messages: tuple[Message, ...]
     system: str = ""
     temperature: float | None = None
     max_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        for i, m in enumerate(self.messages):
+            if not isinstance(m, Message) or m.role not in ROLES or not isinstance(m.content, str):
+                raise InvalidRequest(f"messages[{i}] must be a message with a role ({', '.join(ROLES)}) "
+                                     "and text content")
+        if not isinstance(self.system, str):
+            raise InvalidRequest("system must be text")
+        t = self.temperature
+        low, high = TEMPERATURE_RANGE
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float))
+                              or not math.isfinite(t) or not low <= t <= high):
+            raise InvalidRequest(f"temperature must be a number from {low:g} to {high:g}, not {t!r}")
+        n = self.max_tokens
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_OUTPUT_TOKENS):
+            raise InvalidRequest(f"max_tokens must be a whole number from 1 to {MAX_OUTPUT_TOKENS:,}, not {n!r}")
 
     @classmethod
     def ask(cls, question: str, **settings) -> ChatRequest:
@@ -96,7 +123,12 @@ class Usage:
         return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
 
 
-# Normalised finish reasons. Only "stop" means the model finished on its own.
+# Normalised finish reasons. Each adapter maps its protocol's own words through an allow-list;
+# whatever is not on it, including words we have never seen, is "other".
+#   stop            the model finished on its own: the only complete answer, the only one cached
+#   length          the caller's own token limit: an honest, incomplete answer
+#   content_filter  a policy ending: a decline
+#   other           anything else: a broken stream, treated as one cut off (never shown as whole)
 FinishReason = Literal["stop", "length", "content_filter", "other"]
 
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from .chat import MAX_INPUT_CHARS, ChatRequest, Message, clean_text, messages_from
+from .chat import MAX_INPUT_CHARS, ChatRequest, InvalidRequest, Message, clean_text, messages_from
 from .config import ConfigError, load_config
 from .router import Delta, Done, Restart, Result, Router  # light: SDKs load only when a chain needs them
 
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
         if args.command == "ask":
             return _ask(args, stdin, stdout, stderr)
         return _status(args, stdout)
-    except (UsageError, ConfigError) as e:
+    except (UsageError, ConfigError, InvalidRequest) as e:
         print(f"understudy: {e}", file=stderr)
         return 2
     except KeyboardInterrupt:

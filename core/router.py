@@ -557,7 +557,9 @@ class _Run:
             del self.active[live.id]
             self._record(live, "ok", latency=now - live.start, usage=item.usage, model=item.model)
             self.r.breakers[live.name].success()
-            complete = item.finish_reason != "length"
+            # An allow-list: only a normal ending is whole and cached; "length" is the caller's own
+            # limit (Provider.stream raises for every other ending).
+            complete = item.finish_reason == "stop"
             text = "".join(live.pieces)
             if complete and self.key is not None:
                 self.r.cache.put(self.key, text, live.name, item.model, item.usage)

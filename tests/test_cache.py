@@ -16,9 +16,9 @@ class Clock:
         return self.now
 
 
-def test_key_covers_conversation_system_and_settings_but_not_whitespace():
+def test_key_covers_conversation_system_and_settings_but_not_trailing_whitespace():
     base = ChatRequest.ask("What is  a hedge?", system="terse")
-    assert cache_key(base) == cache_key(ChatRequest.ask(" What is a hedge? ", system="terse "))
+    assert cache_key(base) == cache_key(ChatRequest.ask("What is  a hedge? \n", system="terse "))
     assert cache_key(base) != cache_key(ChatRequest.ask("What is a hedge?", system="verbose"))
     assert cache_key(base) != cache_key(ChatRequest.ask("What is a hedge?", system="terse", temperature=0.1))
     assert cache_key(base) != cache_key(ChatRequest.ask("What is a hedge?", system="terse", max_tokens=5))

@@ -373,8 +373,8 @@ def test_breaker_transitions_are_events(chain):
 
 def test_fresh_cache_is_served_before_any_provider(chain):
     router, (first,) = chain("gemini")
-    a = router.ask(ChatRequest.ask("What   is a  hedge?"))
-    b = router.ask(ChatRequest.ask(" What is a hedge? "))  # the same question, normalised
+    a = router.ask(ChatRequest.ask("What is a hedge?"))
+    b = router.ask(ChatRequest.ask("What is a hedge?  \n"))  # the same question, trailing space aside
     assert a.tier == "provider" and b.tier == "cache" and b.text == a.text and b.attempts == ()
     assert len(first.chat_requests()) == 1
     c = router.ask(ChatRequest.ask("What is a hedge?", temperature=0.9))  # other settings: other key

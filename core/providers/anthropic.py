@@ -9,8 +9,9 @@ from ..chat import StreamEnd, TextDelta, Usage
 from ..errors import ErrorKind, kind_for_status, retry_after_from_headers
 from .base import DEFAULT_MAX_TOKENS, Provider
 
-_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "refusal": "content_filter",
-           "model_context_window_exceeded": "length"}
+# The allow-list of endings. Anything else (pause_turn, model_context_window_exceeded, tool_use,
+# a reason added after this was written) is a broken stream: "length" is only the caller's own limit.
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "refusal": "content_filter"}
 
 
 class AnthropicProvider(Provider):

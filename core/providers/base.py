@@ -3,6 +3,9 @@
 `stream()` yields `TextDelta`s and then exactly one `StreamEnd`, or raises `ProviderError`.
 It checks the protocol's end marker itself: none of the four SDKs raises when a stream simply
 stops early (field notes §1.3), so an adapter that saw no end marker raises `stream_broken`.
+An end marker counts only with a normal finish reason: the `StreamEnd` it yields says "stop"
+(complete) or "length" (the caller's own limit); a policy ending raises `content_filtered` and
+any other ending raises `stream_broken`, exactly as a cut stream does.
 Everything else (`complete()`) is derived from the stream.
 """
 
@@ -33,9 +36,10 @@ DEFAULT_MAX_TOKENS = 4096  # Anthropic requires a value; the others get it only 
 class StreamState:
     """How far a call got, so one exception type can map to different kinds by phase."""
 
-    __slots__ = ("opened", "started")
+    __slots__ = ("sent", "opened", "started")
 
     def __init__(self) -> None:
+        self.sent = False  # the SDK handed the request to the HTTP client (see `_on_request`)
         self.opened = False  # the provider accepted the request (its first stream event arrived)
         self.started = False  # answer text arrived
 
@@ -54,6 +58,7 @@ class Provider:
         self.model = entry.model
         self._transport = transport
         self._last_headers = threading.local()
+        self._calls = threading.local()  # the StreamState of the call this thread is making
         self._client = self._make_client() if (entry.api_key or not self.info.needs_key) else None
 
     @property
@@ -75,6 +80,11 @@ class Provider:
                         why = f" ({item.native_reason})" if item.native_reason else ""
                         raise self._error(ErrorKind.CONTENT_FILTERED,
                                           f"declined under the provider's content policy{why}")
+                    if item.finish_reason not in ("stop", "length"):
+                        # An allow-list, not a deny-list: an ending we don't know (OTHER, pause_turn,
+                        # a server's "error" or "abort") may have cut the answer anywhere.
+                        raise self._error(ErrorKind.STREAM_BROKEN, "the stream ended abnormally "
+                                          f"(finish reason {item.native_reason or item.finish_reason!r})")
                     if not state.started:
                         # An empty answer is no answer (pydantic-ai #2837): let the next provider try.
                         raise self._error(ErrorKind.STREAM_BROKEN, "the provider returned an empty answer")
@@ -134,13 +144,23 @@ class Provider:
 
     @contextmanager
     def _map_errors(self, state: StreamState) -> Iterator[None]:
+        self._calls.state = state
         try:
             yield
         except ProviderError:
             raise
         except Exception as e:  # noqa: BLE001 — every SDK failure becomes one of our kinds, here and only here
-            mapped = self._sdk_errors(e, state) or self._transport_error(e, state)
+            mapped = self._unsent_error(e, state) or self._sdk_errors(e, state) or self._transport_error(e, state)
             raise mapped from e
+
+    def _unsent_error(self, e: Exception, state: StreamState) -> ProviderError | None:
+        """An SDK that fails before sending a byte is refusing the request (a NaN it can't encode,
+        a value its own validation rejects): the request's fault, never the provider's health."""
+        if state.sent:
+            return None
+        first_line = (str(e).strip().splitlines() or [""])[0]
+        return self._error(ErrorKind.BAD_REQUEST, f"the request could not be sent ({type(e).__name__}"
+                                                  f"{': ' + first_line if first_line else ''})")
 
     def _transport_error(self, e: Exception, state: StreamState) -> ProviderError:
         """Raw transport and parse failures, which three of the four SDKs let escape unwrapped."""
@@ -167,7 +187,13 @@ class Provider:
     def _http_client(self, lib: Any = httpx2, **kwargs: Any) -> Any:
         """The HTTP client under the SDK: our transport (fault injection) and response hook."""
         return lib.Client(transport=self._transport, timeout=self._timeout(lib),
-                          event_hooks={"response": [self._on_response]}, **kwargs)
+                          event_hooks={"request": [self._on_request], "response": [self._on_response]}, **kwargs)
+
+    def _on_request(self, request: Any) -> None:
+        # Runs in the calling thread once the SDK has built and encoded the request, just before
+        # the transport connects: from here on a failure is the network's or the provider's.
+        if (state := getattr(self._calls, "state", None)) is not None:
+            state.sent = True
 
     def _on_response(self, response: Any) -> None:
         # Runs in the attempt's thread as soon as headers arrive: let the router cancel it,

@@ -12,15 +12,13 @@ from ..errors import ErrorKind, kind_for_status, retry_after_from_google_details
 from .base import Provider
 
 _FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
+# The allow-list of endings. Anything else (OTHER, MALFORMED_FUNCTION_CALL, LANGUAGE, a value the
+# SDK's enum doesn't know yet) is a broken stream.
+_FINISH = {"STOP": "stop", "MAX_TOKENS": "length", **dict.fromkeys(_FILTERED, "content_filter")}
 
 
 def _finish(reason) -> str:
-    name = getattr(reason, "value", reason) or ""
-    if name == "STOP":
-        return "stop"
-    if name == "MAX_TOKENS":
-        return "length"
-    return "content_filter" if name in _FILTERED else "other"
+    return _FINISH.get(getattr(reason, "value", reason) or "", "other")
 
 
 class GeminiProvider(Provider):

@@ -9,6 +9,7 @@ from ..chat import StreamEnd, TextDelta, Usage
 from ..errors import ErrorKind, kind_for_status, retry_after_from_headers
 from .base import Provider
 
+# The allow-list of endings (anything else, e.g. "unload", is a broken stream).
 _FINISH = {"stop": "stop", "length": "length"}
 
 
@@ -21,7 +22,7 @@ class OllamaProvider(Provider):
         e = self.entry
         headers = {"authorization": f"Bearer {e.api_key.reveal()}"} if e.api_key else None
         return ollama.Client(host=e.endpoint, timeout=self._timeout(httpx), headers=headers,
-                             transport=self._transport, event_hooks={"response": [self._on_response]})
+                             transport=self._transport, event_hooks={"request": [self._on_request], "response": [self._on_response]})
 
     def _stream(self, request, state):
         self._last_headers.value = None
@@ -41,6 +42,7 @@ class OllamaProvider(Provider):
                 if part.message and part.message.content:
                     yield TextDelta(part.message.content)
                 if part.done:  # the end marker
+                    # Servers older than done_reason send none on a normal end.
                     yield StreamEnd(_FINISH.get(part.done_reason or "stop", "other"), part.model or self.model,
                                     Usage(part.prompt_eval_count, part.eval_count), part.done_reason or "")
                     return

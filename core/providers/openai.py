@@ -10,6 +10,8 @@ from ..chat import StreamEnd, TextDelta, Usage
 from ..errors import ErrorKind, kind_for_status, retry_after_from_headers
 from .base import Provider
 
+# The allow-list of endings. Anything else (tool_calls, a compatible server's "error" or "abort")
+# is a broken stream.
 _FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter"}
 # OpenAI's error codes say more than its statuses (both are 400s).
 _CODES = {"context_length_exceeded": ErrorKind.CONTEXT_LENGTH, "content_filter": ErrorKind.CONTENT_FILTERED,

@@ -35,6 +35,8 @@ FAULT_KINDS = (
     "no_sentinel",  # the whole answer without the optional end sentinel (S11)
     "refusal",      # `after` text chunks, then a content-policy stop (blocked prompt when 0)
     "length",       # the whole answer, ending because max_tokens was reached
+    "finish",       # the answer (its first `after` text chunks when `after` > 0), then the protocol's
+                    # end marker with the finish reason `reason`, verbatim (e.g. "OTHER", "pause_turn")
 )
 
 
@@ -47,10 +49,18 @@ class Fault:
     after: int = 0
     seconds: float = 0.0
     retry_after_header: bool = True  # False: only where the protocol has a body field (Gemini's RetryInfo)
+    reason: str = ""  # the finish reason a "finish" fault ends with
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {self.kind!r}; known: {', '.join(FAULT_KINDS)}")
+        if (self.kind == "finish") != bool(self.reason):
+            raise ValueError('a "finish" fault needs a reason, and only it takes one')
+
+    @classmethod
+    def finish(cls, reason: str, after: int = 0) -> Fault:
+        """End the answer (after `after` text chunks, if given) with this protocol finish reason."""
+        return cls("finish", reason=reason, after=after)
 
     @classmethod
     def http(cls, status: int = 0, flavour: str | None = None, retry_after: float | None = None,
@@ -260,6 +270,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault.kind == "length":
             finish = {"anthropic": "max_tokens", "openai": "length", "gemini": "MAX_TOKENS",
                       "ollama": "length"}[sim.kind]
+        elif fault.kind == "finish":
+            finish = fault.reason
+            pieces = pieces[: fault.after] if fault.after else pieces
         if op == "chat":
             if sim._stop.wait(sim.first_wait()):
                 return None
