@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import re
+import stat
 import threading
 import time
 import tomllib
@@ -91,23 +92,24 @@ class FollowUps:
         self.file = Path(file) if file else None
         self.wall = wall
         self._lock = threading.Lock()
+        self._failing: set[str] = set()  # "store", "file": which sinks failed at their last use
         self._health = {"status": "ok", "store": shown_url(url), "failed": 0, "last_error": None, "last_error_at": None}
         self.store: FollowUpStore | None = None
         try:
             self.store = SqlFollowUpStore(url)
             self.store.migrate()  # the schema is made or updated on start, not at the first lost question
         except StoreError as e:
-            self._failed(e)
+            self._failed("store", e)
 
     def add(self, question: str, *, why: str = "", conversation_id: str = "", who: str = "") -> bool:
         """Keep the question; True only if at least one durable copy was written."""
         at = self.wall()
-        errors: list[StoreError] = []
+        errors: list[tuple[str, StoreError]] = []
         item_id, in_file = None, False
         try:
             item_id = self._store().add(question, asked_at=at, why=why, conversation_id=conversation_id, who=who)
         except StoreError as e:
-            errors.append(e)
+            errors.append(("store", e))
         if self.file is not None:
             item = {"id": item_id, "asked_at": at, "question": question, "why": why,
                     "conversation_id": conversation_id, "who": who}
@@ -116,12 +118,14 @@ class FollowUps:
                     _append_line(self.file, json.dumps(item, ensure_ascii=False) + "\n")
                 in_file = True
             except OSError as e:
-                errors.append(StoreError(f"can't append to {self.file} ({e.strerror or e})"))
+                errors.append(("file", StoreError(f"can't append to {self.file} ({e.strerror or e})")))
         kept = item_id is not None or in_file
-        for e in errors:
-            self._failed(e)
-        if not errors:
-            self._ok()
+        if item_id is not None:
+            self._ok("store")
+        if in_file:
+            self._ok("file")
+        for sink, e in errors:
+            self._failed(sink, e)
         if not kept:
             log.error("a question could not be kept for follow-up")
             with self._lock:
@@ -157,18 +161,20 @@ class FollowUps:
         try:
             out = op(self._store())
         except StoreError as e:
-            self._failed(e)
+            self._failed("store", e)
             raise
-        self._ok()
+        self._ok("store")
         return out
 
-    def _ok(self) -> None:
+    def _ok(self, sink: str) -> None:
         with self._lock:
-            self._health["status"] = "ok"
+            self._failing.discard(sink)
+            self._health["status"] = "failing" if self._failing else "ok"
 
-    def _failed(self, e: StoreError) -> None:
+    def _failed(self, sink: str, e: StoreError) -> None:
         log.error("follow-up store failing: %s", e)
         with self._lock:
+            self._failing.add(sink)
             self._health.update(status="failing", last_error=str(e), last_error_at=self.wall())
 
 
@@ -184,7 +190,8 @@ def _append_line(path: Path, line: str) -> None:
                 raise OSError(errno.ENOSPC, "short write (disk full?)")
             os.fsync(fd)
         except OSError:
-            os.ftruncate(fd, size)
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.ftruncate(fd, size)
             raise
     finally:
         os.close(fd)

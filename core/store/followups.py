@@ -99,7 +99,7 @@ class SqlFollowUpStore:
         with self._lock:
             if self._ready:
                 return
-            with self._errors("create its schema"):
+            with self._errors("open"):
                 if self.url.get_backend_name() == "sqlite" and self.url.database not in (None, "", ":memory:"):
                     Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
                 with self.engine.begin() as conn:
@@ -119,7 +119,7 @@ class SqlFollowUpStore:
     def add(self, question: str, *, asked_at: float, why: str = "", conversation_id: str = "",
             who: str = "") -> int:
         self.migrate()
-        with self._errors("save the question"), self.engine.begin() as conn:
+        with self._errors("save a question in"), self.engine.begin() as conn:
             row = conn.execute(_followups.insert().values(
                 question=question, asked_at=asked_at, why=why, conversation_id=conversation_id, who=who,
             ).returning(_followups.c.id))
@@ -149,7 +149,7 @@ class SqlFollowUpStore:
         self.engine.dispose()
 
     def _errors(self, doing: str):
-        return _map_errors(f"can't {doing} in the follow-up store at {self.where}")
+        return _map_errors(f"can't {doing} the follow-up store at {self.where}")
 
 
 class _map_errors:
