@@ -130,7 +130,7 @@ POLICY_SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], float | None, st
         "window": (900.0, _Number, 1.0, "seconds of history in summaries"),
     },
     "store": {
-        "path": ("", (str,), None, "data directory (SQLite); empty: $UNDERSTUDY_DATA_DIR, else ./data"),
+        "path": ("", (str,), None, "data directory for SQLite (default ./data); $UNDERSTUDY_DATA_DIR wins"),
         "database_url": ("", (str,), None, "a database URL instead (postgresql+psycopg://…); "
                                            "$UNDERSTUDY_DATABASE_URL wins"),
     },
