@@ -1,8 +1,8 @@
 """Command line: `python -m core ask|status|followups`.
 
 Exit status: 0 when the user got an answer or an honest decline; 1 when no provider could
-answer (the reply says so and keeps the question); 2 for usage or configuration errors, with
-one line on stderr. Never a traceback.
+answer (the reply says so, and whether the question was kept), or when `followups` can't use
+its store; 2 for usage or configuration errors, with one line on stderr. Never a traceback.
 """
 
 from __future__ import annotations
