@@ -35,4 +35,5 @@ if __name__ == "__main__":
         st.Page("pages/chat.py", title="Chat", icon="💬", default=True),
         st.Page("pages/status.py", title="Status", icon="📈", url_path="status"),
         st.Page("pages/chaos.py", title="Chaos", icon="🧨", url_path="chaos"),
+        st.Page("pages/followups.py", title="Follow-ups", icon="📥", url_path="followups"),
     ]).run()

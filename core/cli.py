@@ -1,8 +1,8 @@
-"""Command line: `python -m core ask|status`.
+"""Command line: `python -m core ask|status|followups`.
 
 Exit status: 0 when the user got an answer or an honest decline; 1 when no provider could
-answer (the reply says so and keeps the question); 2 for usage or configuration errors, with
-one line on stderr. Never a traceback.
+answer (the reply says so, and whether the question was kept), or when `followups` can't use
+its store; 2 for usage or configuration errors, with one line on stderr. Never a traceback.
 """
 
 from __future__ import annotations
@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from datetime import datetime, timezone
 from collections.abc import Sequence
 from typing import TextIO
 
 from .chat import MAX_INPUT_CHARS, ChatRequest, InvalidRequest, Message, clean_text, messages_from
 from .config import ConfigError, load_config
 from .router import Delta, Done, Restart, Result, Router  # light: SDKs load only when a chain needs them
+from .store import SqlFollowUpStore, StoreError, database_url
 
 
 class UsageError(Exception):
@@ -43,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--config")
     status.add_argument("--json", action="store_true")
     status.add_argument("--no-probe", action="store_true", help="don't call the providers")
+    followups = sub.add_parser("followups", help="list the questions kept for follow-up (open ones by default)")
+    followups.add_argument("--config")
+    followups.add_argument("--json", action="store_true", help="print them as one JSON array")
+    followups.add_argument("--all", action="store_true", help="include the answered ones")
+    followups.add_argument("--answer", type=int, metavar="ID", help="mark question ID answered")
     return p
 
 
@@ -53,10 +61,15 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
         args = _parser().parse_args(argv)
         if args.command == "ask":
             return _ask(args, stdin, stdout, stderr)
+        if args.command == "followups":
+            return _followups(args, stdout, stderr)
         return _status(args, stdout)
     except (UsageError, ConfigError, InvalidRequest) as e:
         print(f"understudy: {e}", file=stderr)
         return 2
+    except StoreError as e:
+        print(f"understudy: {e}", file=stderr)
+        return 1
     except KeyboardInterrupt:
         print("understudy: interrupted", file=stderr)
         return 130
@@ -208,4 +221,34 @@ def _status(args, stdout) -> int:
         extra = f"  {r.probe_ms:.0f} ms" if r.probe_ms is not None and r.health == "ok" else ""
         extra += f"  {r.detail}" if r.detail else ""
         print(line + extra, file=stdout)
+    return 0
+
+
+def _followups(args, stdout, stderr) -> int:
+    """Exit 1 when the store can't be read or written (one line on stderr), or ID is unknown."""
+    config = load_config(args.config)
+    store = SqlFollowUpStore(database_url(config.policy["store"]))
+    try:
+        if args.answer is not None:
+            if not store.mark_answered(args.answer, at=time.time()):
+                print(f"understudy: no kept question has id {args.answer}", file=stderr)
+                return 1
+            print(f"question {args.answer} marked answered", file=stdout)
+            return 0
+        items = store.list(answered=None if args.all else False)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([f.as_dict() for f in items], ensure_ascii=False, indent=2), file=stdout)
+        return 0
+    if not items:
+        print("no questions kept" if args.all else "no open questions (--all shows the answered ones too)",
+              file=stdout)
+        return 0
+    for f in items:
+        asked = datetime.fromtimestamp(f.asked_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        state = "answered" if f.answered else "open"
+        first = " ".join(f.question.split())
+        first = first if len(first) <= 100 else first[:100] + "…"
+        print(f"#{f.id}  {asked}  {state}  {f.why or '-'}\n    {first}", file=stdout)
     return 0

@@ -123,11 +123,16 @@ POLICY_SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], float | None, st
         "enabled": (True, (bool,), None, "answer from the FAQ when no provider can"),
         "faq_file": ("", (str,), None, "path of the FAQ (TOML); empty: the shipped core/data/offline_faq.toml"),
         "min_similarity": (0.5, _Number, 0.0, "0-1; how close a question must be to an FAQ entry"),
-        "followup_file": ("", (str,), None, "append unanswered questions here as JSON lines; empty: memory only"),
+        "followup_file": ("", (str,), None, "also append kept questions here as JSON lines; empty: the store only"),
     },
     "metrics": {
         "max_events": (20000, (int,), 100, "events kept in memory (oldest go first)"),
         "window": (900.0, _Number, 1.0, "seconds of history in summaries"),
+    },
+    "store": {
+        "path": ("", (str,), None, "data directory for SQLite (default ./data); $UNDERSTUDY_DATA_DIR wins"),
+        "database_url": ("", (str,), None, "a database URL instead (postgresql+psycopg://…); "
+                                           "$UNDERSTUDY_DATABASE_URL wins"),
     },
     "health": {
         "probe_interval": (30.0, _Number, 0.0, "seconds between background probes; 0 turns them off"),

@@ -3,14 +3,24 @@ for follow-up when nothing matches."""
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import math
+import os
 import re
+import stat
 import threading
+import time
 import tomllib
-from collections import Counter, deque
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from .store import FollowUp, FollowUpStore, SqlFollowUpStore, StoreError, shown_url
+
+log = logging.getLogger("understudy")
 
 DEFAULT_FAQ = Path(__file__).parent / "data" / "offline_faq.toml"
 
@@ -73,25 +83,115 @@ class Faq:
 class FollowUps:
     """Questions nobody could answer, kept so someone can get back to the user.
 
-    In memory (bounded) and, when a file is configured, appended to it as JSON lines.
+    Kept in the durable store (core/store) and, when `[offline] followup_file` is set, also
+    appended to that file as JSON lines. `add` says whether the question was really kept; every
+    failure is logged (never the question: it is user content) and shows in `health()`.
     """
 
-    def __init__(self, path: str | None = None, max_kept: int = 1000) -> None:
-        self.path = Path(path) if path else None
-        self._kept: deque[dict] = deque(maxlen=max_kept)
+    def __init__(self, url: str, *, file: str | None = None, wall: Callable[[], float] = time.time) -> None:
+        self.file = Path(file) if file else None
+        self.wall = wall
         self._lock = threading.Lock()
+        self._failing: set[str] = set()  # "store", "file": which sinks failed at their last use
+        self._health = {"status": "ok", "store": shown_url(url), "failed": 0, "last_error": None, "last_error_at": None}
+        self.store: FollowUpStore | None = None
+        try:
+            self.store = SqlFollowUpStore(url)
+            self.store.migrate()  # the schema is made or updated on start, not at the first lost question
+        except StoreError as e:
+            self._failed("store", e)
 
-    def add(self, at: float, question: str) -> None:
-        item = {"at": at, "question": question}
-        with self._lock:
-            self._kept.append(item)
-            if self.path is not None:
-                try:
-                    with self.path.open("a", encoding="utf-8") as f:
-                        f.write(json.dumps(item, ensure_ascii=False) + "\n")
-                except OSError:
-                    pass  # the in-memory copy still holds it
+    def add(self, question: str, *, why: str = "", conversation_id: str = "", who: str = "") -> bool:
+        """Keep the question; True only if at least one durable copy was written."""
+        at = self.wall()
+        errors: list[tuple[str, StoreError]] = []
+        item_id, in_file = None, False
+        try:
+            item_id = self._store().add(question, asked_at=at, why=why, conversation_id=conversation_id, who=who)
+        except StoreError as e:
+            errors.append(("store", e))
+        if self.file is not None:
+            item = {"id": item_id, "asked_at": at, "question": question, "why": why,
+                    "conversation_id": conversation_id, "who": who}
+            try:
+                with self._lock:
+                    _append_line(self.file, json.dumps(item, ensure_ascii=False) + "\n")
+                in_file = True
+            except OSError as e:
+                errors.append(("file", StoreError(f"can't append to {self.file} ({e.strerror or e})")))
+        kept = item_id is not None or in_file
+        if item_id is not None:
+            self._ok("store")
+        if in_file:
+            self._ok("file")
+        for sink, e in errors:
+            self._failed(sink, e)
+        if not kept:
+            log.error("a question could not be kept for follow-up")
+            with self._lock:
+                self._health["failed"] += 1
+        return kept
+
+    def list(self, *, answered: bool | None = None, search: str = "", limit: int | None = None) -> list[FollowUp]:
+        """Newest first. Raises StoreError (also recorded in health)."""
+        return self._call(lambda s: s.list(answered=answered, search=search, limit=limit))
 
     def items(self) -> list[dict]:
+        return [f.as_dict() for f in self.list()]
+
+    def mark_answered(self, id: int) -> bool:
+        return self._call(lambda s: s.mark_answered(id, at=self.wall()))
+
+    def health(self) -> dict:
+        """{"status": "ok" | "failing", "store": where (no password), "failed": questions lost,
+        "last_error": one line or None, "last_error_at": unix time or None}."""
         with self._lock:
-            return list(self._kept)
+            return dict(self._health)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+    def _store(self) -> FollowUpStore:
+        if self.store is None:
+            raise StoreError(self._health["last_error"] or "the follow-up store could not be opened")
+        return self.store
+
+    def _call(self, op):
+        try:
+            out = op(self._store())
+        except StoreError as e:
+            self._failed("store", e)
+            raise
+        self._ok("store")
+        return out
+
+    def _ok(self, sink: str) -> None:
+        with self._lock:
+            self._failing.discard(sink)
+            self._health["status"] = "failing" if self._failing else "ok"
+
+    def _failed(self, sink: str, e: StoreError) -> None:
+        log.error("follow-up store failing: %s", e)
+        with self._lock:
+            self._failing.add(sink)
+            self._health.update(status="failing", last_error=str(e), last_error_at=self.wall())
+
+
+def _append_line(path: Path, line: str) -> None:
+    """Append one whole line and flush it to disk, or leave the file as it was (no half line on a
+    full disk)."""
+    data = line.encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, "short write (disk full?)")
+            os.fsync(fd)
+        except OSError:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)

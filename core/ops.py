@@ -9,7 +9,8 @@ _BREAKER_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 
 
 def healthz(router: Router, *, demo: bool = False) -> tuple[int, dict]:
-    """(HTTP status, body). 200 while at least one provider can take traffic, else 503.
+    """(HTTP status, body). 200 while at least one provider can take traffic, else 503. A failing
+    follow-up store makes the status at least "degraded": questions can't be kept.
 
     Reads state only: no provider is called, so a load balancer polling it costs nothing."""
     rows = router.status(probe=False)
@@ -20,12 +21,16 @@ def healthz(router: Router, *, demo: bool = False) -> tuple[int, dict]:
         overall = "degraded"
     else:
         overall = "ok"
+    followups = router.followups.health()
+    if followups["status"] != "ok" and overall == "ok":
+        overall = "degraded"
     body = {
         "status": overall,
         "demo": demo,
         "providers": [{"name": r.name, "kind": r.kind, "model": r.model, "health": r.health, "breaker": r.breaker,
                        "retry_in_s": r.retry_in_s} for r in rows],
         "chaos": router.chaos.state(),
+        "followups": followups,
     }
     return (503 if overall == "down" else 200), body
 

@@ -43,6 +43,7 @@ from .errors import ErrorKind, ProviderError
 from .metrics import AttemptEvent, Metrics, ProbeEvent, RequestEvent
 from .offline import Faq, FollowUps
 from .providers import Provider, build
+from .store import database_url
 
 log = logging.getLogger("understudy")
 
@@ -122,8 +123,13 @@ class ProviderStatus:
     success_rate: float | None = None
 
 
-def unavailable_text(question: str) -> str:
+def unavailable_text(question: str, *, kept: bool = True) -> str:
     q = question.strip()
+    if not kept:  # nothing else holds it: quote it whole, so nothing typed is lost
+        quoted = "\n".join(f"> {line}" for line in q.splitlines() or [""])
+        return ("Sorry — we can't answer right now: all of our AI providers are unavailable, and we could not "
+                "save your question for follow-up either. Please send it again in a moment; here it is, so "
+                f"nothing you typed is lost:\n\n{quoted}")
     shown = q if len(q) <= 300 else q[:300] + "…"
     return ("Sorry — we can't answer right now: all of our AI providers are unavailable. We've kept your "
             f"question and will get back to you; you can also send it again in a moment.\n\n> {shown}")
@@ -171,7 +177,7 @@ class Router:
             self.faq = Faq.load(o["faq_file"] or None, o["min_similarity"]) if o["enabled"] else None
         except ValueError as e:
             raise ConfigError(config.source, "offline.faq_file", str(e), "fix the FAQ file or point to another") from None
-        self.followups = FollowUps(o["followup_file"] or None)
+        self.followups = FollowUps(database_url(policy["store"]), file=o["followup_file"] or None, wall=wall)
         self._last_probe: dict[str, ProbeEvent] = {}
         self._probe_lock = threading.Lock()
         self._stop = threading.Event()
@@ -275,6 +281,7 @@ class Router:
         self._stop.set()
         for p in self.providers:
             p.close()
+        self.followups.close()
 
 
 @dataclass
@@ -694,9 +701,11 @@ class _Run:
                          notice=f"No provider could answer just now; this is an offline answer to "
                                 f"“{entry.question}” ({score:.0%} match).")
             return
-        self.r.followups.add(self.r.wall(), question)
-        self._finish(tier="unavailable", text=unavailable_text(question), complete=False,
-                     notice=f"No provider could answer ({reason}); the question was kept for follow-up.")
+        kept = self.r.followups.add(question, why=reason)
+        self._finish(tier="unavailable", text=unavailable_text(question, kept=kept), complete=False,
+                     notice=f"No provider could answer ({reason}); " + (
+                         "the question was kept for follow-up." if kept
+                         else "the question could NOT be kept for follow-up (the store is failing)."))
 
     def _finish(self, *, tier: str, text: str, complete: bool, provider: str | None = None, model: str | None = None,
                 usage: Usage | None = None, finish_reason: str | None = None, notice: str = "",

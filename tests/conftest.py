@@ -18,6 +18,13 @@ KEY = "sk-test-0123456789abcdef"
 IDLE = 0.8
 
 
+@pytest.fixture(autouse=True)
+def _data_dir(tmp_path, monkeypatch):
+    """Every Router keeps its questions under this test's tmp_path, never in the working tree."""
+    monkeypatch.setenv("UNDERSTUDY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("UNDERSTUDY_DATABASE_URL", raising=False)
+
+
 @pytest.fixture
 def sims():
     """Start simulated servers on demand: `sims("openai")`. All are closed after the test."""
