@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,14 @@ KINDS = ("anthropic", "openai", "gemini", "ollama")
 KEY = "sk-test-0123456789abcdef"
 # Short enough to keep silence and stall tests quick, long enough for a loaded 2-core CI box.
 IDLE = 0.8
+
+
+def service_missing(why: str) -> None:
+    """Skip a test whose real server (PostgreSQL, Redis) is not running, saying why; in CI, where
+    .ci/run has checked the services, fail instead: a store test must never silently not run."""
+    if os.environ.get("UNDERSTUDY_REQUIRE_SERVICES"):
+        pytest.fail(f"{why} (UNDERSTUDY_REQUIRE_SERVICES is set)")
+    pytest.skip(why)
 
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,7 @@ from core.ops import healthz
 from core.router import Router
 from core.simulator import Fault
 from core.store import SqlFollowUpStore, StoreError, database_url
-from tests.conftest import KEY, ROOT, toml_for
+from tests.conftest import KEY, ROOT, service_missing, toml_for
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 QUESTION = "Which moon of Saturn has methane lakes? 100% _serious_"
@@ -42,8 +42,8 @@ def store_url(request, tmp_path):
             conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
     except sa.exc.OperationalError as e:
         admin.dispose()
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 does not answer ({type(e.orig).__name__}); the SQLite "
-                    "run of the same contract still ran")
+        service_missing(f"PostgreSQL at 127.0.0.1:5432 does not answer ({type(e.orig).__name__}); the SQLite "
+                        "run of the same contract still ran")
     try:
         yield f"{PG_URL}?options=-csearch_path%3D{schema}"
     finally:
