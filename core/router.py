@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 
 from . import cancel
-from .breaker import OPEN, Breaker
+from .breaker import OPEN, Breaker, Permit
 from .cache import AnswerCache, Flight, cache_key
 from .chat import ChatRequest, StreamEnd, TextDelta, Usage
 from .chaos import Chaos, transport_for
@@ -285,6 +285,7 @@ class _Live:
     provider: Provider
     hedge: bool
     start: float
+    permit: Permit  # the breaker's leave for this call; its outcome is reported with it
     scope: cancel.CancelScope = field(default_factory=cancel.CancelScope)
     first_at: float | None = None
     last_at: float = 0.0
@@ -525,8 +526,8 @@ class _Run:
         for item in due:
             self.retry_at.remove(item)
             provider = item[1]
-            if self.r.breakers[provider.name].allow():
-                self._launch(provider, hedge=False)
+            if permit := self.r.breakers[provider.name].allow():
+                self._launch(provider, permit, hedge=False)
             else:
                 self._failover()
 
@@ -556,7 +557,7 @@ class _Run:
         elif isinstance(item, StreamEnd):
             del self.active[live.id]
             self._record(live, "ok", latency=now - live.start, usage=item.usage, model=item.model)
-            self.r.breakers[live.name].success()
+            self.r.breakers[live.name].success(live.permit)
             complete = item.finish_reason != "length"
             text = "".join(live.pieces)
             if complete and self.key is not None:
@@ -576,11 +577,11 @@ class _Run:
         breaker = self.r.breakers[live.name]
         long_wait = e.retry_after is not None and e.retry_after > self.retries["max_retry_wait"]
         if e.kind.health:
-            breaker.failure(f"{e.kind.value}: {e.message[:120]}", retry_after=e.retry_after)
+            breaker.failure(f"{e.kind.value}: {e.message[:120]}", retry_after=e.retry_after, permit=live.permit)
             if long_wait:
-                breaker.hold_off(e.retry_after, f"asked to wait {e.retry_after:g}s")
+                breaker.hold_off(e.retry_after, f"asked to wait {e.retry_after:g}s", permit=live.permit)
         else:
-            breaker.neutral()
+            breaker.neutral(live.permit)
         if e.kind is ErrorKind.CONTENT_FILTERED:
             for other in list(self.active.values()):
                 self._cancel(other, "request declined")
@@ -639,19 +640,20 @@ class _Run:
             if self.clock() >= self.deadline:
                 self.attempts.append(Attempt(p.name, p.model, "skipped", detail="request deadline reached"))
                 continue
-            if not breaker.allow():
+            permit = breaker.allow()
+            if permit is None:
                 detail = (f"breaker open, trial call in {breaker.retry_in():.0f}s" if breaker.state == OPEN
                           else "breaker half-open, its trial call is in flight")
                 self.attempts.append(Attempt(p.name, p.model, "skipped", detail=detail))
                 self.r.metrics.record(AttemptEvent(self.r.wall(), p.name, p.model, "skipped", None, 0.0, None))
                 continue
-            self._launch(p, hedge=hedge)
+            self._launch(p, permit, hedge=hedge)
             return True
         return False
 
-    def _launch(self, provider: Provider, *, hedge: bool) -> None:
+    def _launch(self, provider: Provider, permit: Permit, *, hedge: bool) -> None:
         self.tries[provider.name] += 1
-        live = _Live(next(self.ids), provider, hedge, self.clock())
+        live = _Live(next(self.ids), provider, hedge, self.clock(), permit)
         self.active[live.id] = live
         if self.pending_restart is not None and self.shown_from is not None:
             failed, reason = self.pending_restart
@@ -669,7 +671,7 @@ class _Run:
             self._handed[live.id] = live  # if its hand-over is still on the way, it is closed on arrival
         if record:
             self._record(live, "cancelled", latency=self.clock() - live.start, detail=why)
-            self.r.breakers[live.name].neutral()
+            self.r.breakers[live.name].neutral(live.permit)  # gives back its own trial slot, no other
 
     # -- endings ---------------------------------------------------------------------------------
     def _degrade(self, reason: str) -> None:
