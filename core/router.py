@@ -375,6 +375,7 @@ class _Run:
             self.result.complete, len([a for a in self.result.attempts if a.outcome != "skipped"]),
             max(0, len({a.provider for a in self.result.attempts if a.outcome != "skipped"}) - 1),
             self.hedges, self.hedge_won, self.restarted))
+        self._land()  # followers get the result now, not when our caller gets round to closing us
         yield Done(self.result)
 
     def _answer(self) -> Iterator[Event]:
@@ -393,6 +394,7 @@ class _Run:
                 # The identical request was stopped before it finished: answer this one ourselves.
             else:
                 self.flight = flight
+                flight.alive(self.deadline)
         self._failover()
         while self.result is None:
             now = self.clock()
@@ -421,13 +423,15 @@ class _Run:
             yield from self._flush()
 
     def _follow(self, flight: Flight) -> Iterator[Event]:
-        """An identical request is being answered right now: wait for it rather than ask again."""
+        """An identical request is being answered right now: wait for it rather than ask again, as
+        long as it is alive (until our deadline, and beyond while its answer is still streaming)."""
         shared = flight.wait(self.deadline - self.clock())
         if shared is None:
-            if flight.landed:
-                return  # it ended without a result (its caller stopped it): the caller asks on its own
-            self._degrade("an identical request did not finish in time")
-        elif shared.tier == "provider" and shared.complete:
+            # It was stopped, or went quiet: no provider was asked for this request yet, so it asks
+            # on its own, with the whole deadline for its chain.
+            self.deadline = self.clock() + self.r.config.policy["timeouts"]["request"]
+            return
+        if shared.tier == "provider" and shared.complete:
             self._finish(tier="cache", text=shared.text, provider=shared.provider, model=shared.model, complete=True,
                          finish_reason="stop", notice="Shared with an identical request answered at the same time.",
                          ttft=_ms(self.clock() - self.start))
@@ -462,8 +466,12 @@ class _Run:
     def close(self) -> None:
         for live in list(self.active.values()):
             self._cancel(live, "request ended")
+        self._land()
+
+    def _land(self) -> None:
         if self.flight is not None:
-            self.r.cache.land(self.key, self.flight, self.result)
+            flight, self.flight = self.flight, None
+            self.r.cache.land(self.key, flight, self.result)
 
     # -- timing ----------------------------------------------------------------------------------
     def _ttft_limit(self, live: _Live) -> float:
@@ -554,6 +562,7 @@ class _Run:
                     self.pending_restart = None
                 self.shown_from = live.name
                 self.out.append(Delta(item.text))
+                self._alive(now + live.provider.entry.idle_timeout)
         elif isinstance(item, StreamEnd):
             del self.active[live.id]
             self._record(live, "ok", latency=now - live.start, usage=item.usage, model=item.model)
@@ -655,6 +664,7 @@ class _Run:
         self.tries[provider.name] += 1
         live = _Live(next(self.ids), provider, hedge, self.clock(), permit)
         self.active[live.id] = live
+        self._alive(live.start + provider.entry.first_token_timeout)
         if self.pending_restart is not None and self.shown_from is not None:
             failed, reason = self.pending_restart
             self.out.append(Restart(failed, provider.name, reason))
@@ -672,6 +682,11 @@ class _Run:
         if record:
             self._record(live, "cancelled", latency=self.clock() - live.start, detail=why)
             self.r.breakers[live.name].neutral(live.permit)  # gives back its own trial slot, no other
+
+    def _alive(self, until: float) -> None:
+        """Tell requests waiting on this one when it will next have news at the latest."""
+        if self.flight is not None:
+            self.flight.alive(until)
 
     # -- endings ---------------------------------------------------------------------------------
     def _degrade(self, reason: str) -> None:
