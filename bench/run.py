@@ -466,8 +466,8 @@ def bench_soak(total: int, sessions: int) -> dict:
     leftover = sum(1 for t in threading.enumerate() if t.name.startswith("attempt-"))
     errors_seen = {}
     for key, value in ch.router.metrics.totals().items():
-        if key.startswith("attempt:") and key.split(":")[3]:
-            errors_seen[key.split(":")[3]] = errors_seen.get(key.split(":")[3], 0) + value
+        if isinstance(key, tuple) and key[0] == "attempt" and key[3]:
+            errors_seen[key[3]] = errors_seen.get(key[3], 0) + value
     ch.close()
     out = {"requests": total, "sessions": sessions, "seconds": took, "exceptions": len(exceptions),
            "truncated_marked_complete": truncated_complete, "unanswered": unanswered, "tiers": tiers,

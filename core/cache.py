@@ -31,23 +31,43 @@ class CachedAnswer:
 
 
 class Flight:
-    """One computation in progress for a key; followers wait on it."""
+    """One computation in progress for a key; followers wait on it while it is alive.
 
-    def __init__(self) -> None:
-        self._done = threading.Event()
+    The leader says when it will next have news (`alive`): its first token by its deadline, the
+    next piece of text within its provider's idle timeout. A follower keeps waiting as long as
+    those promises are kept, so a leader that is still streaming is never given up on."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._changed = threading.Condition()
+        self._landed = False
+        self.alive_until = float("-inf")  # on the cache's clock
         self.followed = threading.Event()  # set once another request waits on this one
         self.result = None
 
-    def finish(self, result) -> None:
-        self.result = result
-        self._done.set()
+    def alive(self, until: float) -> None:
+        """The leader is making progress: it will land or report progress again by `until`.
+        Followers aren't woken for it: they look again when their current wait runs out."""
+        with self._changed:
+            self.alive_until = until
 
-    @property
-    def landed(self) -> bool:
-        return self._done.is_set()
+    def finish(self, result) -> None:
+        with self._changed:
+            self.result = result
+            self._landed = True
+            self._changed.notify_all()
 
     def wait(self, timeout: float):
-        return self.result if self._done.wait(max(0.0, timeout)) else None
+        """The leader's result; waits `timeout` seconds, and longer while the leader is alive.
+        None when it landed without a result (its caller stopped it) or went quiet."""
+        with self._changed:
+            limit = self._clock() + timeout
+            while not self._landed:
+                remaining = max(limit, self.alive_until) - self._clock()
+                if remaining <= 0:
+                    return None
+                self._changed.wait(remaining)
+            return self.result
 
 
 def cache_key(request: ChatRequest) -> str:
@@ -109,7 +129,7 @@ class AnswerCache:
             if flight is not None:
                 flight.followed.set()
                 return flight, False
-            flight = self._flights[key] = Flight()
+            flight = self._flights[key] = Flight(self._clock)
             return flight, True
 
     def in_flight(self, key: str) -> Flight | None:

@@ -2,8 +2,10 @@
 store. The dashboard and the CLI read summaries of it; nothing reads router internals.
 
 Memory is bounded by `max_events` (the oldest go first); running totals are kept separately so
-counts since start survive eviction. Log lines carry names, kinds and timings — never message
-content or keys.
+counts since start survive eviction. A plain total is keyed by its name ("requests"), a labelled
+one by a tuple: its family, then its label values (`("attempt", provider, outcome, error_kind)`),
+so a provider name may hold any character and nothing is ever split back apart. Log lines carry
+names, kinds and timings — never message content or keys.
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ class TransitionEvent:
 
 Event = AttemptEvent | RequestEvent | ProbeEvent | TransitionEvent
 
+# "requests", "attempts", "hedges", "hedges_won", "failovers"; ("tier", tier);
+# ("attempt", provider, outcome, error_kind or None); ("tokens", provider, "input" | "output");
+# ("transition", provider, new state)
+Total = str | tuple[str | None, ...]
+
 
 def quantile(values: Iterable[float], q: float) -> float | None:
     data = sorted(values)
@@ -84,7 +91,7 @@ class Metrics:
     def __init__(self, *, max_events: int = 20_000, wall: Callable[[], float]) -> None:
         self._events: deque[Event] = deque(maxlen=max_events)
         self._ttfts: dict[str, deque[float]] = {}  # recent first-token times per provider, for hedging
-        self._totals: Counter = Counter()
+        self._totals: Counter[Total] = Counter()
         self._lock = threading.Lock()
         self.wall = wall
 
@@ -94,22 +101,22 @@ class Metrics:
             self._events.append(event)
             if isinstance(event, RequestEvent):
                 self._totals["requests"] += 1
-                self._totals[f"tier:{event.tier}"] += 1
+                self._totals[("tier", event.tier)] += 1
                 self._totals["hedges"] += event.hedges
                 self._totals["hedges_won"] += int(event.hedge_won)
                 self._totals["failovers"] += event.failovers
             elif isinstance(event, AttemptEvent):
                 self._totals["attempts"] += 1
-                self._totals[f"attempt:{event.provider}:{event.outcome}:{event.error_kind or ''}"] += 1
-                self._totals[f"tokens:{event.provider}:input"] += event.input_tokens or 0
-                self._totals[f"tokens:{event.provider}:output"] += event.output_tokens or 0
+                self._totals[("attempt", event.provider, event.outcome, event.error_kind)] += 1
+                self._totals[("tokens", event.provider, "input")] += event.input_tokens or 0
+                self._totals[("tokens", event.provider, "output")] += event.output_tokens or 0
                 if event.outcome == "ok" and event.ttft_ms is not None:
                     self._ttfts.setdefault(event.provider, deque(maxlen=200)).append(event.ttft_ms)
         _log(event)
 
     def transition(self, t: Transition) -> None:
         with self._lock:
-            self._totals[f"transition:{t.provider}:{t.new}"] += 1
+            self._totals[("transition", t.provider, t.new)] += 1
         self.record(TransitionEvent(self.wall(), t.provider, t.old, t.new, t.reason, t.cooldown_s))
 
     # -- reading -------------------------------------------------------------------------------------
@@ -118,7 +125,8 @@ class Metrics:
             items = list(self._events)
         return [e for e in items if (kind is None or isinstance(e, kind)) and (since is None or e.at >= since)]
 
-    def totals(self) -> dict[str, int]:
+    def totals(self) -> dict[Total, int]:
+        """Counts since start: plain ones by name, labelled ones by (family, *label values)."""
         with self._lock:
             return dict(self._totals)
 

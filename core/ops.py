@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from .breaker import CLOSED, HALF_OPEN, OPEN
 from .router import Router
 
@@ -36,7 +38,19 @@ def healthz(router: Router, *, demo: bool = False) -> tuple[int, dict]:
 
 
 def _esc(value: str) -> str:
+    """A label value, escaped as the text format asks: backslash, double quote and newline."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    """Counts stay exact (`:g` would print 1234567 as 1.23457e+06); floats round-trip."""
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
 
 
 def prometheus(router: Router) -> str:
@@ -44,28 +58,26 @@ def prometheus(router: Router) -> str:
     totals = router.metrics.totals()
     out: list[str] = []
 
+    def labelled(family_name: str) -> list[tuple[tuple, int]]:
+        """(label values, count) for every total in one family, sorted (None sorts as "")."""
+        rows = [(key[1:], n) for key, n in totals.items() if isinstance(key, tuple) and key[0] == family_name]
+        return sorted(rows, key=lambda row: tuple(v or "" for v in row[0]))
+
     def family(name: str, kind: str, help_: str, samples: list[tuple[dict, float]]) -> None:
         out.append(f"# HELP {name} {help_}")
         out.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
             label_text = ",".join(f'{k}="{_esc(str(v))}"' for k, v in labels.items())
-            out.append(f"{name}{{{label_text}}} {value:g}" if label_text else f"{name} {value:g}")
+            out.append(f"{name}{{{label_text}}} {_number(value)}" if label_text else f"{name} {_number(value)}")
 
     family("understudy_requests_total", "counter", "Requests answered, by tier.",
-           [({"tier": k.split(":", 1)[1]}, v) for k, v in sorted(totals.items()) if k.startswith("tier:")]
-           or [({}, 0)])
-    attempts = []
-    for key, value in sorted(totals.items()):
-        if key.startswith("attempt:"):
-            _, provider, outcome, kind = key.split(":", 3)
-            attempts.append(({"provider": provider, "outcome": outcome, "error_kind": kind or "none"}, value))
-    family("understudy_attempts_total", "counter", "Provider attempts by outcome and error kind.", attempts)
+           [({"tier": tier}, n) for (tier,), n in labelled("tier")] or [({}, 0)])
+    family("understudy_attempts_total", "counter", "Provider attempts by outcome and error kind.",
+           [({"provider": p, "outcome": o, "error_kind": k or "none"}, n) for (p, o, k), n in labelled("attempt")])
     family("understudy_tokens_total", "counter", "Tokens billed by successful attempts.",
-           [({"provider": k.split(":")[1], "direction": k.split(":")[2]}, v) for k, v in sorted(totals.items())
-            if k.startswith("tokens:")])
+           [({"provider": p, "direction": d}, n) for (p, d), n in labelled("tokens")])
     family("understudy_breaker_transitions_total", "counter", "Breaker transitions, by new state.",
-           [({"provider": k.split(":")[1], "state": k.split(":")[2]}, v) for k, v in sorted(totals.items())
-            if k.startswith("transition:")])
+           [({"provider": p, "state": state}, n) for (p, state), n in labelled("transition")])
     family("understudy_hedges_total", "counter", "Hedged requests started.", [({}, totals.get("hedges", 0))])
     family("understudy_hedges_won_total", "counter", "Hedges that answered.", [({}, totals.get("hedges_won", 0))])
     family("understudy_failovers_total", "counter", "Providers tried after the first.", [({}, totals.get("failovers", 0))])

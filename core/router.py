@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 
 from . import cancel
-from .breaker import OPEN, Breaker
+from .breaker import OPEN, Breaker, Permit
 from .cache import AnswerCache, Flight, cache_key
 from .chat import ChatRequest, StreamEnd, TextDelta, Usage
 from .chaos import Chaos, transport_for
@@ -292,6 +292,7 @@ class _Live:
     provider: Provider
     hedge: bool
     start: float
+    permit: Permit  # the breaker's leave for this call; its outcome is reported with it
     scope: cancel.CancelScope = field(default_factory=cancel.CancelScope)
     first_at: float | None = None
     last_at: float = 0.0
@@ -381,6 +382,7 @@ class _Run:
             self.result.complete, len([a for a in self.result.attempts if a.outcome != "skipped"]),
             max(0, len({a.provider for a in self.result.attempts if a.outcome != "skipped"}) - 1),
             self.hedges, self.hedge_won, self.restarted))
+        self._land()  # followers get the result now, not when our caller gets round to closing us
         yield Done(self.result)
 
     def _answer(self) -> Iterator[Event]:
@@ -399,6 +401,7 @@ class _Run:
                 # The identical request was stopped before it finished: answer this one ourselves.
             else:
                 self.flight = flight
+                flight.alive(self.deadline)
         self._failover()
         while self.result is None:
             now = self.clock()
@@ -427,13 +430,15 @@ class _Run:
             yield from self._flush()
 
     def _follow(self, flight: Flight) -> Iterator[Event]:
-        """An identical request is being answered right now: wait for it rather than ask again."""
+        """An identical request is being answered right now: wait for it rather than ask again, as
+        long as it is alive (until our deadline, and beyond while its answer is still streaming)."""
         shared = flight.wait(self.deadline - self.clock())
         if shared is None:
-            if flight.landed:
-                return  # it ended without a result (its caller stopped it): the caller asks on its own
-            self._degrade("an identical request did not finish in time")
-        elif shared.tier == "provider" and shared.complete:
+            # It was stopped, or went quiet: no provider was asked for this request yet, so it asks
+            # on its own, with the whole deadline for its chain.
+            self.deadline = self.clock() + self.r.config.policy["timeouts"]["request"]
+            return
+        if shared.tier == "provider" and shared.complete:
             self._finish(tier="cache", text=shared.text, provider=shared.provider, model=shared.model, complete=True,
                          finish_reason="stop", notice="Shared with an identical request answered at the same time.",
                          ttft=_ms(self.clock() - self.start))
@@ -468,8 +473,12 @@ class _Run:
     def close(self) -> None:
         for live in list(self.active.values()):
             self._cancel(live, "request ended")
+        self._land()
+
+    def _land(self) -> None:
         if self.flight is not None:
-            self.r.cache.land(self.key, self.flight, self.result)
+            flight, self.flight = self.flight, None
+            self.r.cache.land(self.key, flight, self.result)
 
     # -- timing ----------------------------------------------------------------------------------
     def _ttft_limit(self, live: _Live) -> float:
@@ -532,8 +541,8 @@ class _Run:
         for item in due:
             self.retry_at.remove(item)
             provider = item[1]
-            if self.r.breakers[provider.name].allow():
-                self._launch(provider, hedge=False)
+            if permit := self.r.breakers[provider.name].allow():
+                self._launch(provider, permit, hedge=False)
             else:
                 self._failover()
 
@@ -560,10 +569,11 @@ class _Run:
                     self.pending_restart = None
                 self.shown_from = live.name
                 self.out.append(Delta(item.text))
+                self._alive(now + live.provider.entry.idle_timeout)
         elif isinstance(item, StreamEnd):
             del self.active[live.id]
             self._record(live, "ok", latency=now - live.start, usage=item.usage, model=item.model)
-            self.r.breakers[live.name].success()
+            self.r.breakers[live.name].success(live.permit)
             # An allow-list: only a normal ending is whole and cached; "length" is the caller's own
             # limit (Provider.stream raises for every other ending).
             complete = item.finish_reason == "stop"
@@ -585,11 +595,11 @@ class _Run:
         breaker = self.r.breakers[live.name]
         long_wait = e.retry_after is not None and e.retry_after > self.retries["max_retry_wait"]
         if e.kind.health:
-            breaker.failure(f"{e.kind.value}: {e.message[:120]}", retry_after=e.retry_after)
+            breaker.failure(f"{e.kind.value}: {e.message[:120]}", retry_after=e.retry_after, permit=live.permit)
             if long_wait:
-                breaker.hold_off(e.retry_after, f"asked to wait {e.retry_after:g}s")
+                breaker.hold_off(e.retry_after, f"asked to wait {e.retry_after:g}s", permit=live.permit)
         else:
-            breaker.neutral()
+            breaker.neutral(live.permit)
         if e.kind is ErrorKind.CONTENT_FILTERED:
             for other in list(self.active.values()):
                 self._cancel(other, "request declined")
@@ -648,20 +658,22 @@ class _Run:
             if self.clock() >= self.deadline:
                 self.attempts.append(Attempt(p.name, p.model, "skipped", detail="request deadline reached"))
                 continue
-            if not breaker.allow():
+            permit = breaker.allow()
+            if permit is None:
                 detail = (f"breaker open, trial call in {breaker.retry_in():.0f}s" if breaker.state == OPEN
                           else "breaker half-open, its trial call is in flight")
                 self.attempts.append(Attempt(p.name, p.model, "skipped", detail=detail))
                 self.r.metrics.record(AttemptEvent(self.r.wall(), p.name, p.model, "skipped", None, 0.0, None))
                 continue
-            self._launch(p, hedge=hedge)
+            self._launch(p, permit, hedge=hedge)
             return True
         return False
 
-    def _launch(self, provider: Provider, *, hedge: bool) -> None:
+    def _launch(self, provider: Provider, permit: Permit, *, hedge: bool) -> None:
         self.tries[provider.name] += 1
-        live = _Live(next(self.ids), provider, hedge, self.clock())
+        live = _Live(next(self.ids), provider, hedge, self.clock(), permit)
         self.active[live.id] = live
+        self._alive(live.start + provider.entry.first_token_timeout)
         if self.pending_restart is not None and self.shown_from is not None:
             failed, reason = self.pending_restart
             self.out.append(Restart(failed, provider.name, reason))
@@ -678,7 +690,12 @@ class _Run:
             self._handed[live.id] = live  # if its hand-over is still on the way, it is closed on arrival
         if record:
             self._record(live, "cancelled", latency=self.clock() - live.start, detail=why)
-            self.r.breakers[live.name].neutral()
+            self.r.breakers[live.name].neutral(live.permit)  # gives back its own trial slot, no other
+
+    def _alive(self, until: float) -> None:
+        """Tell requests waiting on this one when it will next have news at the latest."""
+        if self.flight is not None:
+            self.flight.alive(until)
 
     # -- endings ---------------------------------------------------------------------------------
     def _degrade(self, reason: str) -> None:

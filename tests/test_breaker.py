@@ -41,7 +41,7 @@ def test_half_open_lets_exactly_one_trial_through_even_under_contention():
 
     def try_it():
         barrier.wait()
-        allowed.append(b.allow())
+        allowed.append(b.allow() is not None)
 
     threads = [threading.Thread(target=try_it) for _ in range(32)]
     for t in threads:
@@ -55,12 +55,12 @@ def test_trial_success_closes_trial_failure_reopens():
     b, clock, events = make(fail_max=1, reset_timeout=5)
     b.failure("x")
     clock.now = 5
-    assert b.allow()
-    b.failure("still down")
+    trial = b.allow()
+    b.failure("still down", permit=trial)
     assert b.state == "open" and b.retry_in() == 5
     clock.now = 10
-    assert b.allow()
-    b.success()
+    trial = b.allow()
+    b.success(trial)
     assert b.state == "closed"
     assert [(e.old, e.new) for e in events] == [("closed", "open"), ("open", "half-open"), ("half-open", "open"),
                                                  ("open", "half-open"), ("half-open", "closed")]
@@ -70,8 +70,9 @@ def test_a_neutral_outcome_frees_the_trial_slot_without_deciding():
     b, clock, _ = make(fail_max=1, reset_timeout=5)
     b.failure("x")
     clock.now = 6
-    assert b.allow() and not b.allow()
-    b.neutral()  # e.g. the trial was a cancelled hedge
+    trial = b.allow()
+    assert trial and not b.allow()
+    b.neutral(trial)  # e.g. the trial was a cancelled hedge
     assert b.state == "half-open" and b.allow()
 
 
