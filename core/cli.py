@@ -56,10 +56,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdout: TextIO | None = None,
          stderr: TextIO | None = None) -> int:
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
-    for stream in (stdout, stderr):  # a character the locale can't encode is escaped, never fatal
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
     try:
+        for stream in (stdout, stderr):  # a character the locale can't encode is escaped, never fatal
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="backslashreplace")
         args = _parser().parse_args(argv)
         if args.command == "ask":
             return _ask(args, stdin, stdout, stderr)
