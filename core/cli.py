@@ -8,20 +8,27 @@ its store; 2 for usage or configuration errors, with one line on stderr. Never a
 from __future__ import annotations
 
 import argparse
+import codecs
+import itertools
 import json
+import math
+import os
+import re
 import sys
 import time
+import unicodedata
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
-from collections.abc import Sequence
 from typing import TextIO
 
+from .answer import Answer, Change
 from .chat import MAX_INPUT_CHARS, ChatRequest, InvalidRequest, Message, clean_text, messages_from
 from .config import ConfigError, load_config
-from .router import Delta, Done, Restart, Result, Router  # light: SDKs load only when a chain needs them
+from .router import Restart, Result, Router  # light: SDKs load only when a chain needs them
 from .store import SqlFollowUpStore, StoreError, database_url
 
 
-class UsageError(Exception):
+class UsageError(ValueError):
     pass
 
 
@@ -58,6 +65,9 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
          stderr: TextIO | None = None) -> int:
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     try:
+        for stream in (stdout, stderr):  # a character the locale can't encode is escaped, never fatal
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="backslashreplace")
         args = _parser().parse_args(argv)
         if args.command == "ask":
             return _ask(args, stdin, stdout, stderr)
@@ -81,11 +91,25 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
 
 
 def _settings(args) -> dict:
-    if args.max_tokens is not None and args.max_tokens < 1:
-        raise UsageError("--max-tokens must be at least 1")
-    if args.temperature is not None and not 0 <= args.temperature <= 2:
-        raise UsageError("--temperature must be between 0 and 2")
-    return {"system": clean_text(args.system), "temperature": args.temperature, "max_tokens": args.max_tokens}
+    return _checked_settings(args.system, args.temperature, args.max_tokens,
+                             name=lambda key: "--" + key.replace("_", "-"))
+
+
+def _checked_settings(system, temperature, max_tokens, *, name) -> dict:
+    """The same rules for flags and for JSON lines; `name(key)` spells a setting as its user typed it."""
+    if not isinstance(system, str):
+        raise UsageError(f"{name('system')} must be a string")
+    if temperature is not None:
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+            raise UsageError(f"{name('temperature')} must be a number")
+        if not 0 <= temperature <= 2:  # also refuses NaN and infinities
+            raise UsageError(f"{name('temperature')} must be between 0 and 2")
+    if max_tokens is not None:
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+            raise UsageError(f"{name('max_tokens')} must be a whole number")
+        if max_tokens < 1:
+            raise UsageError(f"{name('max_tokens')} must be at least 1")
+    return {"system": clean_text(system), "temperature": temperature, "max_tokens": max_tokens}
 
 
 def _router(args) -> Router:
@@ -114,7 +138,7 @@ def _ask(args, stdin, stdout, stderr) -> int:
     try:
         if args.json:
             result = router.ask(request)
-            print(json.dumps(result.as_dict(), ensure_ascii=False), file=stdout, flush=True)
+            print(json.dumps(result.as_dict(), ensure_ascii=not _speaks_utf(stdout)), file=stdout, flush=True)
         else:
             result = _stream_text(router, request, stdout, stderr)
     finally:
@@ -132,75 +156,221 @@ def _question(text: str) -> str:
 
 
 def _stream_text(router: Router, request: ChatRequest, stdout, stderr) -> Result:
-    result = None
+    """Print exactly the answer the user should read. On a terminal it streams live and a
+    `Restart` erases the abandoned text; otherwise only the final text is written, once."""
+    answer = Answer()
+    screen = _Screen(stdout) if _isatty(stdout) else None
     for event in router.stream(request):
-        if isinstance(event, Delta):
-            stdout.write(event.text)
-            stdout.flush()
-        elif isinstance(event, Restart):
-            # Text already printed can't be taken back from a terminal: say so, start afresh.
-            stdout.write("\n")
+        change = answer.add(event)
+        if screen is not None:
+            screen.show(change)
+        if isinstance(event, Restart):
             what = f"restarting with {event.provider}" if event.provider else "giving up"
             print(f"[{event.failed} failed mid-answer ({event.reason}); {what}]", file=stderr, flush=True)
-        elif isinstance(event, Done):
-            result = event.result
-    assert result is not None
-    if result.tier in ("declined", "unavailable"):
+    result = answer.result
+    assert result is not None  # the router always ends with Done
+    if screen is None:
         stdout.write(result.text)
     stdout.write("\n")
     stdout.flush()
     hops = sum(1 for a in result.attempts if a.outcome != "ok")
     via = f"{result.provider} ({result.model})" if result.provider else result.tier
-    print(f"[{result.tier}: {via}, {result.elapsed_ms:.0f} ms, {hops} failed attempt(s)]", file=stderr, flush=True)
+    notice = f" {result.notice}" if result.notice else ""
+    print(f"[{result.tier}: {via}, {result.elapsed_ms:.0f} ms, {hops} failed attempt(s)]{notice}", file=stderr,
+          flush=True)
     return result
 
 
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# Control characters (other than newline and tab) would move the cursor or restyle the terminal:
+# a model's output is never allowed to, and without them the text's height can be worked out.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+class _Screen:
+    """Live text on a terminal that can be taken back.
+
+    To erase, it works out how many rows the text it wrote occupies (wide characters count two
+    cells, combining marks none, lines wrap at the terminal's width), moves the cursor up that
+    many rows and clears to the end of the screen. It assumes the answer starts at the left edge
+    (nothing else is written to stdout before it). Rows that have scrolled off the top of the
+    window, or a window resized mid-answer, can't be taken back exactly.
+    """
+
+    def __init__(self, out) -> None:
+        self.out = out
+        self.shown: list[str] = []
+
+    def show(self, change: Change) -> None:
+        if change.replaced and self.shown:
+            rows = _rows("".join(self.shown), _columns(self.out))
+            self.out.write((f"\x1b[{rows - 1}A" if rows > 1 else "") + "\r\x1b[J")
+            self.shown.clear()
+        text = _CONTROL.sub("", clean_text(change.added))
+        if text:
+            self.out.write(text)
+            self.shown.append(text)
+        self.out.flush()
+
+
+def _columns(out) -> int:
+    try:
+        return os.get_terminal_size(out.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+def _rows(text: str, columns: int) -> int:
+    """Rows of a `columns`-wide terminal that `text`, written from the left edge, covers."""
+    rows = 0
+    for line in text.split("\n"):
+        rows += 1
+        col = 0
+        for ch in line:
+            if ch == "\t":
+                col = min(columns, (col // 8 + 1) * 8)  # a tab stops at the edge; it never wraps
+                continue
+            width = _cells(ch)
+            if col + width > columns:  # the terminal wraps before a character that doesn't fit
+                rows += 1
+                col = 0
+            col += width
+    return rows
+
+
+def _cells(ch: str) -> int:
+    if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+# A request line is at most this long (bytes); longer lines are skipped unread, with an error.
+MAX_LINE_BYTES = 8 * 1024 * 1024
+MAX_JSON_DEPTH = 32  # a request needs 3 ({"messages": [{...}]}); deeper is an attack on the parser
+
+
 def _jsonl(router: Router, settings: dict, stdin, stdout) -> int:
-    """One request per line; router state (breakers, cache, metrics) lives for the whole process."""
-    for number, line in enumerate(stdin, 1):
-        if not line.strip():
-            continue
+    """One request per line, one JSON line out per line in; router state (breakers, cache,
+    metrics) lives for the whole process. No line, whatever its bytes, stops the ones after it."""
+    ascii_only = not _speaks_utf(stdout)
+    for number, line in enumerate(_lines(stdin), 1):
         try:
             request = _parse_line(line, settings)
         except ValueError as e:
-            out = {"error": str(e), "line": number}
+            out = {"error": _short(str(e)), "line": number}
+        except Exception as e:  # noqa: BLE001 — a bug of ours in one line must not cost the lines after it
+            out = {"error": f"internal error reading this line ({type(e).__name__}); please report it",
+                   "line": number}
         else:
             out = router.ask(request).as_dict()
-        stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
+        stdout.write(json.dumps(out, ensure_ascii=ascii_only) + "\n")
         stdout.flush()
     return 0
 
 
-def _parse_line(line: str, settings: dict) -> ChatRequest:
-    text = line.strip()
-    if not text.startswith("{"):
-        return ChatRequest(messages=(Message("user", _checked(text)),), **settings)
+def _lines(stdin) -> Iterator[str | None]:
+    """Each line as text (None for one longer than MAX_LINE_BYTES, skipped without being kept).
+    Bytes are decoded line by line with replacement, so bytes that aren't UTF-8 become U+FFFD
+    instead of ending the stream, whatever the locale."""
+    raw = getattr(stdin, "buffer", stdin)  # a text stream without one (a StringIO) is read as is
+    first = True
+    while line := raw.readline(MAX_LINE_BYTES + 1):
+        newline = b"\n" if isinstance(line, bytes) else "\n"
+        if len(line) > MAX_LINE_BYTES and not line.endswith(newline):
+            while (rest := raw.readline(MAX_LINE_BYTES)) and not rest.endswith(newline):
+                pass
+            yield None
+        else:
+            text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+            yield text.removeprefix("\ufeff") if first else text  # a byte-order mark is not part of the text
+        first = False
+
+
+def _speaks_utf(stream) -> bool:
+    encoding = getattr(stream, "encoding", None)
     try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"not valid JSON ({e.msg} at column {e.colno})") from None
+        return encoding is None or codecs.lookup(encoding).name.startswith("utf")
+    except LookupError:
+        return False
+
+
+def _short(message: str, limit: int = 300) -> str:
+    return message if len(message) <= limit else message[:limit] + "…"
+
+
+def _parse_line(line: str | None, settings: dict) -> ChatRequest:
+    if line is None:
+        raise ValueError(f"the line is longer than {MAX_LINE_BYTES:,} bytes; it was skipped")
+    text = line.strip()
+    if not text:
+        raise ValueError("the line is empty: give a question or a JSON request")
+    if text.startswith("{"):
+        obj = _loads(text)
+    elif text.startswith(("[", '"')) and _is_json(text):
+        kind = "an array" if text.startswith("[") else "a string"
+        raise ValueError(f"a JSON request must be an object, not {kind}: "
+                         '{"messages": [{"role": "user", "content": "..."}]}')
+    else:
+        return ChatRequest(messages=(Message("user", _question(text)),), **settings)
     if not isinstance(obj.get("messages"), list):
         raise ValueError('a JSON request needs "messages": [{"role": "user", "content": "..."}]')
-    merged = dict(settings)
-    for key in ("system", "temperature", "max_tokens"):
-        if key in obj:
-            merged[key] = obj[key]
-    if not isinstance(merged["system"], str):
-        raise ValueError('"system" must be a string')
-    for key, kind in (("temperature", (int, float)), ("max_tokens", int)):
-        if merged[key] is not None and (not isinstance(merged[key], kind) or isinstance(merged[key], bool)):
-            raise ValueError(f'"{key}" must be a number')
+    merged = {key: obj.get(key, settings[key]) for key in ("system", "temperature", "max_tokens")}
+    merged = _checked_settings(**merged, name=lambda key: f'"{key}"')
     messages = messages_from(obj["messages"])
     for m in messages:
-        _checked(m.content)
-    return ChatRequest(messages=messages, **{**merged, "system": clean_text(merged["system"])})
+        _question(m.content)
+    return ChatRequest(messages=messages, **merged)
 
 
-def _checked(text: str) -> str:
+def _loads(text: str):
+    """`json.loads` for untrusted lines: bounded nesting, no NaN or infinities (Python's json
+    accepts them by default), clear one-line errors."""
+    if _depth(text) > MAX_JSON_DEPTH:
+        raise ValueError(f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep")
     try:
-        return _question(text)
-    except UsageError as e:
-        raise ValueError(str(e)) from None
+        return json.loads(text, parse_constant=_not_a_number, parse_float=_finite)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON ({e.msg} at column {e.colno})") from None
+    except ValueError as e:  # e.g. an integer with more digits than Python will convert
+        raise ValueError(f"not valid JSON ({_short(str(e), 120)})") from None
+
+
+def _is_json(text: str) -> bool:
+    if _depth(text) > MAX_JSON_DEPTH:
+        return True  # too deep to parse safely: not a question either
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+_STRINGS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+
+
+def _depth(text: str) -> int:
+    """How deep brackets nest outside strings: a linear scan, so a line of 200,000 "[" costs
+    milliseconds instead of a RecursionError in the parser."""
+    brackets = _NOT_BRACKETS.sub("", _STRINGS.sub("", text))
+    return max(itertools.accumulate(1 if b in "[{" else -1 for b in brackets), default=0)
+
+
+def _not_a_number(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise ValueError(f"{literal} is too large a number")
+    return value
 
 
 def _status(args, stdout) -> int:

@@ -85,9 +85,10 @@ def test_jsonl_answers_line_by_line_and_flushes_each(sims, tmp_path):
     assert proc.returncode == 0
     assert "second" in rest[0]["text"] and rest[0]["complete"]
     assert server.chat_requests()[1].body["messages"][0] == {"role": "system", "content": "sys!"}
-    assert rest[1]["line"] == 4 and "not valid JSON" in rest[1]["error"]
-    assert rest[2]["line"] == 5 and "role" in rest[2]["error"]
-    assert len(rest) == 3
+    assert rest[1]["line"] == 3 and "empty" in rest[1]["error"]  # every line gets its one line out
+    assert rest[2]["line"] == 4 and "not valid JSON" in rest[2]["error"]
+    assert rest[3]["line"] == 5 and "role" in rest[3]["error"]
+    assert len(rest) == 4
 
 
 def test_status_masks_keys_and_reports_health(sims, tmp_path):
