@@ -58,8 +58,8 @@ def test_the_jsonl_cli_answers_a_nan_with_one_clear_line_and_carries_on(sims, tm
     proc = run(["ask", "--jsonl", "--config", config(tmp_path, [server])], tmp_path, stdin=lines)
     nan, huge, fine = (json.loads(line) for line in proc.stdout.splitlines())
     assert proc.returncode == 0 and "Traceback" not in proc.stderr
-    assert nan == {"error": "temperature must be a number from 0 to 2, not nan", "line": 1}
-    assert huge["line"] == 2 and huge["error"].startswith('"max_tokens"')
+    assert nan["line"] == 1 and "NaN" in nan["error"]
+    assert huge["line"] == 2 and "1e400" in huge["error"], huge
     assert fine["complete"] and len(server.chat_requests()) == 1
 
 
