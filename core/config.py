@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .files import NotAFile, read_regular_file
-from .redact import looks_like_key
+from .redact import looks_like_key, redact
 
 DEFAULT_FILE = "understudy.toml"
 CONFIG_ENV = "UNDERSTUDY_CONFIG"
@@ -59,6 +59,8 @@ class ConfigError(ValueError):
     """The configuration can't be used. The message says where, what and how to fix it."""
 
     def __init__(self, where: str, key: str, problem: str, fix: str) -> None:
+        # Redacted too: whatever the file held (a key pasted in the wrong place) is never echoed.
+        problem = redact(problem)
         self.where, self.key, self.problem, self.fix = where, key, problem, fix
         super().__init__(f"{where}: {key}: {problem}. Fix: {fix}")
 

@@ -4,7 +4,8 @@ A provider, or a proxy in front of one, may echo the request's headers in its er
 (`'authorization': 'Bearer sk-…'`). That text becomes an attempt's detail, a breaker's reason, a
 log line, a metrics event and a download, so every message is masked once, where it leaves the
 adapter (`Provider._error`). Masked: every configured key value, the value of any header or
-parameter that carries a credential, a `Bearer` token, and the known key formats. The rest of the
+parameter that carries a credential, a `Bearer` token, a password in a URL, and the known key
+formats. The rest of the
 text stays as the provider wrote it, so the error is still readable.
 """
 
@@ -24,6 +25,7 @@ _NAMED = (r"(?:\b(?:proxy-)?authorization|\bx-goog-api-key|\bx-api-key|\bapi[-_]
 _PATTERN = re.compile(
     rf"(?P<named>{_NAMED}[\"']?\s*[:=]\s*[\"']?(?:(?:bearer|basic|token)\s+)?)(?P<value>[^\s\"',;}}&)\]]+)"
     r"|(?P<bearer>\bbearer\s+)(?P<token>[A-Za-z0-9._~+/=-]{8,})"
+    r"|(?P<userinfo>://[^/\s:@]+:)(?P<password>[^/\s@]+)(?=@)"  # https://user:password@proxy/
     # Anthropic (sk-ant-…), OpenAI (sk-…, sk-proj-…), Google (AIza…, 39 characters), JWTs.
     r"|(?P<shape>(?<![A-Za-z0-9])(?:sk-[A-Za-z0-9_-]{16,}|AIza[A-Za-z0-9_-]{30,}"
     r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*))",
@@ -62,4 +64,6 @@ def _replace(m: re.Match) -> str:
         return m["named"] + mask(value)
     if m["bearer"] is not None:
         return m["bearer"] + mask(m["token"])
+    if m["userinfo"] is not None:
+        return m[0] if m["password"] == MASK else m["userinfo"] + MASK
     return mask(m["shape"])

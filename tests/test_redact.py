@@ -171,3 +171,22 @@ def test_a_key_pasted_into_api_key_env_is_refused_without_echoing_it(tmp_path):
             assert "api_key_env" in err.getvalue() and err.getvalue().count("\n") == 1
             assert pasted not in out.getvalue() + err.getvalue()
             assert pasted[-4:] not in err.getvalue()
+
+
+def test_status_masks_a_password_in_the_endpoint(sims, tmp_path, monkeypatch):
+    server = sims("ollama")
+    url = server.url.replace("http://", "http://proxyuser:pr0xy-pa55word@")
+    path = tmp_path / "chain.toml"
+    path.write_text(f'[[providers]]\nname="local"\nkind="ollama"\nmodel="m"\nbase_url="{url}"\n', encoding="utf-8")
+    out = io.StringIO()
+    assert cli.main(["status", "--no-probe", "--json", "--config", str(path)], stdout=out, stderr=io.StringIO()) == 0
+    (row,) = json.loads(out.getvalue())
+    assert row["endpoint"] == url.replace("pr0xy-pa55word", "[redacted]")
+
+
+def test_a_key_pasted_anywhere_in_the_file_is_not_echoed_by_the_config_error(tmp_path):
+    path = tmp_path / "chain.toml"
+    path.write_text(f'[[providers]]\nname="a"\nkind="{KEY}"\nmodel="m"\n', encoding="utf-8")
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(["status", "--no-probe", "--config", str(path)], stdout=out, stderr=err) == 2
+    assert "providers[0].kind" in err.getvalue() and KEY not in err.getvalue()

@@ -62,7 +62,7 @@ class Provider:
         return KINDS[self.kind]
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r} model={self.model!r} endpoint={self.entry.endpoint!r}>"
+        return f"<{type(self).__name__} {self.name!r} model={self.model!r} endpoint={self._redact(self.entry.endpoint)!r}>"
 
     # -- the one method --------------------------------------------------------------------------
     def stream(self, request: ChatRequest) -> Iterator[TextDelta | StreamEnd]:
