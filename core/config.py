@@ -9,7 +9,10 @@ message naming the file, the key and the fix.
 from __future__ import annotations
 
 import difflib
+import ipaddress
+import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,8 +20,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from .files import NotAFile, read_regular_file
+from .redact import looks_like_key, redact
+
 DEFAULT_FILE = "understudy.toml"
 CONFIG_ENV = "UNDERSTUDY_CONFIG"
+MAX_CONFIG_BYTES = 1 << 20  # far more than any chain needs; a larger "config" is a mistake
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,8 @@ class ConfigError(ValueError):
     """The configuration can't be used. The message says where, what and how to fix it."""
 
     def __init__(self, where: str, key: str, problem: str, fix: str) -> None:
+        # Redacted too: whatever the file held (a key pasted in the wrong place) is never echoed.
+        problem = redact(problem)
         self.where, self.key, self.problem, self.fix = where, key, problem, fix
         super().__init__(f"{where}: {key}: {problem}. Fix: {fix}")
 
@@ -83,51 +92,53 @@ class Secret:
         return hash(self._value)
 
 
-# Policy settings: section -> key -> (default, type, lower bound, doc). Every value here is a
-# documented default (README "Configuration"); anything not listed is rejected as unknown.
+# Policy settings: section -> key -> (default, type, bounds, doc). Bounds are a lower bound or a
+# (lowest, highest) pair; every number must also be finite. Every value here is a documented
+# default (README "Configuration"); anything not listed is rejected as unknown.
 _Number = (int, float)
-POLICY_SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], float | None, str]]] = {
+_DAY, _YEAR = 86400.0, 365 * 86400.0
+POLICY_SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], Any, str]]] = {
     "timeouts": {
-        "connect": (5.0, _Number, 0.05, "seconds to open a connection"),
-        "first_token": (8.0, _Number, 0.05, "seconds to wait for the first text before giving up on a provider"),
-        "idle": (10.0, _Number, 0.05, "seconds of silence allowed between chunks"),
-        "request": (60.0, _Number, 0.1, "one deadline for the whole chain to start answering, retries included"),
+        "connect": (5.0, _Number, (0.05, 300.0), "seconds to open a connection"),
+        "first_token": (8.0, _Number, (0.05, 600.0), "seconds to wait for the first text before giving up on a provider"),
+        "idle": (10.0, _Number, (0.05, 600.0), "seconds of silence allowed between chunks"),
+        "request": (60.0, _Number, (0.1, 3600.0), "one deadline for the whole chain to start answering, retries included"),
     },
     "retries": {
-        "max_attempts": (2, (int,), 1, "tries per provider per request, the first included"),
-        "backoff_base": (0.2, _Number, 0.0, "seconds; backoff is full jitter over base * 2^n"),
-        "backoff_max": (2.0, _Number, 0.0, "seconds; the most one backoff may wait"),
-        "max_retry_wait": (1.0, _Number, 0.0, "the longest Retry-After waited within a request; longer: fail over"),
+        "max_attempts": (2, (int,), (1, 10), "tries per provider per request, the first included"),
+        "backoff_base": (0.2, _Number, (0.0, 60.0), "seconds; backoff is full jitter over base * 2^n"),
+        "backoff_max": (2.0, _Number, (0.0, 300.0), "seconds; the most one backoff may wait"),
+        "max_retry_wait": (1.0, _Number, (0.0, 300.0), "the longest Retry-After waited within a request; longer: fail over"),
     },
     "breaker": {
-        "fail_max": (3, (int,), 1, "consecutive health failures that open a provider's breaker"),
-        "reset_timeout": (15.0, _Number, 0.1, "seconds open before one trial call"),
-        "max_cooldown": (300.0, _Number, 0.1, "the longest a Retry-After may keep a provider out"),
-        "max_trial_wait": (3.0, _Number, 0.0, "when every breaker is open, wait this long at most for a trial"),
+        "fail_max": (3, (int,), (1, 1000), "consecutive health failures that open a provider's breaker"),
+        "reset_timeout": (15.0, _Number, (0.1, _DAY), "seconds open before one trial call"),
+        "max_cooldown": (300.0, _Number, (0.1, _DAY), "the longest a Retry-After may keep a provider out"),
+        "max_trial_wait": (3.0, _Number, (0.0, 60.0), "when every breaker is open, wait this long at most for a trial"),
     },
     "hedging": {
         "enabled": (True, (bool,), None, "race the next provider when the first token is late"),
-        "floor": (0.3, _Number, 0.0, "seconds; the hedge delay is never shorter"),
-        "cap": (2.0, _Number, 0.0, "seconds; the hedge delay is never longer"),
-        "default_delay": (1.0, _Number, 0.0, "seconds; the delay before enough first-token samples exist"),
-        "quantile": (0.95, _Number, 0.5, "which first-token quantile sets the delay"),
-        "min_samples": (10, (int,), 1, "samples needed before the quantile is trusted"),
+        "floor": (0.3, _Number, (0.0, 60.0), "seconds; the hedge delay is never shorter"),
+        "cap": (2.0, _Number, (0.0, 60.0), "seconds; the hedge delay is never longer"),
+        "default_delay": (1.0, _Number, (0.0, 60.0), "seconds; the delay before enough first-token samples exist"),
+        "quantile": (0.95, _Number, (0.5, 1.0), "which first-token quantile sets the delay"),
+        "min_samples": (10, (int,), (1, 100_000), "samples needed before the quantile is trusted"),
     },
     "cache": {
         "enabled": (True, (bool,), None, "serve repeated questions from memory"),
-        "ttl": (3600.0, _Number, 0.0, "seconds an answer stays fresh"),
-        "stale_ttl": (86400.0, _Number, 0.0, "seconds a stale answer may still stand in during an outage"),
-        "max_entries": (1000, (int,), 1, "answers kept (least recently used go first)"),
+        "ttl": (3600.0, _Number, (0.0, _YEAR), "seconds an answer stays fresh"),
+        "stale_ttl": (86400.0, _Number, (0.0, _YEAR), "seconds a stale answer may still stand in during an outage"),
+        "max_entries": (1000, (int,), (1, 1_000_000), "answers kept (least recently used go first)"),
     },
     "offline": {
         "enabled": (True, (bool,), None, "answer from the FAQ when no provider can"),
         "faq_file": ("", (str,), None, "path of the FAQ (TOML); empty: the shipped core/data/offline_faq.toml"),
-        "min_similarity": (0.5, _Number, 0.0, "0-1; how close a question must be to an FAQ entry"),
+        "min_similarity": (0.5, _Number, (0.0, 1.0), "0-1; how close a question must be to an FAQ entry"),
         "followup_file": ("", (str,), None, "also append kept questions here as JSON lines; empty: the store only"),
     },
     "metrics": {
-        "max_events": (20000, (int,), 100, "events kept in memory (oldest go first)"),
-        "window": (900.0, _Number, 1.0, "seconds of history in summaries"),
+        "max_events": (20000, (int,), (100, 1_000_000), "events kept in memory (oldest go first)"),
+        "window": (900.0, _Number, (1.0, 30 * _DAY), "seconds of history in summaries"),
     },
     "store": {
         "path": ("", (str,), None, "data directory for SQLite (default ./data); $UNDERSTUDY_DATA_DIR wins"),
@@ -135,9 +146,15 @@ POLICY_SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], float | None, st
                                            "$UNDERSTUDY_DATABASE_URL wins"),
     },
     "health": {
-        "probe_interval": (30.0, _Number, 0.0, "seconds between background probes; 0 turns them off"),
+        "probe_interval": (30.0, _Number, (0.0, _DAY), "seconds between background probes; 0 turns them off"),
     },
 }
+# Rules between settings: (section, lower key, section, higher key).
+_ORDERED = (
+    ("hedging", "floor", "hedging", "cap"),
+    ("retries", "backoff_base", "retries", "backoff_max"),
+)
+MIN_PROBE_INTERVAL = 1.0  # below this, background probes would flood the providers
 PROVIDER_KEYS = {
     "name": "unique label shown in the UI, traces and metrics",
     "kind": "anthropic | openai | gemini | ollama",
@@ -216,17 +233,21 @@ def load_config(
         return from_environment(env=env, secrets=secrets)
     where = str(file)
     try:
-        raw = file.read_bytes()
+        raw = read_regular_file(file, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise ConfigError(where, "file", "not found", "check the path, or unset UNDERSTUDY_CONFIG") from None
     except OSError as e:
         raise ConfigError(where, "file", f"can't be read ({e.strerror})", "check its permissions") from None
+    except NotAFile as e:
+        raise ConfigError(where, "file", str(e), "point to a TOML file (see understudy.example.toml)") from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(where, "file", "is not UTF-8 text", "save it as UTF-8") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(where, "syntax", str(e), "correct the TOML syntax at that line") from None
+    except RecursionError:
+        raise ConfigError(where, "syntax", "nested too deeply", "flatten the arrays or tables") from None
     return parse_config(data, where=where, env=env, secrets=secrets)
 
 
@@ -281,21 +302,47 @@ def _parse_policy(data: Mapping[str, Any], where: str) -> Policy:
             if key not in schema:
                 raise ConfigError(where, f"{section}.{key}", "unknown setting", _suggest(key, list(schema), "remove it"))
         values[section] = {}
-        for key, (default, types, low, doc) in schema.items():
+        for key, (default, types, bounds, doc) in schema.items():
             value = raw.get(key, default)
-            values[section][key] = _check_value(value, types, low, f"{section}.{key}", where, doc)
+            values[section][key] = _check_value(value, types, bounds, f"{section}.{key}", where, doc)
+    for low_section, low_key, high_section, high_key in _ORDERED:
+        low, high = values[low_section][low_key], values[high_section][high_key]
+        if low > high:
+            raise ConfigError(where, f"{low_section}.{low_key}",
+                              f"is {low:g}, more than {high_section}.{high_key} ({high:g})",
+                              f"make {low_key} at most {high_key}")
+    interval = values["health"]["probe_interval"]
+    if 0 < interval < MIN_PROBE_INTERVAL:
+        raise ConfigError(where, "health.probe_interval", f"must be 0 (off) or at least {MIN_PROBE_INTERVAL:g}, "
+                          f"not {interval:g}", "raise it, or set 0 to turn background probes off")
     return Policy(values)
 
 
-def _check_value(value: Any, types: tuple[type, ...], low: float | None, key: str, where: str, doc: str) -> Any:
+def _check_value(value: Any, types: tuple[type, ...], bounds: Any, key: str, where: str, doc: str) -> Any:
     # bool is an int in Python; a number setting given `true` is a mistake worth naming.
     wrong_bool = isinstance(value, bool) and bool not in types
     if wrong_bool or not isinstance(value, types):
         want = "true or false" if bool in types else "a number"
-        raise ConfigError(where, key, f"must be {want}, not {value!r}", f"set it to {want} ({doc})")
+        if str in types:
+            want = "a string"
+        raise ConfigError(where, key, f"must be {want}, not {_shown(value)}", f"set it to {want} ({doc})")
+    if isinstance(value, bool) or not isinstance(value, _Number):
+        return value
+    low, high = bounds if isinstance(bounds, tuple) else (bounds, None)
+    # TOML has nan and inf; no setting means either (a NaN compares false with every bound).
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(where, key, f"must be a finite number, not {value!r}", f"set a number ({doc})")
     if low is not None and value < low:
-        raise ConfigError(where, key, f"must be at least {low}, not {value!r}", f"raise it ({doc})")
-    return float(value) if float in types and not isinstance(value, bool) else value
+        raise ConfigError(where, key, f"must be at least {low:g}, not {value:g}", f"raise it ({doc})")
+    if high is not None and value > high:
+        raise ConfigError(where, key, f"must be at most {high:g}, not {value:g}", f"lower it ({doc})")
+    return float(value) if float in types else value
+
+
+def _shown(value: Any) -> str:
+    # A value in an error message: short, one line, and never a whole table.
+    text = repr(value) if isinstance(value, (bool, int, float, str)) else f"a {type(value).__name__}"
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _parse_entry(raw, key, where, policy, env, secrets) -> ProviderEntry:
@@ -313,25 +360,68 @@ def _parse_entry(raw, key, where, policy, env, secrets) -> ProviderEntry:
         raise ConfigError(where, f"{key}.kind", f"unknown kind {kind!r}", _suggest(kind, list(KINDS), "use one of " + ", ".join(KINDS)))
     base_url = raw.get("base_url")
     if base_url is not None:
-        parsed = urlparse(base_url) if isinstance(base_url, str) else None
-        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ConfigError(where, f"{key}.base_url", f"malformed URL {base_url!r}",
-                              "use a full http:// or https:// URL, e.g. \"http://127.0.0.1:8000/v1\"")
-    key_env = raw.get("api_key_env")
-    if key_env is not None and (not isinstance(key_env, str) or not key_env.strip()):
-        raise ConfigError(where, f"{key}.api_key_env", "must be a variable name", "e.g. api_key_env = \"MY_KEY\"")
+        _check_url(base_url, f"{key}.base_url", where)
+    key_env = _check_key_env(raw.get("api_key_env"), f"{key}.api_key_env", where)
     info = KINDS[kind]
     api_key = _lookup_key((key_env,) if key_env else info.key_envs, env, secrets)
     overrides = {}
     for k in ("connect_timeout", "first_token_timeout", "idle_timeout"):
         if k in raw:
-            overrides[k] = _check_value(raw[k], _Number, 0.05, f"{key}.{k}", where, PROVIDER_KEYS[k])
+            _, types, bounds, _ = POLICY_SCHEMA["timeouts"][k.removesuffix("_timeout")]
+            overrides[k] = _check_value(raw[k], types, bounds, f"{key}.{k}", where, PROVIDER_KEYS[k])
     return _entry(name, kind, model, base_url, key_env, api_key, policy, overrides, env)
+
+
+_URL_FIX = 'use a full http:// or https:// URL, e.g. "http://127.0.0.1:8000/v1"'
+_HOST = re.compile(r"[\w.-]+")  # names (IDN too), IPv4; IPv6 is checked by ipaddress
+
+
+def _check_url(value: Any, key: str, where: str) -> None:
+    """A URL the SDK can connect to, or a ConfigError naming what is wrong with it."""
+    if not isinstance(value, str):
+        raise ConfigError(where, key, f"must be a URL string, not {_shown(value)}", _URL_FIX)
+    # The URL itself is not echoed: it may carry a password (https://user:secret@proxy/).
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ConfigError(where, key, "malformed URL (it contains spaces or control characters)", _URL_FIX)
+    try:
+        parsed = urlparse(value)
+        port, host = parsed.port, parsed.hostname  # .port raises on "99999" or "http"
+    except ValueError as e:
+        raise ConfigError(where, key, f"malformed URL ({e})", _URL_FIX) from None
+    if parsed.scheme not in ("http", "https") or not host:
+        raise ConfigError(where, key, "malformed URL (it needs http:// or https:// and a host)", _URL_FIX)
+    if port == 0:
+        raise ConfigError(where, key, "malformed URL (port 0)", "use a port from 1 to 65535")
+    try:
+        valid_host = ipaddress.ip_address(host).version == 6 if ":" in host else bool(_HOST.fullmatch(host))
+    except ValueError:
+        valid_host = False
+    if not valid_host:
+        raise ConfigError(where, key, "malformed URL (the host name is not valid)", _URL_FIX)
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _check_key_env(value: Any, key: str, where: str) -> str | None:
+    """The name of the variable holding the key. Never echoed: it may be a key pasted by mistake."""
+    if value is None:
+        return None
+    fix = 'put the key in an environment variable or secrets.toml and name it here, e.g. api_key_env = "MY_KEY"'
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(where, key, "must be a variable name", fix)
+    value = value.strip()
+    if looks_like_key(value):
+        raise ConfigError(where, key, "looks like an API key itself, not the name of a variable (value not shown)", fix)
+    if not _ENV_NAME.fullmatch(value):
+        raise ConfigError(where, key, "is not a variable name (letters, digits and _; value not shown)", fix)
+    return value
 
 
 def _entry(name, kind, model, base_url, key_env, api_key, policy, overrides, env) -> ProviderEntry:
     if kind == "ollama" and base_url is None and env.get("OLLAMA_HOST"):
         base_url = _ollama_host(env["OLLAMA_HOST"])
+        _check_url(base_url, "OLLAMA_HOST", "environment")
     t = policy["timeouts"]
     return ProviderEntry(
         name=name, kind=kind, model=model, base_url=base_url, api_key_env=key_env, api_key=api_key,

@@ -18,11 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .files import NotAFile, read_regular_file
 from .store import FollowUp, FollowUpStore, SqlFollowUpStore, StoreError, shown_url
 
 log = logging.getLogger("understudy")
 
 DEFAULT_FAQ = Path(__file__).parent / "data" / "offline_faq.toml"
+MAX_FAQ_BYTES = 8 << 20
 
 _STOP = set("""a an and are as at be but by can could do does for from how i if in into is it its me my of on or our
 please should so that the their there these this to was we what when where which who why will with would you your""".split())
@@ -58,17 +60,30 @@ class Faq:
     @classmethod
     def load(cls, path: str | Path | None = None, min_similarity: float = 0.5) -> Faq:
         """Read `[[faq]] question/answer/alternates` entries. Raises ValueError naming the file."""
+        if isinstance(min_similarity, bool) or not isinstance(min_similarity, (int, float)) or not (
+                0.0 <= min_similarity <= 1.0):  # also false for NaN
+            raise ValueError(f"min_similarity must be a number from 0 to 1, not {min_similarity!r}")
         path = Path(path) if path else DEFAULT_FAQ
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            data = tomllib.loads(read_regular_file(path, MAX_FAQ_BYTES).decode("utf-8"))
+        except OSError as e:
+            raise ValueError(f"{path}: can't read the offline FAQ ({e.strerror or e})") from None
+        except (NotAFile, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise ValueError(f"{path}: can't read the offline FAQ ({e})") from None
+        except RecursionError:
+            raise ValueError(f"{path}: can't read the offline FAQ (nested too deeply)") from None
+        items = data.get("faq", [])
+        if not isinstance(items, list):
+            raise ValueError(f"{path}: faq must be a list of tables, written as [[faq]]")
         entries = []
-        for i, item in enumerate(data.get("faq", [])):
-            q, a = item.get("question"), item.get("answer")
+        for i, item in enumerate(items):
+            q, a = (item.get("question"), item.get("answer")) if isinstance(item, dict) else (None, None)
             if not (isinstance(q, str) and isinstance(a, str) and q.strip() and a.strip()):
                 raise ValueError(f"{path}: faq[{i}] needs a non-empty question and answer")
-            entries.append(FaqEntry(q.strip(), a.strip(), tuple(str(x) for x in item.get("alternates", []))))
+            alternates = item.get("alternates", [])
+            if not isinstance(alternates, list) or not all(isinstance(x, str) for x in alternates):
+                raise ValueError(f"{path}: faq[{i}].alternates must be a list of strings")
+            entries.append(FaqEntry(q.strip(), a.strip(), tuple(alternates)))
         return cls(entries, min_similarity)
 
     def match(self, question: str) -> tuple[FaqEntry, float] | None:

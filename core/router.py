@@ -43,6 +43,7 @@ from .errors import ErrorKind, ProviderError
 from .metrics import AttemptEvent, Metrics, ProbeEvent, RequestEvent
 from .offline import Faq, FollowUps
 from .providers import Provider, build
+from .redact import redact
 from .store import database_url
 
 log = logging.getLogger("understudy")
@@ -273,7 +274,7 @@ class Router:
                 health, detail = "ok", ""
             else:
                 health, detail = "unknown", "no traffic or probe yet"
-            rows.append(ProviderStatus(p.name, p.kind, p.model, e.endpoint, key, health, b.state,
+            rows.append(ProviderStatus(p.name, p.kind, p.model, redact(e.endpoint), key, health, b.state,
                                        round(b.retry_in(), 1), detail, last.latency_ms if last else None, rate))
         return rows
 

@@ -24,6 +24,7 @@ from .. import cancel
 from ..chat import ChatRequest, Completion, StreamEnd, TextDelta
 from ..config import KINDS, KindInfo, ProviderEntry
 from ..errors import ErrorKind, ProviderError
+from ..redact import redact
 
 TIMEOUTS = (httpx.TimeoutException, httpx2.TimeoutException)
 TRANSPORT_ERRORS = (httpx.HTTPError, httpx2.HTTPError, httpx.StreamError, httpx2.StreamError)
@@ -66,7 +67,7 @@ class Provider:
         return KINDS[self.kind]
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r} model={self.model!r} endpoint={self.entry.endpoint!r}>"
+        return f"<{type(self).__name__} {self.name!r} model={self.model!r} endpoint={self._redact(self.entry.endpoint)!r}>"
 
     # -- the one method --------------------------------------------------------------------------
     def stream(self, request: ChatRequest) -> Iterator[TextDelta | StreamEnd]:
@@ -140,14 +141,21 @@ class Provider:
             raise ProviderError(ErrorKind.AUTH, f"no API key: set {names}", provider=self.name)
 
     def _error(self, kind: ErrorKind, message: str, **kw) -> ProviderError:
-        return ProviderError(kind, message, provider=self.name, **kw)
+        return ProviderError(kind, self._redact(message), provider=self.name, **kw)
+
+    def _redact(self, text: str) -> str:
+        # The one boundary: provider text (which a proxy may fill with our request headers)
+        # leaves the adapter only with the key, and anything shaped like one, masked.
+        return redact(text, (self.entry.api_key.reveal(),) if self.entry.api_key else ())
 
     @contextmanager
     def _map_errors(self, state: StreamState) -> Iterator[None]:
         self._calls.state = state
         try:
             yield
-        except ProviderError:
+        except ProviderError as e:
+            e.message = self._redact(e.message)  # also when built without _error()
+            e.args = (e.message,)
             raise
         except Exception as e:  # noqa: BLE001 — every SDK failure becomes one of our kinds, here and only here
             mapped = self._unsent_error(e, state) or self._sdk_errors(e, state) or self._transport_error(e, state)

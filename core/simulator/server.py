@@ -40,6 +40,9 @@ FAULT_KINDS = (
 )
 
 
+_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "x-goog-api-key")
+
+
 @dataclass(frozen=True)
 class Fault:
     kind: str = "ok"
@@ -50,6 +53,7 @@ class Fault:
     seconds: float = 0.0
     retry_after_header: bool = True  # False: only where the protocol has a body field (Gemini's RetryInfo)
     reason: str = ""  # the finish reason a "finish" fault ends with
+    echo_headers: bool = False  # the error message quotes the request's credential headers, as some proxies do
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -64,11 +68,11 @@ class Fault:
 
     @classmethod
     def http(cls, status: int = 0, flavour: str | None = None, retry_after: float | None = None,
-             retry_after_header: bool = True) -> Fault:
+             retry_after_header: bool = True, echo_headers: bool = False) -> Fault:
         """An HTTP error. Give a status, a flavour (e.g. "context_length") or both."""
         status = status or FLAVOUR_STATUS[flavour or "server"]
         return cls("status", status=status, flavour=flavour or STATUS_FLAVOUR.get(status, "server"),
-                   retry_after=retry_after, retry_after_header=retry_after_header)
+                   retry_after=retry_after, retry_after_header=retry_after_header, echo_headers=echo_headers)
 
 
 @dataclass(frozen=True)
@@ -256,7 +260,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.kind == "latency" and sim._stop.wait(fault.seconds):
             return None
         if fault.kind == "status":
-            return self._error(fault, model)
+            return self._error(fault, model, headers)
         if op == "models":
             return self._json(200, wire.models(model))
 
@@ -360,13 +364,17 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
 
-    def _error(self, fault: Fault, model: str) -> None:
+    def _error(self, fault: Fault, model: str, request_headers: dict[str, str]) -> None:
         status = fault.status or 500
         flavour = fault.flavour or STATUS_FLAVOUR.get(status, "server")
         headers = {"x-request-id": "req_sim", "request-id": "req_sim"}
         if fault.retry_after is not None and fault.retry_after_header:
             headers["Retry-After"] = f"{fault.retry_after:g}"
-        self._json(status, self.sim.wire.error(status, flavour, model, fault.retry_after), headers)
+        body = self.sim.wire.error(status, flavour, model, fault.retry_after)
+        if fault.echo_headers:
+            quoted = {k: v for k, v in request_headers.items() if k in _CREDENTIAL_HEADERS}
+            body = self.sim.wire.with_note(body, f" (request headers: {quoted!r})")
+        self._json(status, body, headers)
 
 
 __all__ = ["FAULT_KINDS", "Fault", "Recorded", "SimServer", "echo_responder"]

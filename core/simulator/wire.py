@@ -85,6 +85,10 @@ class Wire:
     def error(self, status: int, flavour: str, model: str, retry_after: float | None) -> dict:
         raise NotImplementedError
 
+    def with_note(self, error: dict, note: str) -> dict:
+        """An error body with `note` appended to its message."""
+        return {**error, "error": {**error["error"], "message": error["error"]["message"] + note}}
+
     def full(self, text: str, model: str, usage: tuple[int, int], finish: str) -> dict:
         raise NotImplementedError
 
@@ -346,6 +350,9 @@ class OllamaWire(Wire):
 
     def error(self, status, flavour, model, retry_after):
         return {"error": self.message(flavour, model)}
+
+    def with_note(self, error, note):
+        return {"error": error["error"] + note}
 
     def _line(self, body):
         return (json.dumps(body, separators=(",", ":")) + "\n").encode()
