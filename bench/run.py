@@ -18,6 +18,7 @@ import platform
 import random
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -496,6 +497,10 @@ def main(argv=None) -> int:
                                                    "memory soak")
     args = parser.parse_args(argv)
     q = args.quick
+    # Questions the soak leaves unanswered are kept: in a throwaway store, never the app's data.
+    scratch = tempfile.TemporaryDirectory(prefix="understudy-bench-")
+    os.environ["UNDERSTUDY_DATA_DIR"] = scratch.name
+    os.environ.pop("UNDERSTUDY_DATABASE_URL", None)
     plan = {
         "overhead": lambda: bench_overhead(10 if q else 300),
         "rescue": lambda: bench_rescue(1 if q else 3),
@@ -518,4 +523,5 @@ def main(argv=None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
     print(f"\nfigures written to {path}")
+    scratch.cleanup()
     return 0
