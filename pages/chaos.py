@@ -10,22 +10,13 @@ import streamlit as st
 from core.chat import ChatRequest
 from core.chaos import SCENARIOS
 from core.simulator import Fault
-from pages.shared import admin_password, banners, password_ok, router, seconds
+from pages.shared import admin_unlocked, banners, router, seconds
 
 r = router()
 st.title("🧨 Chaos")
 banners()
 
-if admin_password() and not st.session_state.get("chaos_unlocked"):
-    st.warning("Chaos affects **every user of this server**, so it is locked. Enter the admin password "
-               "(`UNDERSTUDY_ADMIN_PASSWORD`) to change anything.", icon="🔒")
-    with st.form("unlock"):
-        given = st.text_input("Admin password", type="password", key="admin_password")
-        if st.form_submit_button("Unlock"):
-            if password_ok(given):
-                st.session_state.chaos_unlocked = True
-                st.rerun()
-            st.error("That password is not right.")
+if not admin_unlocked("Chaos affects **every user of this server**, so it is locked."):
     st.stop()
 
 FAULTS = {

@@ -16,6 +16,7 @@ from core.demo import Demo
 from core.router import Router
 
 ADMIN_ENV = "UNDERSTUDY_ADMIN_PASSWORD"
+ADMIN_UNLOCKED = "admin_unlocked"  # the st.session_state flag: this session entered the password
 
 
 @dataclass
@@ -72,6 +73,25 @@ def admin_password() -> str | None:
 def password_ok(given: str) -> bool:
     expected = admin_password()
     return expected is None or hmac.compare_digest(given.encode(), expected.encode())
+
+
+def admin_unlocked(why: str) -> bool:
+    """May this session change what every user of the server shares (breakers, cache, probes, chaos)?
+
+    Open when `UNDERSTUDY_ADMIN_PASSWORD` is unset. Otherwise, until the right password is entered,
+    this draws `why` and the password form and returns False. Success is remembered in this browser
+    session only (never in the URL); the typed password is cleared from the form on submit."""
+    if admin_password() is None or st.session_state.get(ADMIN_UNLOCKED):
+        return True
+    st.warning(f"{why} Enter the admin password (`{ADMIN_ENV}`) to unlock.", icon="🔒")
+    with st.form("unlock", clear_on_submit=True):
+        given = st.text_input("Admin password", type="password", key="admin_password")
+        if st.form_submit_button("Unlock"):
+            if password_ok(given):
+                st.session_state[ADMIN_UNLOCKED] = True
+                st.rerun()
+            st.error("That password is not right.")
+    return False
 
 
 def banners() -> None:

@@ -12,24 +12,28 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.metrics import AttemptEvent, RequestEvent, TransitionEvent, as_row
-from pages.shared import banners, router, seconds
+from pages.shared import admin_unlocked, banners, router, seconds
 
 r = router()
 st.title("📈 Status")
 banners()
 
+# Probing can move breakers, and breakers and the cache are shared by every session. Belt and braces: the
+# buttons are disabled while locked, and each action checks `locked` again on the server.
+locked = not admin_unlocked("**Probe now**, **Reset breakers** and **Clear cache** affect every user of this "
+                            "server, so they are locked.")
 controls = st.columns([1, 1, 1, 1, 1.3, 1.3])
 auto = controls[4].toggle("Auto-refresh", value=True, key="auto_refresh")
 interval = controls[5].selectbox("Every", [1, 2, 5, 10, 30], index=2, key="refresh_every",
                                  format_func=lambda s: f"{s} s", disabled=not auto, label_visibility="collapsed")
-if controls[0].button("Probe now", key="probe", width="stretch"):
+if controls[0].button("Probe now", key="probe", width="stretch", disabled=locked) and not locked:
     with st.spinner("Probing…"):
         r.probe()
     st.toast("Probed every provider.")
-if controls[1].button("Reset breakers", key="reset_breakers", width="stretch"):
+if controls[1].button("Reset breakers", key="reset_breakers", width="stretch", disabled=locked) and not locked:
     r.reset_breakers()
     st.toast("All breakers closed.")
-if controls[2].button("Clear cache", key="clear_cache", width="stretch"):
+if controls[2].button("Clear cache", key="clear_cache", width="stretch", disabled=locked) and not locked:
     r.clear_cache()
     st.toast("Answer cache cleared.")
 

@@ -95,6 +95,7 @@ def test_chat_break_the_primary_watch_the_failover(server, page):
     page.get_by_role("link", name="Chaos").click()  # in-app navigation keeps the session
     page.get_by_role("button", name="Break it").first.click()
     expect(page.get_by_text("forced to fail").first).to_be_visible()
+    expect(page.get_by_role("button", name="Heal it")).to_have_count(2)  # the rerun has drawn both providers
     page.screenshot(path=str(SHOTS / "2-chaos.png"), full_page=True)
 
     page.get_by_role("link", name="Chat").click()
@@ -112,9 +113,14 @@ def test_chat_break_the_primary_watch_the_failover(server, page):
     assert first.chat_requests() == [r for r in first.chat_requests() if "understudy?" in json.dumps(r.body)]
 
     page.get_by_role("link", name="Status").click()
-    expect(page.locator(".js-plotly-plot").first).to_be_visible()
-    assert page.locator(".js-plotly-plot").count() >= 4
     expect(page.get_by_text("Latency over time")).to_be_visible()
+    # The page refreshes itself every few seconds: switch that off, then wait for the state we want
+    # (all six charts drawn) instead of counting at whatever moment the charts happen to be in.
+    auto = page.get_by_label("Auto-refresh")
+    auto.uncheck(force=True)  # the switch's input is visually hidden behind its styled track
+    expect(auto).not_to_be_checked()
+    expect(page.locator(".js-plotly-plot")).to_have_count(6)
+    expect(page.locator(".js-plotly-plot .main-svg")).not_to_have_count(0)
     page.screenshot(path=str(SHOTS / "4-status.png"), full_page=True)
 
 
@@ -135,11 +141,11 @@ def test_ops_endpoints_on_the_apps_own_server(server):
 
 def test_stop_ends_a_long_answer_and_keeps_what_arrived(server, page):
     base, first, second = server
-    first.chunk_delay = 0.1  # the whole answer would take about 6 s
+    first.chunk_delay = 0.25  # the whole answer would take about 15 s: Stop is pressed long before
     page.goto(base + "/")
     ask(page, "Tell me slowly")
     reply = page.get_by_test_id("stChatMessage").nth(1)
-    expect(reply).to_contain_text("w3 ")  # part of the answer has streamed in
+    expect(reply).to_contain_text("w1 ")  # part of the answer has streamed in
     page.get_by_role("button", name="Stop").click()
     expect(reply).to_contain_text("stopped")
     assert "w49" not in reply.inner_text() and "Tell me slowly" in reply.inner_text()

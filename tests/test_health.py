@@ -6,6 +6,7 @@ from core.chat import ChatRequest
 from core.config import Config, Policy
 from core.router import Router
 from core.simulator import Fault
+from tests.clock import ManualClock, NoJitter
 from tests.conftest import entry_for
 
 
@@ -28,21 +29,21 @@ def test_probes_use_no_chat_calls_and_report_each_provider(sims):
         router.close()
 
 
-def tripped(sims):
+def tripped(sims, **kw):
     """A router whose primary failed three times in a row: its breaker is open."""
     a, b = sims("openai"), sims("ollama")
     a.set_default(Fault.http(500))
-    router = router_for(a, b)
+    router = router_for(a, b, **kw)
     for i in range(3):
         router.ask(ChatRequest.ask(f"q{i}"))
     return router, a
 
 
 def test_passive_health_and_breaker_show_in_status(sims):
-    router, _ = tripped(sims)
+    router, _ = tripped(sims, clock=ManualClock(), rng=NoJitter())  # the clock stands still: cooldowns are exact
     try:
         row = router.status(probe=False)[0]
-        assert row.breaker == "open" and row.health == "down" and 0 < row.retry_in_s <= 15
+        assert row.breaker == "open" and row.health == "down" and row.retry_in_s == 15
         assert row.success_rate == 0.0
     finally:
         router.close()

@@ -1,0 +1,52 @@
+"""Time for tests: a clock that stands still until the test moves it, and waiting on state."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+
+class ManualClock:
+    """Give it to a Router (`clock=`) and every duration the router measures or waits for (elapsed_ms,
+    breaker cooldowns, retry waits, hedge delays, the request deadline) is exact whatever the machine's
+    load: nothing the router waits for on this clock happens until the test advances it."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+
+
+class NoJitter(random.Random):
+    """Backoff jitter of zero, so a retry is due at once even on a clock that stands still."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+def wait_until(condition, what: str, timeout: float = 30.0) -> None:
+    """Wait for state another thread changes. The timeout only turns a hang into a failure."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.005)
+
+
+def finishes(target, what: str, timeout: float = 30.0):
+    """Run `target()` in a thread and return its value; fail (rather than hang) if it never returns,
+    e.g. because it waits on a ManualClock that the test never advances."""
+    got: list = []
+    thread = threading.Thread(target=lambda: got.append(target()), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"{what} never finished: it waited on the clock"
+    return got[0]
