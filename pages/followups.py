@@ -9,22 +9,13 @@ import pandas as pd
 import streamlit as st
 
 from core.store import StoreError
-from pages.shared import admin_password, banners, password_ok, router
+from pages.shared import admin_unlocked, banners, router
 
 r = router()
 st.title("📥 Follow-ups")
 banners()
 
-if admin_password() and not st.session_state.get("followups_unlocked"):
-    st.warning("Kept questions are what users typed, so this page is locked. Enter the admin password "
-               "(`UNDERSTUDY_ADMIN_PASSWORD`) to see them.", icon="🔒")
-    with st.form("unlock_followups"):
-        given = st.text_input("Admin password", type="password", key="followups_password")
-        if st.form_submit_button("Unlock"):
-            if password_ok(given):
-                st.session_state.followups_unlocked = True
-                st.rerun()
-            st.error("That password is not right.")
+if not admin_unlocked("Kept questions are what users typed, so this page is locked."):
     st.stop()
 
 health = r.followups.health()

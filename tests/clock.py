@@ -25,6 +25,24 @@ class ManualClock:
             self._now += seconds
 
 
+class FakeClock:
+    """A clock that runs at real speed and that a test can jump forward (breaker cooldowns,
+    cache TTLs): waits inside the router still pass, and minutes pass in an instant."""
+
+    def __init__(self) -> None:
+        self.offset = 1000.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+    @property
+    def now(self) -> float:
+        return self()
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
 class NoJitter(random.Random):
     """Backoff jitter of zero, so a retry is due at once even on a clock that stands still."""
 

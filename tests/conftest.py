@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from core.config import ProviderEntry, Secret
+from core.config import Config, Policy, ProviderEntry, Secret
 from core.providers import build
+from core.router import Router
 from core.simulator import SimServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,3 +79,36 @@ def toml_for(servers: list[SimServer], extra: str = "", key_env: str = "SIM_KEY"
         out.append(f'[[providers]]\nname = "{s.kind}-{i}"\nkind = "{s.kind}"\nmodel = "{s.kind}-test"\n'
                    f'base_url = "{s.url}"\napi_key_env = "{key_env}"\nidle_timeout = {IDLE}\nfirst_token_timeout = {IDLE}\n')
     return "\n".join(out) + "\n" + extra
+
+
+def policy(**overrides) -> Policy:
+    values = {s: dict(v) for s, v in Policy.defaults().values.items()}
+    for key, value in overrides.items():
+        section, setting = key.split("__")
+        assert setting in values[section], key
+        values[section][setting] = value
+    return Policy(values)
+
+
+@pytest.fixture
+def chain(sims, adapters):
+    """chain("anthropic", "openai", **policy) -> (router, [servers]); `timeouts` adjust the primary's."""
+    routers = []
+
+    def make(*kinds, clock=None, timeouts=None, server_kw=None, **overrides):
+        servers = [sims(k, **(server_kw or {})) for k in kinds]
+        # The primary's deadlines are short, so its faults are detected quickly; the fallbacks'
+        # are generous, so a loaded CI machine never makes a healthy fallback look sick.
+        primary = {"idle_timeout": IDLE, "first_token_timeout": IDLE, **(timeouts or {})}
+        relaxed = dict(idle_timeout=5.0, first_token_timeout=5.0, connect_timeout=5.0)
+        providers = [adapters(s, name=f"{s.kind}-{i}", **(primary if i == 0 else relaxed))
+                     for i, s in enumerate(servers)]
+        config = Config(providers=tuple(p.entry for p in providers), policy=policy(**overrides))
+        kw = {"clock": clock} if clock else {}
+        router = Router(config, providers=providers, **kw)
+        routers.append(router)
+        return router, servers
+
+    yield make
+    for r in routers:
+        r.close()

@@ -12,8 +12,8 @@ from core.breaker import Breaker
 from core.chat import ChatRequest
 from core.router import Delta, Done
 from core.simulator import Fault
+from tests.clock import FakeClock
 from tests.test_breaker import make
-from tests.test_router import FakeClock, chain  # noqa: F401 — the fixture
 
 
 def opened_with_a_call_in_flight(**kw):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from core.cache import cache_key
 from core.chat import ChatRequest
-from tests.test_router import chain  # noqa: F401 — the router-over-simulators fixture
+
 
 FOUR = "Why does this fail?\n\nif x:\n    y = 1\n  z = 2\n"
 TWO = "Why does this fail?\n\nif x:\n  y = 1\n  z = 2\n"

@@ -13,7 +13,7 @@ from core.chat import ChatRequest, StreamEnd, TextDelta
 from core.errors import ErrorKind, ProviderError
 from core.router import Delta, Done, Restart
 from core.simulator import Fault
-from tests.test_router import chain  # noqa: F401 — the router-over-simulators fixture
+
 
 NORMAL = {"anthropic": ("end_turn", "stop_sequence"), "openai": ("stop",), "gemini": ("STOP",), "ollama": ("stop",)}
 LIMIT = {"anthropic": "max_tokens", "openai": "length", "gemini": "MAX_TOKENS", "ollama": "length"}

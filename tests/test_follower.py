@@ -9,7 +9,7 @@ import threading
 from core.cache import cache_key
 from core.chat import ChatRequest
 from core.router import Delta, Done
-from tests.test_router import chain  # noqa: F401 — the fixture
+
 
 Q = ChatRequest.ask("Why do identical questions share one answer?")
 # The request deadline is short next to how long the leader streams (about 60 pieces, 50 ms

@@ -335,10 +335,10 @@ def test_page_is_locked_behind_the_admin_password(page):
     at = page(password="open sesame")
     assert any("locked" in w.value for w in at.warning)
     assert not at.dataframe and not any("methane" in m.value for m in at.markdown)
-    at.text_input(key="followups_password").set_value("wrong")
+    at.text_input(key="admin_password").set_value("wrong")
     at.button[0].click().run()
     assert any("not right" in e.value for e in at.error) and not at.dataframe
-    at.text_input(key="followups_password").set_value("open sesame")
+    at.text_input(key="admin_password").set_value("open sesame")
     at.button[0].click().run()
     assert not at.exception, at.exception
     assert shown(at) == [QUESTION, "How do I export my invoices?"]

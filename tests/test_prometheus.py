@@ -12,7 +12,7 @@ from core.metrics import AttemptEvent
 from core.ops import prometheus
 from core.router import Router
 from core.simulator import Fault
-from tests.test_router import policy
+from tests.conftest import policy
 
 # A colon (the old keys were joined with it and split back), and each character the text format escapes.
 NAMES = ("colon:in:name", 'quote"name', "back\\slash\\", "new\nline", 'all:"\\\n:of them')

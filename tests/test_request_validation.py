@@ -14,7 +14,7 @@ from core.errors import ErrorKind, ProviderError
 from core.simulator import Fault
 from tests.conftest import KINDS
 from tests.test_cli import config, run
-from tests.test_router import chain  # noqa: F401 — the router-over-simulators fixture
+
 
 NAN, INF = float("nan"), float("inf")
 

@@ -4,71 +4,18 @@ mid-stream recovery, degraded tiers. Faults come from the simulated servers' wir
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from core.cache import cache_key
 from core.chat import ChatRequest, Message
-from core.config import Config, Policy
-from core.router import Delta, Done, Restart, Router
+from core.router import Delta, Done, Restart
 from core.metrics import AttemptEvent
 from core.simulator import Fault
-from tests.clock import ManualClock, finishes, wait_until
-from tests.conftest import IDLE, KINDS
+from tests.clock import FakeClock, ManualClock, finishes, wait_until
+from tests.conftest import KINDS
 
 Q = ChatRequest.ask("Explain the understudy pattern briefly.")
-
-
-class FakeClock:
-    """A clock that runs at real speed and that a test can jump forward (breaker cooldowns,
-    cache TTLs): waits inside the router still pass, and minutes pass in an instant."""
-
-    def __init__(self) -> None:
-        self.offset = 1000.0
-
-    def __call__(self) -> float:
-        return time.monotonic() + self.offset
-
-    @property
-    def now(self) -> float:
-        return self()
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
-
-
-def policy(**overrides) -> Policy:
-    values = {s: dict(v) for s, v in Policy.defaults().values.items()}
-    for key, value in overrides.items():
-        section, setting = key.split("__")
-        assert setting in values[section], key
-        values[section][setting] = value
-    return Policy(values)
-
-
-@pytest.fixture
-def chain(sims, adapters):
-    """chain("anthropic", "openai", **policy) -> (router, [servers]); `timeouts` adjust the primary's."""
-    routers = []
-
-    def make(*kinds, clock=None, timeouts=None, server_kw=None, **overrides):
-        servers = [sims(k, **(server_kw or {})) for k in kinds]
-        # The primary's deadlines are short, so its faults are detected quickly; the fallbacks'
-        # are generous, so a loaded CI machine never makes a healthy fallback look sick.
-        primary = {"idle_timeout": IDLE, "first_token_timeout": IDLE, **(timeouts or {})}
-        relaxed = dict(idle_timeout=5.0, first_token_timeout=5.0, connect_timeout=5.0)
-        providers = [adapters(s, name=f"{s.kind}-{i}", **(primary if i == 0 else relaxed))
-                     for i, s in enumerate(servers)]
-        config = Config(providers=tuple(p.entry for p in providers), policy=policy(**overrides))
-        kw = {"clock": clock} if clock else {}
-        router = Router(config, providers=providers, **kw)
-        routers.append(router)
-        return router, servers
-
-    yield make
-    for r in routers:
-        r.close()
 
 
 def events(router, request=Q):
