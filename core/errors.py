@@ -135,8 +135,9 @@ def looks_like_content_filter(message: str) -> bool:
     return bool(_FILTER_RE.search(message or ""))
 
 
-def retry_after_from_headers(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
+def retry_after_from_headers(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date, counted from
+    `now`, a Unix time: this moment by default)."""
     if not headers:
         return None
     raw_ms = headers.get("retry-after-ms")
@@ -156,7 +157,7 @@ def retry_after_from_headers(headers: Mapping[str, str] | None) -> float | None:
         when = email.utils.parsedate_to_datetime(raw)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def retry_after_from_google_details(body: object) -> float | None:

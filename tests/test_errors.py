@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email.utils
-import time
 
 import pytest
 
@@ -57,8 +56,10 @@ def test_retry_after_forms():
     assert retry_after_from_headers({"retry-after": "2"}) == 2
     assert retry_after_from_headers({"retry-after": "1.5"}) == 1.5
     assert retry_after_from_headers({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
-    future = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert 25 <= retry_after_from_headers({"retry-after": future}) <= 31
+    now = 1_790_000_000.0
+    future = email.utils.formatdate(now + 30, usegmt=True)
+    assert retry_after_from_headers({"retry-after": future}, now=now) == 30
+    assert retry_after_from_headers({"retry-after": email.utils.formatdate(now - 30, usegmt=True)}, now=now) == 0
     assert retry_after_from_headers({"retry-after": "soon"}) is None
     assert retry_after_from_headers({}) is None and retry_after_from_headers(None) is None
     assert retry_after_from_headers({"retry-after": "-5"}) == 0
