@@ -400,7 +400,12 @@ def _check_url(value: Any, key: str, where: str) -> None:
         raise ConfigError(where, key, "malformed URL (the host name is not valid)", _URL_FIX)
 
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Environment variable names as people write them. Capitals only: a lowercase "name" of 20+ characters
+# is far more likely a key pasted by mistake (hex, gsk_…, hf_…) than a variable, and it must not be echoed.
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,99}")
+# What a key may contain: printable ASCII without spaces. A line break or a smart quote pasted with
+# it would be sent in a header (and echoed by the HTTP library's error text), never accepted.
+_KEY_CHARS = re.compile(r"[\x21-\x7e]+")
 
 
 def _check_key_env(value: Any, key: str, where: str) -> str | None:
@@ -414,7 +419,8 @@ def _check_key_env(value: Any, key: str, where: str) -> str | None:
     if looks_like_key(value):
         raise ConfigError(where, key, "looks like an API key itself, not the name of a variable (value not shown)", fix)
     if not _ENV_NAME.fullmatch(value):
-        raise ConfigError(where, key, "is not a variable name (letters, digits and _; value not shown)", fix)
+        raise ConfigError(where, key, "is not an environment variable name (capital letters, digits and _; "
+                                      "value not shown)", fix)
     return value
 
 
@@ -446,7 +452,12 @@ def _lookup_key(names: tuple[str, ...], env: Mapping[str, str], secrets: Mapping
             except Exception:  # Streamlit raises if there is no secrets file at all (§7).
                 value = None
         if isinstance(value, str) and value.strip():
-            return Secret(value.strip())
+            value = value.strip()
+            if not _KEY_CHARS.fullmatch(value):
+                raise ConfigError("environment" if env.get(name) else "secrets.toml", name, "the key contains a space, a line break, a control "
+                                  "character or a character that is not ASCII (value not shown)",
+                                  "set it again, copying only the key itself")
+            return Secret(value)
     return None
 
 

@@ -12,6 +12,7 @@ text stays as the provider wrote it, so the error is still readable.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Iterable
 
 MASK = "[redacted]"
@@ -21,11 +22,12 @@ _MIN_SECRET = 6  # shorter configured "keys" are not worth mangling ordinary wor
 
 # Where a credential is named: HTTP headers as raw text, JSON or a Python dict repr, and query strings.
 _NAMED = (r"(?:\b(?:proxy-)?authorization|\bx-goog-api-key|\bx-api-key|\bapi[-_]?key|\b(?:access|auth|bearer)[-_]?token"
+          r"|\b(?:set-)?cookie|\bocp-apim-subscription-key|\bx-[a-z-]*(?:key|token|secret)"
           r"|\b(?:client[-_]?)?secret|(?<=[?&])key)")
 _PATTERN = re.compile(
     rf"(?P<named>{_NAMED}[\"']?\s*[:=]\s*[\"']?(?:(?:bearer|basic|token)\s+)?)(?P<value>[^\s\"',;}}&)\]]+)"
     r"|(?P<bearer>\bbearer\s+)(?P<token>[A-Za-z0-9._~+/=-]{8,})"
-    r"|(?P<userinfo>://[^/\s:@]+:)(?P<password>[^/\s@]+)(?=@)"  # https://user:password@proxy/
+    r"|(?P<userinfo>://[^/\s:@]+:)(?P<password>[^/\s]+)(?=@[^@/\s]*(?:[/\s]|$))"  # https://user:p@ss@proxy/
     # Anthropic (sk-ant-…), OpenAI (sk-…, sk-proj-…), Google (AIza…, 39 characters), JWTs.
     r"|(?P<shape>(?<![A-Za-z0-9])(?:sk-[A-Za-z0-9_-]{16,}|AIza[A-Za-z0-9_-]{30,}"
     r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*))",
@@ -41,9 +43,14 @@ def mask(token: str) -> str:
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """`text` with every key in `secrets`, and anything shaped like a credential, masked."""
-    for secret in sorted({s for s in secrets if len(s) >= _MIN_SECRET}, key=len, reverse=True):
+    for secret in sorted({v for s in secrets if len(s) >= _MIN_SECRET for v in _spellings(s)}, key=len, reverse=True):
         text = text.replace(secret, mask(secret))
     return _PATTERN.sub(_replace, text)
+
+
+def _spellings(secret: str) -> set[str]:
+    """A key as an error body may quote it: as is, URL-encoded, or JSON-escaped (`\\/`)."""
+    return {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret), secret.replace("/", "\\/")}
 
 
 def looks_like_key(text: str) -> bool:

@@ -160,7 +160,10 @@ def test_status_shows_the_key_masked_and_probe_errors_without_it(sims, tmp_path,
 
 
 def test_a_key_pasted_into_api_key_env_is_refused_without_echoing_it(tmp_path):
-    for pasted in (KEY, GOOGLE, "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z"):
+    for pasted in (KEY, GOOGLE, "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z",
+                   # no known prefix: lowercase hex (Together-style), Groq, Hugging Face
+                   "3f9a0c1d2e4b5a6978c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2",
+                   "gsk_fakeR4nd0mK3yB0dy0123456789abcdef", "hf_fakeR4nd0mK3yB0dy0123456789ab"):
         path = tmp_path / "chain.toml"
         path.write_text(f'[[providers]]\nname="a"\nkind="openai"\nmodel="m"\napi_key_env="{pasted}"\n',
                         encoding="utf-8")
@@ -190,3 +193,42 @@ def test_a_key_pasted_anywhere_in_the_file_is_not_echoed_by_the_config_error(tmp
     out, err = io.StringIO(), io.StringIO()
     assert cli.main(["status", "--no-probe", "--config", str(path)], stdout=out, stderr=err) == 2
     assert "providers[0].kind" in err.getvalue() and KEY not in err.getvalue()
+
+
+@pytest.mark.parametrize("bad_key", ["sk-fake-first-half\r\nsecond-half-Zx9Qm2Lp7", "sk-fake key with spaces 0123",
+                                     "\u201csk-fake-smart-quotes-0123456789\u201d", "sk-fake-tab\tinside-0123456789"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_key_with_a_line_break_space_or_non_ascii_is_refused_at_load(bad_key, kind, sims, tmp_path, monkeypatch):
+    """Sent in a header, such a key makes the HTTP library raise with the key in its text (and, with
+    nothing sent, count against the provider's health): refuse it when the chain is loaded."""
+    server = sims(kind)
+    path = tmp_path / "chain.toml"
+    path.write_text(toml_for([server]), encoding="utf-8")
+    monkeypatch.setenv("SIM_KEY", bad_key)
+    for command in (["status", "--no-probe"], ["ask", "--json", "hi"]):
+        out, err = io.StringIO(), io.StringIO()
+        code = cli.main([command[0], "--config", str(path), *command[1:]], stdout=out, stderr=err)
+        assert code == 2, err.getvalue()
+        assert "SIM_KEY" in err.getvalue() and err.getvalue().count("\n") == 1
+        shown = out.getvalue() + err.getvalue()
+        assert not any(part in shown for part in ("first-half", "second-half", "spaces", "smart", "inside"))
+    assert server.requests == []  # nothing was sent
+
+
+@pytest.mark.parametrize("spelling", ["url-encoded", "json-escaped"])
+def test_a_configured_key_is_masked_however_the_error_body_spells_it(spelling):
+    import urllib.parse
+    key = "opaque/Key+With=Symbols0123"
+    quoted = urllib.parse.quote(key, safe="") if spelling == "url-encoded" else key.replace("/", "\\/")
+    out = redact(f"upstream rejected {quoted} for this model", [key])
+    assert quoted not in out and "Symbols" not in out and out.startswith("upstream rejected ")
+
+
+@pytest.mark.parametrize("text, secret_part", [
+    ("Cookie: session=fakeSessionValue0123", "fakeSessionValue"),
+    ("Ocp-Apim-Subscription-Key: 0123456789abcdef0123", "0123456789abcdef"),
+    ("X-Custom-Token: fakeTokenValue0123", "fakeTokenValue"),
+    ("proxy https://user:p@ss-w0rd@proxy.example/v1 refused", "ss-w0rd"),
+])
+def test_more_credential_headers_and_passwords_are_masked(text, secret_part):
+    assert secret_part not in redact(text)
