@@ -18,6 +18,14 @@ class Message:
     content: str
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: no provider, cache key or store can take them
+        return False
+    return True
+
+
 class InvalidRequest(ValueError):
     """A request that no provider should be sent; the message says which field and why, in one line."""
 
@@ -48,6 +56,10 @@ class ChatRequest:
                                      "and text content")
         if not isinstance(self.system, str):
             raise InvalidRequest("system must be text")
+        texts = [("system", self.system), *((f"messages[{i}]", m.content) for i, m in enumerate(self.messages))]
+        for where, text in texts:
+            if not _encodable(text):
+                raise InvalidRequest(f"{where} contains text that is not valid Unicode (a lone surrogate)")
         t = self.temperature
         low, high = TEMPERATURE_RANGE
         if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float))

@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     followups.add_argument("--config")
     followups.add_argument("--json", action="store_true", help="print them as one JSON array")
     followups.add_argument("--all", action="store_true", help="include the answered ones")
-    followups.add_argument("--answer", type=int, metavar="ID", help="mark question ID answered")
+    followups.add_argument("--answer", type=_question_id, metavar="ID", help="mark question ID answered")
     return p
 
 
@@ -85,9 +85,29 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
         return 130
     except BrokenPipeError:  # e.g. `| head`: the reader left; nothing more to say
         return 0
+    except OSError as e:  # writing the answer failed (a full disk behind `> file`, a closed terminal)
+        _say(stderr, f"understudy: can't write the output ({e.strerror or type(e).__name__})")
+        return 1
     except Exception as e:  # noqa: BLE001 — a bug of ours still gets one clean line, never a traceback
-        print(f"understudy: internal error ({type(e).__name__}); please report it", file=stderr)
+        _say(stderr, f"understudy: internal error ({type(e).__name__}); please report it")
         return 3
+
+
+def _say(stderr, line: str) -> None:
+    try:
+        print(line, file=stderr)
+    except OSError:  # stderr is gone too: the exit status is all that is left to say it
+        pass
+
+
+def _question_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a question id: {text[:40]!r}") from None
+    if not 1 <= value <= 2**63 - 1:
+        raise argparse.ArgumentTypeError("not a question id: ids are whole numbers from 1")
+    return value
 
 
 def _settings(args) -> dict:
@@ -418,7 +438,9 @@ def _followups(args, stdout, stderr) -> int:
     for f in items:
         asked = datetime.fromtimestamp(f.asked_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
         state = "answered" if f.answered else "open"
-        first = " ".join(f.question.split())
+        # Users' words go to an operator's terminal: no escape sequence in them may reach it.
+        first = " ".join(_CONTROL.sub("\uFFFD", f.question).split())
         first = first if len(first) <= 100 else first[:100] + "…"
-        print(f"#{f.id}  {asked}  {state}  {f.why or '-'}\n    {first}", file=stdout)
+        why = _CONTROL.sub("\uFFFD", f.why or "-")
+        print(f"#{f.id}  {asked}  {state}  {why}\n    {first}", file=stdout)
     return 0

@@ -197,8 +197,12 @@ def _append_line(path: Path, line: str) -> None:
     """Append one whole line and flush it to disk, or leave the file as it was (no half line on a
     full disk)."""
     data = line.encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    # Non-blocking, so a FIFO (or a device) named by mistake fails at once instead of hanging every
+    # unanswered question behind this one; only a regular file is written.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o600)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         size = os.fstat(fd).st_size
         try:
             if os.write(fd, data) != len(data):

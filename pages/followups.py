@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import pandas as pd
 import streamlit as st
 
+from core.export import csv_bytes
 from core.store import StoreError
 from pages.shared import admin_unlocked, banners, router
 
@@ -45,8 +46,9 @@ table = pd.DataFrame([{"id": f.id, "asked": _when(f.asked_at), "question": f.que
                       for f in items], columns=["id", "asked", "question", "why", "conversation", "who", "answered"])
 st.markdown(f"**{len(items)}** question(s) shown")
 st.dataframe(table, hide_index=True, width="stretch", key="followups_table")
-st.download_button("Download as CSV", table.to_csv(index=False).encode("utf-8"), "followups.csv", "text/csv",
-                   key="followups_csv", disabled=table.empty)
+st.download_button("Download as CSV", csv_bytes(table.astype(object).where(table.notna(), None).to_dict("records"),
+                                               list(table.columns)),
+                   "followups.csv", "text/csv", key="followups_csv", disabled=table.empty)
 
 still_open = [f for f in items if not f.answered]
 if still_open:

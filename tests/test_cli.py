@@ -177,3 +177,17 @@ def test_odd_and_huge_input_gets_a_clear_answer_never_a_traceback(sims, tmp_path
     huge, small = (json.loads(line) for line in proc.stdout.splitlines())
     assert proc.returncode == 0 and "limit is 200,000" in huge["error"] and "Traceback" not in proc.stderr
     assert small["complete"]
+
+
+@pytest.mark.parametrize("mode", ["plain", "--json"])
+def test_an_output_that_cannot_be_written_is_one_line_and_exit_1(mode, sims, tmp_path):
+    """`> /dev/full`: every write fails with ENOSPC, as on a full disk."""
+    server = sims("openai")
+    args = ["ask", "--config", config(tmp_path, [server]), *([mode] if mode != "plain" else []), "hello"]
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.update({"SIM_KEY": KEY, "PYTHONPATH": str(ROOT)})
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "core", *args], stdout=full, stderr=subprocess.PIPE,
+                              text=True, cwd=tmp_path, env=env, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("understudy: can't write the output")

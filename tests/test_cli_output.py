@@ -55,6 +55,18 @@ def test_a_stream_cut_mid_answer_prints_only_the_fallbacks_answer(sims, tmp_path
     assert "anthropic-0 failed mid-answer" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_an_unknown_gemini_ending_leaves_no_sdk_warning_on_stderr(sims, tmp_path):
+    """google-genai warns "X is not a valid FinishReason" for an ending it doesn't know; the router
+    already treats that ending as a broken stream, so the warning is noise on the user's terminal
+    (and rows a terminal's erasure of the abandoned text doesn't know about)."""
+    first, second = sims("gemini"), sims("openai")
+    first.push(Fault.finish("SOMETHING_NEW", after=3))
+    proc = ask(tmp_path, [first, second])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == echo_responder(Q, "openai-test") + "\n"
+    assert "is not a valid" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr
+
+
 def test_every_provider_down_prints_the_offline_answer(sims, tmp_path):
     first, second = sims("anthropic"), sims("openai")
     for s in (first, second):

@@ -242,6 +242,16 @@ def test_followup_file_on_a_full_disk_is_reported_not_swallowed(outage):
     assert health["status"] == "failing" and "/dev/full" in health["last_error"] and health["failed"] == 0
 
 
+def test_followup_file_that_is_a_fifo_fails_at_once_instead_of_hanging(outage, tmp_path):
+    fifo = tmp_path / "kept.fifo"
+    os.mkfifo(fifo)  # nobody reads it: a blocking open would wait forever, holding the keeper's lock
+    router = outage(followup_file=str(fifo))
+    for question in (QUESTION, "second"):  # the second would queue behind a hung first
+        assert "We've kept your question" in router.ask(ChatRequest.ask(question)).text  # the store has it
+    health = router.followups.health()
+    assert health["status"] == "failing" and str(fifo) in health["last_error"]
+
+
 def test_followup_file_gets_whole_lines(outage, tmp_path):
     path = tmp_path / "kept.jsonl"
     router = outage(followup_file=str(path))
@@ -286,6 +296,23 @@ def test_cli_keeps_across_processes_lists_and_marks_answered(sims, tmp_path):
 
     missing = cli(["followups", "--answer", "999"], tmp_path)
     assert missing.returncode == 1 and "999" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_cli_never_writes_a_kept_questions_escape_sequences_to_the_terminal(tmp_path):
+    store = SqlFollowUpStore(f"sqlite:///{tmp_path}/data/understudy.db")
+    store.add("hi \x1b]0;pwned\x07\x1b[2J and \x9b31m", asked_at=1_700_000_000.0, why="why \x1b[5m")
+    store.close()
+    table = cli(["followups"], tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert "hi" in table.stdout and "pwned" in table.stdout  # shown, but inert
+    assert not any(c in table.stdout for c in "\x1b\x07\x9b")
+
+
+@pytest.mark.parametrize("bad_id", ["9223372036854775808", "0", "-3", "abc", "1e3"])
+def test_cli_refuses_an_impossible_question_id_in_one_line(tmp_path, bad_id):
+    proc = cli(["followups", "--answer", bad_id], tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert "question id" in proc.stderr
 
 
 def test_cli_says_in_one_line_when_the_store_is_unusable(tmp_path):

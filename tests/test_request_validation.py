@@ -120,3 +120,12 @@ def test_nan_temperature_requests_never_open_a_breaker(chain):
     assert first.chat_requests() == second.chat_requests() == []
     served = router.ask(ChatRequest.ask("And now a good one?"))
     assert served.tier == "provider" and served.provider == "openai-0" and served.complete
+
+
+@pytest.mark.parametrize("where", ["question", "system"])
+def test_a_lone_surrogate_is_refused_when_the_request_is_built(where):
+    with pytest.raises(InvalidRequest, match="not valid Unicode"):
+        if where == "question":
+            ChatRequest.ask("half a pair: \ud800")
+        else:
+            ChatRequest.ask("fine", system="\udfff")

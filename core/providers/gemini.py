@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 from google import genai
 from google.genai import errors, types
@@ -10,6 +11,11 @@ from google.genai import errors, types
 from ..chat import StreamEnd, TextDelta, Usage
 from ..errors import ErrorKind, kind_for_status, retry_after_from_google_details, retry_after_from_headers
 from .base import Provider
+
+# The SDK warns "X is not a valid FinishReason" for an ending its enum doesn't know. `_finish` below
+# already makes such an ending a broken stream, so the warning only adds noise to a user's terminal.
+warnings.filterwarnings("ignore", message=r".* is not a valid \w+$", category=UserWarning,
+                        module=r"google\.genai\._common")
 
 _FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
 # The allow-list of endings. Anything else (OTHER, MALFORMED_FUNCTION_CALL, LANGUAGE, a value the
