@@ -130,8 +130,8 @@ class Breaker:
     # -- reading ---------------------------------------------------------------------------------
     @property
     def state(self) -> str:
-        """"closed", "open" or "half-open". An open breaker whose cooldown is over stays "open"
-        until the next `allow()` makes it half-open."""
+        """CLOSED, OPEN or HALF_OPEN. An open breaker whose cooldown is over stays open until the
+        next `allow()` makes it half-open."""
         return self._store.read(self.name).state
 
     def retry_in(self) -> float:
