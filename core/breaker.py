@@ -38,6 +38,7 @@ seam is ours too:
 
 from __future__ import annotations
 
+import itertools
 import threading
 import uuid
 from collections.abc import Callable
@@ -143,7 +144,7 @@ class Breaker:
     def allow(self) -> Permit | None:
         """May a call go to this provider now? A permit (report the outcome with it) or None.
         In half-open, exactly one trial call may."""
-        now, token = self._clock(), uuid.uuid4().hex
+        now, token = self._clock(), _new_token()
 
         def change(s: BreakerState) -> BreakerState:
             if s.state == CLOSED or (s.state == OPEN and now < s.open_until):
@@ -225,6 +226,14 @@ class Breaker:
                 self._on_transition(TransitionEvent(self._wall(), self.name, old.state, new.state, new.reason,
                                                     cooldown))
         return old, new
+
+
+_TOKENS = itertools.count()
+_PROCESS = uuid.uuid4().hex[:12]  # trial tokens are unique across replicas too
+
+
+def _new_token() -> str:
+    return f"{_PROCESS}-{next(_TOKENS)}"
 
 
 def _is_trial(permit: Permit | None, s: BreakerState) -> bool:
