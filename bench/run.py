@@ -34,6 +34,7 @@ from google.genai import types
 
 from core.chat import ChatRequest
 from core.config import Config, Policy, ProviderEntry, Secret
+from core.metrics import AttemptKey
 from core.router import TIERS, Router
 from core.simulator import Fault, SimServer
 
@@ -467,8 +468,8 @@ def bench_soak(total: int, sessions: int) -> dict:
     leftover = sum(1 for t in threading.enumerate() if t.name.startswith("attempt-"))
     errors_seen = {}
     for key, value in ch.router.metrics.totals().items():
-        if isinstance(key, tuple) and key[0] == "attempt" and key[3]:
-            errors_seen[key[3]] = errors_seen.get(key[3], 0) + value
+        if isinstance(key, AttemptKey) and key.error_kind:
+            errors_seen[key.error_kind] = errors_seen.get(key.error_kind, 0) + value
     ch.close()
     out = {"requests": total, "sessions": sessions, "seconds": took, "exceptions": len(exceptions),
            "truncated_marked_complete": truncated_complete, "unanswered": unanswered, "tiers": tiers,

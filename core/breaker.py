@@ -1,38 +1,65 @@
-"""Per-provider circuit breakers: pybreaker's state machine, driven by outcomes we record.
+"""Per-provider circuit breakers: closed → open → half-open (one trial call) → closed.
 
-pybreaker's `call()` holds one lock for the whole call, serialising every session behind it, and
-it can't see a failure that happens inside a stream (field notes §8). So nothing is called
-through it: the router asks `allow()` before an attempt and reports the outcome afterwards, and
-pybreaker keeps the state, the failure counter and notifies listeners of each transition.
-Time comes from an injectable clock, so tests advance it instead of sleeping.
+Nothing is called through the breaker. The router asks `allow()` before an attempt and gets a
+`Permit` (or None: skip this provider), then reports the attempt's outcome with that permit:
+`success`, `failure` (the provider is sick), `neutral` (says nothing about health: a bad request, a
+cancelled hedge) or `hold_off` (the provider asked us to stay away). In half-open exactly one
+permit is the trial, and only that permit's outcome ends the trial: a call admitted earlier, while
+the breaker was still closed, can't free the slot by finishing or being cancelled. A cooldown is
+never shortened by a later, shorter one, and never exceeds `max_cooldown`; a successful active
+probe (`probe_succeeded`) lets an open breaker try a real call at once. Time comes from an
+injectable clock, so tests advance it instead of sleeping. Each change of state is emitted as the
+metrics' `TransitionEvent`.
 
-Each admitted call holds a `Permit`, and reports its outcome with it. In half-open exactly one
-permit is the trial, and only that permit's outcome (success, failure, or giving it back when the
-call was cancelled) ends the trial: a call admitted earlier, while the breaker was still closed,
-can't free the slot by finishing or being cancelled.
+Why not pybreaker (decided in issue 9). Until then this module wrapped pybreaker 1.4.1 but never
+called through it: its `call()` holds one lock for the whole call (serialising every session) and
+can't see a failure inside a stream, and `with cb.calling()` admits several half-open trials.
+So pybreaker kept only a state name, a counter and listener calls, while the rules that matter
+here (Retry-After cooldowns, the trial permit, hold-off, probes) lived in fields shadowing it: two
+sources of truth for one state. Its storage seam doesn't fit what comes next either: issue 10
+shares breakers across replicas ("opened on A is open on B within 1 s", "the fleet sends exactly
+ONE half-open trial at a time"). `CircuitRedisStorage` shares only pybreaker's part (state,
+counters, opened_at; not our cooldown or the trial's owner), reads Redis on every state access,
+has no compare-and-set to claim the trial atomically, runs SETNX in its constructor (so it raises
+when Redis is down) and breaks under `decode_responses=True`. So the breaker is our own, and the
+seam is ours too:
+
+- The whole state of a breaker is one immutable `BreakerState` record.
+- Every operation is a pure function from (record, now) to a new record, applied through
+  `BreakerStore.update(name, change)`, which must apply it atomically and may call `change` again
+  if another writer got in first.
+- `MemoryBreakerStore` (one process) is a dict under a lock. A shared store (issue 10) can serve
+  `read` from a local copy that pub/sub keeps fresh, answer an `update` whose `change` leaves the
+  record as it is (the common case: a closed breaker admitting a call) without a round trip, and
+  write the others with compare-and-set on Redis. Claiming the trial is such a write (`trial`
+  goes from None to the permit's token), so exactly one replica wins it. Times in the record are
+  on the breaker's clock: replicas sharing a store need a clock they share.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Protocol
 
-import pybreaker
+from .metrics import TransitionEvent
 
-CLOSED, OPEN, HALF_OPEN = pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
 
 
 @dataclass(frozen=True)
-class Transition:
-    """A breaker changed state: an event for the dashboard and the logs."""
+class BreakerState:
+    """Everything a breaker knows; what a shared store shares."""
 
-    at: float
-    provider: str
-    old: str
-    new: str
-    reason: str
-    cooldown_s: float = 0.0
+    state: str = CLOSED
+    failures: int = 0  # consecutive health failures while closed
+    open_until: float = 0.0  # while open: when the cooldown ends (the breaker's clock)
+    cooldown: float = 0.0  # while open: the cooldown it was opened with, for the transition event
+    reason: str = ""  # why it entered this state
+    trial: str | None = None  # while half-open: the token of the trial permit in flight
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: each permit is only ever equal to itself
@@ -40,16 +67,40 @@ class Permit:
     """Leave to make one call, returned by `Breaker.allow()`; the call reports its outcome with it."""
 
     trial: bool  # the half-open trial call
+    token: str | None = None  # names the trial in `BreakerState.trial`
 
 
-class _Listener(pybreaker.CircuitBreakerListener):
-    def __init__(self, owner: Breaker) -> None:
-        self.owner = owner
+class BreakerStore(Protocol):
+    """Where breaker states live. `update` is atomic; `change` is pure and may run more than once."""
 
-    def state_change(self, cb, old_state, new_state) -> None:
-        old = old_state.name if old_state is not None else CLOSED
-        if old != new_state.name:
-            self.owner._notify(old, new_state.name)
+    def read(self, name: str) -> BreakerState: ...
+
+    def update(self, name: str, change: Callable[[BreakerState], BreakerState]) -> tuple[BreakerState, BreakerState]:
+        """Apply `change` to the current record; return (old, new)."""
+        ...
+
+
+class MemoryBreakerStore:
+    """Breaker states in this process."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, BreakerState] = {}
+        self._lock = threading.Lock()
+
+    def read(self, name: str) -> BreakerState:
+        with self._lock:
+            return self._states.get(name, _CLOSED)
+
+    def update(self, name: str, change: Callable[[BreakerState], BreakerState]) -> tuple[BreakerState, BreakerState]:
+        with self._lock:
+            old = self._states.get(name, _CLOSED)
+            new = change(old)
+            if new is not old:
+                self._states[name] = new
+            return old, new
+
+
+_CLOSED = BreakerState()
 
 
 class Breaker:
@@ -63,132 +114,137 @@ class Breaker:
         reset_timeout: float = 15.0,
         max_cooldown: float = 300.0,
         clock: Callable[[], float],
-        on_transition: Callable[[Transition], None] = lambda t: None,
+        wall: Callable[[], float],
+        on_transition: Callable[[TransitionEvent], None] = lambda t: None,
+        store: BreakerStore | None = None,
     ) -> None:
         self.name = name
+        self.fail_max = fail_max
         self.reset_timeout = reset_timeout
         self.max_cooldown = max_cooldown
         self._clock = clock
+        self._wall = wall  # stamps transition events, like every other metrics event
         self._on_transition = on_transition
-        self._lock = threading.Lock()
-        self._open_until = 0.0
-        self._trial: Permit | None = None  # the half-open trial call in flight
-        self._reason = ""
-        self._cooldown = 0.0
-        self._storage = pybreaker.CircuitMemoryStorage(CLOSED)
-        self._cb = pybreaker.CircuitBreaker(fail_max=fail_max, reset_timeout=reset_timeout, name=name,
-                                            listeners=[_Listener(self)], state_storage=self._storage)
+        self._store = store or MemoryBreakerStore()
+        self._lock = threading.Lock()  # emits this breaker's transitions in the order they happened
 
     # -- reading ---------------------------------------------------------------------------------
     @property
     def state(self) -> str:
-        return self._cb.current_state
-
-    @property
-    def failures(self) -> int:
-        return self._cb.fail_counter
+        """CLOSED, OPEN or HALF_OPEN. An open breaker whose cooldown is over stays open until the
+        next `allow()` makes it half-open."""
+        return self._store.read(self.name).state
 
     def retry_in(self) -> float:
         """Seconds until an open breaker lets a trial call through (0 when not open)."""
-        with self._lock:
-            return max(0.0, self._open_until - self._clock()) if self.state == OPEN else 0.0
+        s = self._store.read(self.name)
+        return max(0.0, s.open_until - self._clock()) if s.state == OPEN else 0.0
 
     # -- deciding --------------------------------------------------------------------------------
     def allow(self) -> Permit | None:
         """May a call go to this provider now? A permit (report the outcome with it) or None.
         In half-open, exactly one trial call may."""
-        with self._lock:
-            state = self.state
-            if state == CLOSED:
-                return Permit(trial=False)
-            if state == OPEN:
-                if self._clock() < self._open_until:
-                    return None
-                self._reason = "cooldown over: one trial call"
-                self._cb.half_open()
-            if self._trial is not None:
-                return None
-            self._trial = Permit(trial=True)
-            return self._trial
+        now, token = self._clock(), _new_token()
+
+        def change(s: BreakerState) -> BreakerState:
+            if s.state == CLOSED or (s.state == OPEN and now < s.open_until):
+                return s
+            if s.state == OPEN:
+                return BreakerState(HALF_OPEN, reason="cooldown over: one trial call", trial=token)
+            return s if s.trial is not None else replace(s, trial=token)
+
+        old, new = self._update(change)
+        if new.state == CLOSED:
+            return Permit(trial=False)
+        return Permit(trial=True, token=token) if new.trial == token else None
 
     # -- recording -------------------------------------------------------------------------------
     # In half-open only the trial's own permit decides; any other call's outcome is older news.
-    def _is_trial(self, permit: Permit | None) -> bool:
-        return permit is not None and permit is self._trial
-
     def success(self, permit: Permit | None = None) -> None:
-        with self._lock:
-            state = self.state
-            if state == HALF_OPEN and not self._is_trial(permit):
-                return
-            if state != CLOSED:
-                self._reason = "trial call succeeded" if state == HALF_OPEN else "a call in flight succeeded"
-                self._trial = None
-                self._cb.close()
-            else:
-                # pybreaker counts *consecutive* failures: a success resets the count.
-                self._storage.reset_counter()
+        def change(s: BreakerState) -> BreakerState:
+            if s.state == HALF_OPEN:
+                return BreakerState(reason="trial call succeeded") if _is_trial(permit, s) else s
+            if s.state == OPEN:
+                return BreakerState(reason="a call in flight succeeded")
+            return replace(s, failures=0) if s.failures else s  # failures count *consecutively*
+
+        self._update(change)
 
     def failure(self, reason: str, *, retry_after: float | None = None, permit: Permit | None = None) -> None:
         """A health failure (the provider is sick). A long Retry-After opens the breaker at once."""
-        with self._lock:
-            now = self._clock()
-            cooldown = self.reset_timeout
-            if retry_after is not None:
-                cooldown = min(self.max_cooldown, max(cooldown, retry_after))
-            if self.state == HALF_OPEN:
-                if self._is_trial(permit):
-                    self._open(now, cooldown, f"trial call failed: {reason}")
-                return
-            self._storage.increment_counter()
-            if self.state == OPEN:
-                self._open_until = max(self._open_until, now + cooldown)  # never shorten a cooldown
-            elif self._cb.fail_counter >= self._cb.fail_max:
-                self._open(now, cooldown, f"{self._cb.fail_counter} failures in a row, last: {reason}")
+        now = self._clock()
+        cooldown = self.reset_timeout
+        if retry_after is not None:
+            cooldown = min(self.max_cooldown, max(cooldown, retry_after))
+
+        def change(s: BreakerState) -> BreakerState:
+            if s.state == HALF_OPEN:
+                return _opened(now, cooldown, f"trial call failed: {reason}") if _is_trial(permit, s) else s
+            if s.state == OPEN:
+                return _extended(s, now + cooldown)
+            if s.failures + 1 >= self.fail_max:
+                return _opened(now, cooldown, f"{s.failures + 1} failures in a row, last: {reason}")
+            return replace(s, failures=s.failures + 1)
+
+        self._update(change)
 
     def hold_off(self, seconds: float, reason: str, *, permit: Permit | None = None) -> None:
         """Keep the provider out for `seconds` (it asked us to, e.g. a long Retry-After)."""
-        with self._lock:
-            now = self._clock()
-            seconds = min(self.max_cooldown, seconds)
-            if self.state == OPEN:
-                self._open_until = max(self._open_until, now + seconds)
-            elif self.state == CLOSED or self._is_trial(permit):
-                self._open(now, seconds, reason)
+        now = self._clock()
+        seconds = min(self.max_cooldown, seconds)
+
+        def change(s: BreakerState) -> BreakerState:
+            if s.state == OPEN:
+                return _extended(s, now + seconds)
+            if s.state == CLOSED or _is_trial(permit, s):
+                return _opened(now, seconds, reason)
+            return s
+
+        self._update(change)
 
     def neutral(self, permit: Permit | None = None) -> None:
         """The call ended in a way that says nothing about health (e.g. a bad request or a
         cancelled hedge). If it was the trial, its slot is given back, state unchanged; any other
         call's neutral ending leaves the trial in flight alone."""
-        with self._lock:
-            if self._is_trial(permit):
-                self._trial = None
+        self._update(lambda s: replace(s, trial=None) if _is_trial(permit, s) else s)
 
     def probe_succeeded(self) -> None:
         """An active health probe got through: an open breaker may try a real call right away."""
-        with self._lock:
-            if self.state == OPEN and self._open_until > self._clock():
-                self._open_until = self._clock()
+        now = self._clock()
+        self._update(lambda s: replace(s, open_until=now) if s.state == OPEN and s.open_until > now else s)
 
     def reset(self) -> None:
-        with self._lock:
-            self._trial = None
-            self._open_until = 0.0
-            self._storage.reset_counter()
-            if self.state != CLOSED:
-                self._reason = "reset by operator"
-                self._cb.close()
+        """Close and forget the failures counted so far (an operator's button)."""
+        self._update(lambda s: BreakerState(reason="reset by operator"))
 
     # -- internals -------------------------------------------------------------------------------
-    def _open(self, now: float, cooldown: float, reason: str) -> None:
-        self._trial = None  # a trial ends when the breaker leaves half-open
-        self._open_until = now + cooldown
-        self._reason, self._cooldown = reason, cooldown
-        if self.state == OPEN:
-            return
-        self._cb.open()
+    def _update(self, change: Callable[[BreakerState], BreakerState]) -> tuple[BreakerState, BreakerState]:
+        with self._lock:
+            old, new = self._store.update(self.name, change)
+            if old.state != new.state:
+                cooldown = new.cooldown if new.state == OPEN else 0.0
+                self._on_transition(TransitionEvent(self._wall(), self.name, old.state, new.state, new.reason,
+                                                    cooldown))
+        return old, new
 
-    def _notify(self, old: str, new: str) -> None:
-        # Called by pybreaker, under its lock and ours; the callback only appends an event.
-        cooldown = self._cooldown if new == OPEN else 0.0
-        self._on_transition(Transition(self._clock(), self.name, old, new, self._reason, cooldown))
+
+_TOKENS = itertools.count()
+_PROCESS = uuid.uuid4().hex[:12]  # trial tokens are unique across replicas too
+
+
+def _new_token() -> str:
+    return f"{_PROCESS}-{next(_TOKENS)}"
+
+
+def _is_trial(permit: Permit | None, s: BreakerState) -> bool:
+    return permit is not None and s.trial is not None and permit.token == s.trial
+
+
+def _opened(now: float, cooldown: float, reason: str) -> BreakerState:
+    # A trial ends when the breaker leaves half-open; the failure count starts again once it closes.
+    return BreakerState(OPEN, open_until=now + cooldown, cooldown=cooldown, reason=reason)
+
+
+def _extended(s: BreakerState, until: float) -> BreakerState:
+    """An open breaker's cooldown is only ever lengthened."""
+    return replace(s, open_until=until) if until > s.open_until else s

@@ -3,20 +3,28 @@ store. The dashboard and the CLI read summaries of it; nothing reads router inte
 
 Memory is bounded by `max_events` (the oldest go first); running totals are kept separately so
 counts since start survive eviction. A plain total is keyed by its name ("requests"), a labelled
-one by a tuple: its family, then its label values (`("attempt", provider, outcome, error_kind)`),
-so a provider name may hold any character and nothing is ever split back apart. Log lines carry
-names, kinds and timings — never message content or keys.
+one by a small frozen key per family (`AttemptKey(provider, outcome, error_kind)`), so a provider
+name may hold any character, nothing is ever split back apart, and readers name the labels they
+read. Log lines carry names, kinds and timings — never message content or keys.
+
+A summary over the last `window_s` seconds is read from a rolling window, not by scanning the
+store: each event is added to the window's figures when it is recorded and taken out again when it
+ages out of the window or the store evicts it. So a summary costs the same at 20,000 events as at
+20 (`/healthz` and every open Status tab ask for one each refresh), and its figures, quantiles
+included, are exactly those of the events in the window (latencies are kept sorted, not bucketed).
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
+import math
 import threading
-from collections import Counter, deque
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, fields
-
-from .breaker import Transition
+from bisect import bisect_left, insort
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import ClassVar
 
 log = logging.getLogger("understudy")
 
@@ -61,24 +69,59 @@ class ProbeEvent:
 
 @dataclass(frozen=True)
 class TransitionEvent:
+    """A breaker changed state; the breaker emits it (core/breaker.py)."""
+
     at: float
     provider: str
     old: str
     new: str
     reason: str
-    cooldown_s: float
+    cooldown_s: float = 0.0
 
 
 Event = AttemptEvent | RequestEvent | ProbeEvent | TransitionEvent
 
-# "requests", "attempts", "hedges", "hedges_won", "failovers"; ("tier", tier);
-# ("attempt", provider, outcome, error_kind or None); ("tokens", provider, "input" | "output");
-# ("transition", provider, new state)
-Total = str | tuple[str | None, ...]
+
+# -- keys of the labelled totals (field names are the label names) ------------------------------------
+# Frozen dataclasses rather than tuples: two families with the same arity never compare equal.
+
+@dataclass(frozen=True)
+class TierKey:
+    family: ClassVar[str] = "tier"
+    tier: str
+
+
+@dataclass(frozen=True)
+class AttemptKey:
+    family: ClassVar[str] = "attempt"
+    provider: str
+    outcome: str
+    error_kind: str | None
+
+
+@dataclass(frozen=True)
+class TokenKey:
+    family: ClassVar[str] = "tokens"
+    provider: str
+    direction: str  # "input" | "output"
+
+
+@dataclass(frozen=True)
+class TransitionKey:
+    family: ClassVar[str] = "transition"
+    provider: str
+    state: str  # the new state
+
+
+# Plain: "requests", "attempts", "hedges", "hedges_won", "failovers".
+Total = str | TierKey | AttemptKey | TokenKey | TransitionKey
 
 
 def quantile(values: Iterable[float], q: float) -> float | None:
-    data = sorted(values)
+    return _sorted_quantile(sorted(values), q)
+
+
+def _sorted_quantile(data: Sequence[float], q: float) -> float | None:
     if not data:
         return None
     pos = (len(data) - 1) * q
@@ -90,34 +133,44 @@ def quantile(values: Iterable[float], q: float) -> float | None:
 class Metrics:
     def __init__(self, *, max_events: int = 20_000, wall: Callable[[], float]) -> None:
         self._events: deque[Event] = deque(maxlen=max_events)
+        self._recorded = 0  # events ever recorded: the next one's sequence number
         self._ttfts: dict[str, deque[float]] = {}  # recent first-token times per provider, for hedging
         self._totals: Counter[Total] = Counter()
+        self._windows: OrderedDict[float, _Window] = OrderedDict()  # by span, least recently read first
         self._lock = threading.Lock()
         self.wall = wall
 
     # -- writing -------------------------------------------------------------------------------------
     def record(self, event: Event) -> None:
         with self._lock:
+            if self._events.maxlen and len(self._events) == self._events.maxlen:
+                evicted, seq = self._events[0], self._recorded - len(self._events)
+                for window in self._windows.values():
+                    window.drop(seq, evicted)
             self._events.append(event)
-            if isinstance(event, RequestEvent):
-                self._totals["requests"] += 1
-                self._totals[("tier", event.tier)] += 1
-                self._totals["hedges"] += event.hedges
-                self._totals["hedges_won"] += int(event.hedge_won)
-                self._totals["failovers"] += event.failovers
-            elif isinstance(event, AttemptEvent):
-                self._totals["attempts"] += 1
-                self._totals[("attempt", event.provider, event.outcome, event.error_kind)] += 1
-                self._totals[("tokens", event.provider, "input")] += event.input_tokens or 0
-                self._totals[("tokens", event.provider, "output")] += event.output_tokens or 0
-                if event.outcome == "ok" and event.ttft_ms is not None:
-                    self._ttfts.setdefault(event.provider, deque(maxlen=200)).append(event.ttft_ms)
+            for window in self._windows.values():
+                window.add(self._recorded, event)
+            self._recorded += 1
+            self._count(event)
         _log(event)
 
-    def transition(self, t: Transition) -> None:
-        with self._lock:
-            self._totals[("transition", t.provider, t.new)] += 1
-        self.record(TransitionEvent(self.wall(), t.provider, t.old, t.new, t.reason, t.cooldown_s))
+    def _count(self, event: Event) -> None:
+        t = self._totals
+        if isinstance(event, RequestEvent):
+            t["requests"] += 1
+            t[TierKey(event.tier)] += 1
+            t["hedges"] += event.hedges
+            t["hedges_won"] += int(event.hedge_won)
+            t["failovers"] += event.failovers
+        elif isinstance(event, AttemptEvent):
+            t["attempts"] += 1
+            t[AttemptKey(event.provider, event.outcome, event.error_kind)] += 1
+            t[TokenKey(event.provider, "input")] += event.input_tokens or 0
+            t[TokenKey(event.provider, "output")] += event.output_tokens or 0
+            if event.outcome == "ok" and event.ttft_ms is not None:
+                self._ttfts.setdefault(event.provider, deque(maxlen=200)).append(event.ttft_ms)
+        elif isinstance(event, TransitionEvent):
+            t[TransitionKey(event.provider, event.new)] += 1
 
     # -- reading -------------------------------------------------------------------------------------
     def events(self, kind: type | None = None, since: float | None = None) -> list[Event]:
@@ -126,54 +179,189 @@ class Metrics:
         return [e for e in items if (kind is None or isinstance(e, kind)) and (since is None or e.at >= since)]
 
     def totals(self) -> dict[Total, int]:
-        """Counts since start: plain ones by name, labelled ones by (family, *label values)."""
+        """Counts since start: plain ones by name, labelled ones by their family's key."""
         with self._lock:
             return dict(self._totals)
 
     def ttft_quantile(self, provider: str, q: float, min_samples: int) -> float | None:
-        """Recent successful time-to-first-token quantile in ms, or None with too few samples."""
+        """Recent successful time-to-first-token quantile in ms, or None with too few samples.
+        Exact: the last 200 samples are kept per provider."""
         with self._lock:
             recent = list(self._ttfts.get(provider, ()))
         return quantile(recent, q) if len(recent) >= min_samples else None
 
     def summary(self, window_s: float = 900.0) -> dict:
-        """Per-provider and overall figures over the last `window_s` seconds."""
-        since = self.wall() - window_s
-        events = self.events(since=since)
-        attempts = [e for e in events if isinstance(e, AttemptEvent)]
-        requests = [e for e in events if isinstance(e, RequestEvent)]
-        providers: dict[str, dict] = {}
-        for name in sorted({a.provider for a in attempts}):
-            mine = [a for a in attempts if a.provider == name and a.outcome != "skipped"]
-            ok = [a for a in mine if a.outcome == "ok"]
-            decided = [a for a in mine if a.outcome in ("ok", "error")]
-            lat = [a.latency_ms for a in ok]
-            ttft = [a.ttft_ms for a in ok if a.ttft_ms is not None]
-            providers[name] = {
-                "attempts": len(mine),
-                "success_rate": (len(ok) / len(decided)) if decided else None,
-                "errors": dict(Counter(a.error_kind for a in mine if a.error_kind)),
-                "latency_ms": {f"p{int(q * 100)}": quantile(lat, q) for q in (0.5, 0.95, 0.99)},
-                "ttft_ms": {f"p{int(q * 100)}": quantile(ttft, q) for q in (0.5, 0.95, 0.99)},
-                "hedges": sum(1 for a in mine if a.hedge),
-                "hedges_won": sum(1 for a in ok if a.hedge),
-                "skipped": sum(1 for a in attempts if a.provider == name and a.outcome == "skipped"),
-                "tokens": {"input": sum(a.input_tokens or 0 for a in ok), "output": sum(a.output_tokens or 0 for a in ok)},
-                "transitions": [asdict(t) for t in events if isinstance(t, TransitionEvent) and t.provider == name],
-            }
-        tiers = Counter(r.tier for r in requests)
+        """Per-provider and overall figures over the last `window_s` seconds (JSON-ready)."""
+        with self._lock:
+            since = self.wall() - window_s
+            window = self._windows.get(window_s)
+            if window is None or since < window.since:  # new span, or the wall clock went back
+                window = self._windows[window_s] = _Window()
+                first = self._recorded - len(self._events)
+                for seq, event in enumerate(self._events, start=first):
+                    window.add(seq, event)
+            self._windows.move_to_end(window_s)
+            while len(self._windows) > _MAX_WINDOWS:
+                self._windows.popitem(last=False)
+            window.expire(since)
+            return {"window_s": window_s, **window.requests.summary(), "providers": window.providers_summary(),
+                    "totals": _json_totals(self._totals)}
+
+
+_MAX_WINDOWS = 8  # spans asked for (the policy's window, a test's): each costs a copy of the figures
+
+
+@dataclass
+class _RequestFigures:
+    requests: int = 0
+    tiers: Counter[str] = field(default_factory=Counter)
+    failovers: int = 0
+    hedges: int = 0
+    hedges_won: int = 0
+    restarts: int = 0
+
+    def add(self, r: RequestEvent, sign: int) -> None:
+        self.requests += sign
+        _bump(self.tiers, r.tier, sign)
+        self.failovers += sign * r.failovers
+        self.hedges += sign * r.hedges
+        self.hedges_won += sign * int(r.hedge_won)
+        self.restarts += sign * int(r.restarted)
+
+    def summary(self) -> dict:
+        return {"requests": self.requests, "tiers": dict(self.tiers),
+                "cache_hit_ratio": (self.tiers["cache"] / self.requests) if self.requests else None,
+                "failovers": self.failovers, "hedges": self.hedges, "hedges_won": self.hedges_won,
+                "restarts": self.restarts}
+
+
+@dataclass
+class _ProviderFigures:
+    seen: int = 0  # attempts of any outcome, skipped included: a provider shows once it has one
+    attempts: int = 0  # not skipped
+    ok: int = 0
+    decided: int = 0  # ok or error
+    skipped: int = 0
+    hedges: int = 0
+    hedges_won: int = 0
+    input_tokens: int = 0  # of successful attempts
+    output_tokens: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    latency: list[float] = field(default_factory=list)  # successful attempts', sorted
+    ttft: list[float] = field(default_factory=list)  # successful attempts', sorted
+    transitions: dict[int, TransitionEvent] = field(default_factory=dict)  # by sequence number: in order
+
+    def add(self, a: AttemptEvent, sign: int) -> None:
+        self.seen += sign
+        if a.outcome == "skipped":
+            self.skipped += sign
+            return
+        self.attempts += sign
+        self.hedges += sign * int(a.hedge)
+        self.decided += sign * int(a.outcome in ("ok", "error"))
+        if a.error_kind:
+            _bump(self.errors, a.error_kind, sign)
+        if a.outcome != "ok":
+            return
+        self.ok += sign
+        self.hedges_won += sign * int(a.hedge)
+        self.input_tokens += sign * (a.input_tokens or 0)
+        self.output_tokens += sign * (a.output_tokens or 0)
+        _sorted_change(self.latency, a.latency_ms, sign)
+        if a.ttft_ms is not None:
+            _sorted_change(self.ttft, a.ttft_ms, sign)
+
+    def summary(self) -> dict:
         return {
-            "window_s": window_s,
-            "requests": len(requests),
-            "tiers": dict(tiers),
-            "cache_hit_ratio": (tiers["cache"] / len(requests)) if requests else None,
-            "failovers": sum(r.failovers for r in requests),
-            "hedges": sum(r.hedges for r in requests),
-            "hedges_won": sum(1 for r in requests if r.hedge_won),
-            "restarts": sum(1 for r in requests if r.restarted),
-            "providers": providers,
-            "totals": self.totals(),
+            "attempts": self.attempts,
+            "success_rate": (self.ok / self.decided) if self.decided else None,
+            "errors": dict(self.errors),
+            "latency_ms": _quantiles(self.latency),
+            "ttft_ms": _quantiles(self.ttft),
+            "hedges": self.hedges,
+            "hedges_won": self.hedges_won,
+            "skipped": self.skipped,
+            "tokens": {"input": self.input_tokens, "output": self.output_tokens},
+            "transitions": [asdict(t) for t in self.transitions.values()],
         }
+
+
+class _Window:
+    """Running figures over the events recorded at or after `since` that the store still holds."""
+
+    def __init__(self) -> None:
+        self.since = -math.inf
+        self.members: dict[int, Event] = {}  # by sequence number
+        self.ages: list[tuple[float, int]] = []  # a heap of (at, sequence number); may hold dropped ones
+        self.requests = _RequestFigures()
+        self.providers: dict[str, _ProviderFigures] = {}
+
+    def add(self, seq: int, event: Event) -> None:
+        if isinstance(event, ProbeEvent):
+            return  # not summarised
+        self.members[seq] = event
+        heapq.heappush(self.ages, (event.at, seq))
+        self._change(seq, event, 1)
+
+    def drop(self, seq: int, event: Event) -> None:
+        """The store evicted this event."""
+        if self.members.pop(seq, None) is not None:
+            self._change(seq, event, -1)
+            if len(self.ages) > 2 * len(self.members) + 64:  # forget the dropped ones' heap entries
+                self.ages = [(e.at, s) for s, e in self.members.items()]
+                heapq.heapify(self.ages)
+
+    def expire(self, since: float) -> None:
+        self.since = since
+        while self.ages and self.ages[0][0] < since:
+            _, seq = heapq.heappop(self.ages)
+            event = self.members.pop(seq, None)
+            if event is not None:
+                self._change(seq, event, -1)
+
+    def _change(self, seq: int, event: Event, sign: int) -> None:
+        if isinstance(event, RequestEvent):
+            self.requests.add(event, sign)
+        elif isinstance(event, AttemptEvent):
+            self.providers.setdefault(event.provider, _ProviderFigures()).add(event, sign)
+        elif isinstance(event, TransitionEvent):
+            mine = self.providers.setdefault(event.provider, _ProviderFigures()).transitions
+            if sign > 0:
+                mine[seq] = event
+            else:
+                del mine[seq]
+
+    def providers_summary(self) -> dict[str, dict]:
+        return {name: self.providers[name].summary() for name in sorted(self.providers)
+                if self.providers[name].seen}
+
+
+def _bump(counter: Counter[str], key: str, sign: int) -> None:
+    counter[key] += sign
+    if not counter[key]:
+        del counter[key]
+
+
+def _sorted_change(values: list[float], value: float, sign: int) -> None:
+    if sign > 0:
+        insort(values, value)
+    else:
+        del values[bisect_left(values, value)]
+
+
+def _quantiles(data: list[float]) -> dict[str, float | None]:
+    return {f"p{int(q * 100)}": _sorted_quantile(data, q) for q in (0.5, 0.95, 0.99)}
+
+
+def _json_totals(totals: Counter[Total]) -> dict:
+    """Plain totals by name; each labelled family as a list of its labels and a count."""
+    out: dict = {}
+    for key, n in totals.items():
+        if isinstance(key, str):
+            out[key] = n
+        else:
+            out.setdefault(key.family, []).append({**asdict(key), "count": n})
+    return out
 
 
 def as_row(event: Event) -> dict:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from dataclasses import astuple
 
 from .breaker import CLOSED, HALF_OPEN, OPEN
+from .metrics import AttemptKey, TierKey, TokenKey, TransitionKey
 from .router import Router
 
 _BREAKER_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
@@ -58,10 +60,10 @@ def prometheus(router: Router) -> str:
     totals = router.metrics.totals()
     out: list[str] = []
 
-    def labelled(family_name: str) -> list[tuple[tuple, int]]:
-        """(label values, count) for every total in one family, sorted (None sorts as "")."""
-        rows = [(key[1:], n) for key, n in totals.items() if isinstance(key, tuple) and key[0] == family_name]
-        return sorted(rows, key=lambda row: tuple(v or "" for v in row[0]))
+    def labelled(family: type) -> list[tuple]:
+        """(key, count) for every total in one family, sorted by label values (None sorts as "")."""
+        rows = [(key, n) for key, n in totals.items() if isinstance(key, family)]
+        return sorted(rows, key=lambda row: tuple(v or "" for v in astuple(row[0])))
 
     def family(name: str, kind: str, help_: str, samples: list[tuple[dict, float]]) -> None:
         out.append(f"# HELP {name} {help_}")
@@ -71,13 +73,14 @@ def prometheus(router: Router) -> str:
             out.append(f"{name}{{{label_text}}} {_number(value)}" if label_text else f"{name} {_number(value)}")
 
     family("understudy_requests_total", "counter", "Requests answered, by tier.",
-           [({"tier": tier}, n) for (tier,), n in labelled("tier")] or [({}, 0)])
+           [({"tier": k.tier}, n) for k, n in labelled(TierKey)] or [({}, 0)])
     family("understudy_attempts_total", "counter", "Provider attempts by outcome and error kind.",
-           [({"provider": p, "outcome": o, "error_kind": k or "none"}, n) for (p, o, k), n in labelled("attempt")])
+           [({"provider": k.provider, "outcome": k.outcome, "error_kind": k.error_kind or "none"}, n)
+            for k, n in labelled(AttemptKey)])
     family("understudy_tokens_total", "counter", "Tokens billed by successful attempts.",
-           [({"provider": p, "direction": d}, n) for (p, d), n in labelled("tokens")])
+           [({"provider": k.provider, "direction": k.direction}, n) for k, n in labelled(TokenKey)])
     family("understudy_breaker_transitions_total", "counter", "Breaker transitions, by new state.",
-           [({"provider": p, "state": state}, n) for (p, state), n in labelled("transition")])
+           [({"provider": k.provider, "state": k.state}, n) for k, n in labelled(TransitionKey)])
     family("understudy_hedges_total", "counter", "Hedged requests started.", [({}, totals.get("hedges", 0))])
     family("understudy_hedges_won_total", "counter", "Hedges that answered.", [({}, totals.get("hedges_won", 0))])
     family("understudy_failovers_total", "counter", "Providers tried after the first.", [({}, totals.get("failovers", 0))])

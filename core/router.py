@@ -167,7 +167,8 @@ class Router:
         b = policy["breaker"]
         self.breakers = {
             p.name: Breaker(p.name, fail_max=b["fail_max"], reset_timeout=b["reset_timeout"],
-                            max_cooldown=b["max_cooldown"], clock=clock, on_transition=self.metrics.transition)
+                            max_cooldown=b["max_cooldown"], clock=clock, wall=wall,
+                            on_transition=self.metrics.record)
             for p in self.providers
         }
         c = policy["cache"]

@@ -51,8 +51,8 @@ HEALTH_ICON = {"ok": "🟢", "degraded": "🟡", "down": "🔴", "no key": "⚪"
 BREAKER_ICON = {"closed": "closed", "half-open": "half-open (trial)", "open": "open"}
 
 
-def frame(kind: type) -> pd.DataFrame:
-    data = [as_row(e) for e in r.metrics.events(kind)]
+def frame(events: list, kind: type) -> pd.DataFrame:
+    data = [as_row(e) for e in events if isinstance(e, kind)]
     df = pd.DataFrame(data)
     if not df.empty:
         df["time"] = pd.to_datetime(df["at"], unit="s")
@@ -87,8 +87,9 @@ def tiles() -> None:
 
 
 def charts() -> None:
-    attempts = frame(AttemptEvent)
-    requests = frame(RequestEvent)
+    events = r.metrics.events()  # one copy of the store per refresh, split by kind below
+    attempts = frame(events, AttemptEvent)
+    requests = frame(events, RequestEvent)
     if attempts.empty and requests.empty:
         st.info("No traffic yet. Ask something on the **Chat** page, or run the load generator on the **Chaos** "
                 "page, and the charts fill in here.", icon="📭")
@@ -147,7 +148,7 @@ def charts() -> None:
             fig = go.Figure()
         fig.update_layout(height=320, margin=dict(t=10, b=10), xaxis_title=None, legend_title=None)
         st.plotly_chart(fig, width="stretch", key="failovers")
-    transitions = frame(TransitionEvent)
+    transitions = frame(events, TransitionEvent)
     if not transitions.empty:
         st.subheader("Breaker transitions")
         st.dataframe(transitions[["time", "provider", "old", "new", "cooldown_s", "reason"]].iloc[::-1],

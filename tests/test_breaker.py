@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from core.breaker import Breaker
+from core.breaker import Breaker, MemoryBreakerStore
+from core.metrics import TransitionEvent
 
 
 class Clock:
@@ -17,7 +18,7 @@ class Clock:
 
 def make(**kw):
     clock, events = Clock(), []
-    return Breaker("p", clock=clock, on_transition=events.append, **kw), clock, events
+    return Breaker("p", clock=clock, wall=lambda: 1000 + clock.now, on_transition=events.append, **kw), clock, events
 
 
 def test_opens_after_consecutive_failures_and_a_success_resets_the_count():
@@ -100,8 +101,69 @@ def test_a_successful_probe_shortens_the_wait_for_a_trial():
 
 
 def test_reset_closes_and_forgets():
-    b, clock, events = make(fail_max=1)
+    b, clock, events = make(fail_max=2)
+    b.failure("x")
     b.failure("x")
     b.reset()
-    assert b.state == "closed" and b.failures == 0 and b.allow()
+    assert b.state == "closed" and b.allow()
     assert events[-1].reason == "reset by operator"
+    b.failure("x")
+    b.reset()  # forgets a count while closed too
+    b.failure("x")
+    assert b.state == "closed"
+    b.failure("x")
+    assert b.state == "open"
+
+
+def test_transitions_are_the_metrics_events_stamped_with_wall_time():
+    b, clock, events = make(fail_max=1, reset_timeout=5)
+    clock.now = 2
+    b.failure("x")
+    assert events == [TransitionEvent(1002, "p", "closed", "open", "1 failures in a row, last: x", 5)]
+
+
+# -- the state-storage seam: breakers of several replicas on one store -------------------------------------
+
+class RacingStore(MemoryBreakerStore):
+    """Runs each change once on a stale copy first, as a compare-and-set store does when another
+    writer got in first: a change must be pure for the result to stay right."""
+
+    def update(self, name, change):
+        change(self.read(name))
+        return super().update(name, change)
+
+
+def replicas(n, store, **kw):
+    clock, events = Clock(), []
+    return [Breaker("p", clock=clock, wall=clock, on_transition=events.append, store=store, **kw)
+            for _ in range(n)], clock, events
+
+
+def test_a_breaker_opened_on_one_replica_is_open_on_the_others():
+    (a, b), clock, _ = replicas(2, MemoryBreakerStore(), fail_max=2, reset_timeout=5)
+    a.failure("x")
+    b.failure("x")  # the count is shared too
+    assert a.state == b.state == "open" and b.allow() is None and b.retry_in() == 5
+
+
+def test_the_fleet_sends_one_half_open_trial_and_each_transition_is_emitted_once():
+    breakers, clock, events = replicas(8, RacingStore(), fail_max=1, reset_timeout=5)
+    breakers[0].failure("x")
+    clock.now = 5
+    barrier = threading.Barrier(32)
+    permits = []
+
+    def try_it(b):
+        barrier.wait()
+        permits.append((b, b.allow()))
+
+    threads = [threading.Thread(target=try_it, args=(breakers[i % 8],)) for i in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ((owner, trial),) = [(b, p) for b, p in permits if p is not None]
+    other = next(b for b in breakers if b is not owner)
+    other.success(trial)  # the trial's outcome may be reported through any replica
+    assert owner.state == "closed"
+    assert [(e.old, e.new) for e in events] == [("closed", "open"), ("open", "half-open"), ("half-open", "closed")]
