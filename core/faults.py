@@ -23,7 +23,7 @@ FAULT_KINDS = (
     "reset",        # TCP reset before any byte
     "silence",      # accept, read the request, never answer (for `seconds`; 0: until the client gives up)
     "latency",      # wait `seconds` before answering normally
-    "slow_first",   # headers and preamble at once, the first text `seconds` later than it would come
+    "slow_first",   # headers and preamble at once, the first text after `seconds`
     "cut",          # `after` text chunks, then the connection dies mid-body
     "stall",        # `after` text chunks, then silence for `seconds` (0: until the client gives up), then the rest
     "malformed",    # one garbled frame after `after` text chunks, then the rest

@@ -234,17 +234,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         self.end_headers()
         try:
-            for frame in disturb(self._paced(frames), fault, wire.dialect, self):
+            # A slow first token replaces the usual first delay rather than adding to it.
+            paced = self._paced(frames, first_delay=fault.kind != "slow_first")
+            for frame in disturb(paced, fault, wire.dialect, self):
                 self._chunk(frame)
             self._end()
         except OSError:
             self.close_connection = True  # the client went away; nothing to tell anyone
 
-    def _paced(self, frames: Frames) -> Iterator[bytes]:
+    def _paced(self, frames: Frames, *, first_delay: bool = True) -> Iterator[bytes]:
         """The frames at the simulated model's pace: the first text after `first_delay`, then one
         every `chunk_delay`."""
         yield from frames.preamble
-        self.pause(self.sim.first_wait())
+        if first_delay:
+            self.pause(self.sim.first_wait())
         for i, frame in enumerate(frames.text):
             if i:
                 self.pause(self.sim.chunk_delay)
