@@ -11,25 +11,18 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import httpx2
 
 from . import cancel
-from .simulator.server import Fault
-from .simulator.wire import STATUS_FLAVOUR, WIRES
-
-# Faults the transport can apply (the in-band refusal needs a model's cooperation: the
-# content-filter *status* stands in for it here).
-TRANSPORT_FAULTS = ("status", "reset", "silence", "latency", "slow_first", "cut", "stall", "malformed",
-                    "error_event", "no_end")
-_STREAM_FAULTS = ("slow_first", "cut", "stall", "malformed", "error_event", "no_end")
+from .faults import STREAM_FAULTS, TRANSPORT_FAULTS, Dialect, Fault, before_reply, disturb, error_reply
+from .providers import kinds
 
 
 @dataclass(frozen=True)
@@ -55,15 +48,7 @@ class Injection:
         return True
 
     def describe(self) -> str:
-        f = self.fault
-        what = {
-            "status": f"HTTP {f.status} ({f.flavour})" + (f", Retry-After {f.retry_after:g}s" if f.retry_after else ""),
-            "reset": "connection reset", "silence": "silence (never answers)",
-            "latency": f"+{f.seconds:g}s latency", "slow_first": f"first token after {f.seconds:g}s",
-            "cut": f"stream cut after {f.after} chunks", "stall": f"stream stalls {f.seconds:g}s after {f.after} chunks",
-            "malformed": f"malformed chunk after {f.after} chunks",
-            "error_event": f"error event after {f.after} chunks", "no_end": f"stream ends early after {f.after} chunks",
-        }[f.kind]
+        what = self.fault.describe()
         if self.probability < 1:
             what += f", {self.probability:.0%} of requests"
         if self.flap_down and self.flap_up:
@@ -147,109 +132,92 @@ class Chaos:
             self._manual.clear()
             self._playing = None
 
-    # -- reading -----------------------------------------------------------------------------------
+    # -- reading (never changes anything) ----------------------------------------------------------
     def injection(self, provider: str) -> Injection | None:
         """The fault in force for this provider now (manual settings win over a scenario)."""
-        now = self._clock()
-        with self._lock:
-            if provider in self._manual:
-                return self._manual[provider]
-            playing = self._playing
-            if playing is None:
-                return None
-            elapsed = now - playing.started
-            if elapsed >= playing.scenario.duration:
-                self._playing = None
-                return None
-        current = None
-        for step in playing.scenario.steps:
-            if step.at > elapsed:
-                break
-            hits = step.target == -1 or (step.target < len(playing.names) and playing.names[step.target] == provider)
-            if hits:
-                current = replace(step.injection, since=playing.started + step.at) if step.injection else None
-        return current
+        return self._read(provider)[1]
 
     def strike(self, provider: str) -> Fault | None:
         """The fault to apply to one request now, after probability and flapping, or None."""
-        injection = self.injection(provider)
-        if injection is None or not injection.down_now(self._clock()):
+        now, injection = self._read(provider)
+        if injection is None or not injection.down_now(now):
             return None
         if injection.probability < 1 and self._rng.random() >= injection.probability:
             return None
         return injection.fault
 
     def state(self) -> dict[str, Any]:
-        """What is on, for the UI: per-provider descriptions and the scenario clock."""
+        """What is on, for the UI: per-provider descriptions and the scenario clock, as of one moment."""
         with self._lock:
-            manual = dict(self._manual)
-            playing = self._playing
+            now = self._clock()
+            manual, playing = dict(self._manual), self._playing_at(now)
         out: dict[str, Any] = {"providers": {}, "scenario": None}
-        names = set(manual) | set(playing.names if playing else ())
-        for name in names:
-            injection = self.injection(name)
+        for name in set(manual) | set(playing.names if playing else ()):
+            injection = manual.get(name) or _scheduled(name, now, playing)
             if injection is not None:
                 out["providers"][name] = injection.describe()
-        if playing is not None and self._playing is not None:
+        if playing is not None:
             out["scenario"] = {"name": playing.scenario.name, "title": playing.scenario.title,
-                               "elapsed": round(self._clock() - playing.started, 1),
-                               "duration": playing.scenario.duration}
+                               "elapsed": round(now - playing.started, 1), "duration": playing.scenario.duration}
         return out
 
-    @property
-    def active(self) -> bool:
+    def _read(self, provider: str) -> tuple[float, Injection | None]:
         with self._lock:
-            return bool(self._manual) or self._playing is not None
+            now = self._clock()
+            if (injection := self._manual.get(provider)) is not None:
+                return now, injection
+            playing = self._playing_at(now)
+        return now, _scheduled(provider, now, playing)
+
+    def _playing_at(self, now: float) -> _Playing | None:
+        """The scenario playing at `now`, or None once it is over (it stays in place: reading changes
+        nothing). Call with the lock held."""
+        playing = self._playing
+        if playing is None or now - playing.started >= playing.scenario.duration:
+            return None
+        return playing
+
+
+def _scheduled(provider: str, now: float, playing: _Playing | None) -> Injection | None:
+    """The injection a scenario's timeline has on this provider at `now`."""
+    if playing is None:
+        return None
+    current = None
+    for step in playing.scenario.steps:
+        if step.at > now - playing.started:
+            break
+        if step.target == -1 or (step.target < len(playing.names) and playing.names[step.target] == provider):
+            current = replace(step.injection, since=playing.started + step.at) if step.injection else None
+    return current
 
 
 # -- the transport ---------------------------------------------------------------------------------
-_TEXT = re.compile(rb'"(text|content)"\s*:\s*"[^"]')
-
-
-def _frames(chunks: Iterator[bytes], ndjson: bool) -> Iterator[bytes]:
-    """Re-cut a byte stream into protocol frames (SSE events or NDJSON lines), separators kept."""
-    buffer = b""
-    separators = (b"\n",) if ndjson else (b"\r\n\r\n", b"\n\n")
-    for chunk in chunks:
-        buffer += chunk
-        while True:
-            cuts = [(buffer.find(s), s) for s in separators if buffer.find(s) != -1]
-            if not cuts:
-                break
-            at, sep = min(cuts)
-            yield buffer[: at + len(sep)]
-            buffer = buffer[at + len(sep):]
-    if buffer:
-        yield buffer
-
-
 def _transport_class(lib: Any) -> type:
+    class Peer:
+        """Plays a fault's waits and hang-ups as this HTTP library's client would meet them."""
+
+        def __init__(self, read_timeout: float | None) -> None:
+            self.read_timeout = read_timeout
+            self.replied = False
+
+        def pause(self, seconds: float) -> None:
+            _wait(lib, seconds, self.read_timeout)
+
+        def hang_up(self) -> NoReturn:
+            if self.replied:
+                raise lib.RemoteProtocolError(
+                    "peer closed connection without sending complete message body (incomplete chunked read)")
+            raise lib.RemoteProtocolError("Server disconnected without sending a response.")
+
+        def reset(self) -> NoReturn:
+            raise lib.ReadError("[Errno 104] Connection reset by peer")
+
     class FaultStream(lib.SyncByteStream):
-        def __init__(self, inner: Any, fault: Fault, kind: str, read_timeout: float | None) -> None:
-            self.inner, self.fault, self.kind, self.read_timeout = inner, fault, kind, read_timeout
+        def __init__(self, inner: Any, fault: Fault, dialect: Dialect, peer: Peer) -> None:
+            self.inner, self.fault, self.dialect, self.peer = inner, fault, dialect, peer
 
         def __iter__(self) -> Iterator[bytes]:
-            f, wire = self.fault, WIRES[self.kind]
-            if f.kind == "slow_first":
-                _wait(lib, f.seconds, self.read_timeout)
-            texts = 0
-            for frame in _frames(iter(self.inner), wire.stream_type == "application/x-ndjson"):
-                is_text = bool(_TEXT.search(frame))
-                if is_text and texts == f.after and f.kind in ("cut", "stall", "malformed", "error_event", "no_end"):
-                    if f.kind == "cut":
-                        raise lib.RemoteProtocolError(
-                            "peer closed connection without sending complete message body (incomplete chunked read)")
-                    if f.kind == "stall":
-                        _wait(lib, f.seconds, self.read_timeout)
-                    elif f.kind == "malformed":
-                        yield wire.malformed()
-                    elif f.kind == "error_event":
-                        yield wire.stream_error("model")
-                        return
-                    else:
-                        return
-                texts += is_text
-                yield frame
+            return disturb(self.dialect.split(self.inner), self.fault, self.dialect, self.peer)
 
         def close(self) -> None:
             self.inner.close()
@@ -257,36 +225,26 @@ def _transport_class(lib: Any) -> type:
     class ChaosTransport(lib.BaseTransport):
         """Passes requests to the real transport, or fails them as the chaos settings say."""
 
-        def __init__(self, provider: str, kind: str, chaos: Chaos) -> None:
-            self.provider, self.kind, self.chaos = provider, kind, chaos
+        def __init__(self, provider: str, dialect: Dialect, chaos: Chaos) -> None:
+            self.provider, self.dialect, self.chaos = provider, dialect, chaos
             self.inner = lib.HTTPTransport()
 
         def handle_request(self, request: Any) -> Any:
             fault = self.chaos.strike(self.provider)
             if fault is None:
-                return self.inner.handle_request(request)
-            read_timeout = (request.extensions.get("timeout") or {}).get("read")
+                return self.inner.handle_request(request)  # no fault: the real response, untouched
             if fault.kind == "status":
-                status = fault.status or 500
-                flavour = fault.flavour or STATUS_FLAVOUR.get(status, "server")
-                headers = {"content-type": "application/json", "x-request-id": "req_chaos"}
-                if fault.retry_after is not None:
-                    headers["retry-after"] = f"{fault.retry_after:g}"
-                body = WIRES[self.kind].error(status, flavour, _model(request), fault.retry_after)
-                return lib.Response(status, headers=headers, content=json.dumps(body).encode(), request=request)
-            if fault.kind == "reset":
-                raise lib.ReadError("[Errno 104] Connection reset by peer")
-            if fault.kind == "silence":
-                _wait(lib, float("inf"), read_timeout)
-            if fault.kind == "latency":
-                _wait(lib, fault.seconds, read_timeout)
+                reply = error_reply(fault, self.dialect, _model(request), dict(request.headers))
+                return lib.Response(reply.status, headers=reply.headers, content=reply.body, request=request)
+            peer = Peer((request.extensions.get("timeout") or {}).get("read"))
+            before_reply(fault, peer)
             response = self.inner.handle_request(request)
-            streaming = response.headers.get("content-type", "").split(";")[0] in (
-                "text/event-stream", "application/x-ndjson")
-            if fault.kind not in _STREAM_FAULTS or not streaming:
+            streaming = response.headers.get("content-type", "").split(";")[0] == self.dialect.content_type
+            if fault.kind not in STREAM_FAULTS or not streaming:
                 return response
+            peer.replied = True
             return lib.Response(response.status_code, headers=response.headers, request=request,
-                                stream=FaultStream(response.stream, fault, self.kind, read_timeout),
+                                stream=FaultStream(response.stream, fault, self.dialect, peer),
                                 extensions=response.extensions)
 
         def close(self) -> None:
@@ -317,5 +275,6 @@ _CLASSES = {"httpx": _transport_class(httpx), "httpx2": _transport_class(httpx2)
 
 
 def transport_for(kind: str, provider: str, chaos: Chaos) -> Any:
-    """The chaos transport for one provider entry, built on the HTTP library its SDK uses."""
-    return _CLASSES["httpx" if kind == "ollama" else "httpx2"](provider, kind, chaos)
+    """The chaos transport for one provider entry, on the HTTP library its SDK uses."""
+    record = kinds()[kind]
+    return _CLASSES[record.http](provider, record.dialect, chaos)

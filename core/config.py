@@ -17,42 +17,19 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from .files import NotAFile, read_regular_file
+from .providers import kinds
 from .redact import looks_like_key, redact
+
+if TYPE_CHECKING:
+    from .providers.base import ProviderKind
 
 DEFAULT_FILE = "understudy.toml"
 CONFIG_ENV = "UNDERSTUDY_CONFIG"
 MAX_CONFIG_BYTES = 1 << 20  # far more than any chain needs; a larger "config" is a mistake
-
-
-@dataclass(frozen=True)
-class KindInfo:
-    """What a provider kind is, declared as data."""
-
-    kind: str
-    label: str  # the entry name used when the chain is built from the environment
-    default_model: str
-    key_envs: tuple[str, ...]  # first one set wins
-    needs_key: bool = True
-    default_base_url: str | None = None  # passed to the client when the entry has none (ollama)
-    public_url: str = ""  # where the SDK goes by default: shown, never passed
-
-
-KINDS: dict[str, KindInfo] = {
-    "anthropic": KindInfo("anthropic", "claude", "claude-sonnet-4-5", ("ANTHROPIC_API_KEY",),
-                          public_url="https://api.anthropic.com"),
-    "openai": KindInfo("openai", "gpt", "gpt-5-mini", ("OPENAI_API_KEY",), public_url="https://api.openai.com/v1"),
-    # google-genai itself prefers GOOGLE_API_KEY when both are set; so do we.
-    "gemini": KindInfo("gemini", "gemini", "gemini-2.5-flash", ("GOOGLE_API_KEY", "GEMINI_API_KEY"),
-                       public_url="https://generativelanguage.googleapis.com"),
-    "ollama": KindInfo(
-        "ollama", "ollama", "llama3.2", ("OLLAMA_API_KEY",), needs_key=False,
-        default_base_url="http://127.0.0.1:11434",
-    ),
-}
 
 
 class ConfigError(ValueError):
@@ -180,8 +157,8 @@ class ProviderEntry:
     idle_timeout: float = 10.0
 
     @property
-    def info(self) -> KindInfo:
-        return KINDS[self.kind]
+    def info(self) -> ProviderKind:
+        return kinds()[self.kind]
 
     @property
     def endpoint(self) -> str:
@@ -282,11 +259,11 @@ def from_environment(*, env: Mapping[str, str] | None = None, secrets: Mapping[s
     env = os.environ if env is None else env
     policy = Policy.defaults()
     entries = []
-    for info in KINDS.values():
+    for info in kinds().values():
         key = _lookup_key(info.key_envs, env, secrets)
         if info.needs_key and key is None:
             continue
-        if not info.needs_key and not env.get("OLLAMA_HOST"):
+        if not info.needs_key and not (info.host_env and env.get(info.host_env)):
             continue
         entries.append(_entry(info.label, info.kind, info.default_model, None, None, key, policy, {}, env))
     return Config(providers=tuple(entries), policy=policy, source="environment")
@@ -351,18 +328,18 @@ def _parse_entry(raw, key, where, policy, env, secrets) -> ProviderEntry:
             raise ConfigError(where, f"{key}.{k}", "unknown key", _suggest(k, list(PROVIDER_KEYS), "remove it"))
     for k in ("name", "kind", "model"):
         if not isinstance(raw.get(k), str) or not raw[k].strip():
-            hint = {"kind": "one of " + ", ".join(KINDS), "name": "a unique label such as \"claude\"",
+            hint = {"kind": "one of " + ", ".join(kinds()), "name": "a unique label such as \"claude\"",
                     "model": "the model id, e.g. \"claude-sonnet-4-5\""}[k]
             raise ConfigError(where, f"{key}.{k}", "missing" if k not in raw else "must be a non-empty string",
                               f"set {k} = {hint}")
     name, kind, model = raw["name"].strip(), raw["kind"].strip(), raw["model"].strip()
-    if kind not in KINDS:
-        raise ConfigError(where, f"{key}.kind", f"unknown kind {kind!r}", _suggest(kind, list(KINDS), "use one of " + ", ".join(KINDS)))
+    if kind not in kinds():
+        raise ConfigError(where, f"{key}.kind", f"unknown kind {kind!r}", _suggest(kind, list(kinds()), "use one of " + ", ".join(kinds())))
     base_url = raw.get("base_url")
     if base_url is not None:
         _check_url(base_url, f"{key}.base_url", where)
     key_env = _check_key_env(raw.get("api_key_env"), f"{key}.api_key_env", where)
-    info = KINDS[kind]
+    info = kinds()[kind]
     api_key = _lookup_key((key_env,) if key_env else info.key_envs, env, secrets)
     overrides = {}
     for k in ("connect_timeout", "first_token_timeout", "idle_timeout"):
@@ -425,9 +402,10 @@ def _check_key_env(value: Any, key: str, where: str) -> str | None:
 
 
 def _entry(name, kind, model, base_url, key_env, api_key, policy, overrides, env) -> ProviderEntry:
-    if kind == "ollama" and base_url is None and env.get("OLLAMA_HOST"):
-        base_url = _ollama_host(env["OLLAMA_HOST"])
-        _check_url(base_url, "OLLAMA_HOST", "environment")
+    host_env = kinds()[kind].host_env
+    if host_env and base_url is None and env.get(host_env):
+        base_url = _host_url(env[host_env])
+        _check_url(base_url, host_env, "environment")
     t = policy["timeouts"]
     return ProviderEntry(
         name=name, kind=kind, model=model, base_url=base_url, api_key_env=key_env, api_key=api_key,
@@ -437,7 +415,7 @@ def _entry(name, kind, model, base_url, key_env, api_key, policy, overrides, env
     )
 
 
-def _ollama_host(value: str) -> str:
+def _host_url(value: str) -> str:
     # OLLAMA_HOST may be a bare "host:port", as the ollama CLI accepts.
     value = value.strip()
     return value if "://" in value else f"http://{value}"

@@ -4,8 +4,9 @@ so the whole real path (SDKs, breakers, router, dashboard, chaos) works with zer
 
 from __future__ import annotations
 
-from .config import KINDS, Config, Policy, ProviderEntry, Secret
+from .config import Config, Policy, ProviderEntry, Secret
 from .offline import DEFAULT_FAQ, Faq
+from .providers import kinds
 from .simulator import SimServer
 
 DEMO_KEY = "demo-key-not-a-secret-0000"
@@ -31,14 +32,14 @@ class Demo:
         self.servers = {
             kind: SimServer(kind, responder=demo_responder, chunk_delay=chunk_delay, first_delay=first_delay,
                             api_key=DEMO_KEY, keep=100).start()
-            for kind in KINDS
+            for kind in kinds()
         }
 
     def config(self, policy: Policy | None = None) -> Config:
         entries = tuple(
             ProviderEntry(name=info.label, kind=kind, model=f"{info.default_model}-sim", base_url=self.servers[kind].url,
                           api_key=Secret(DEMO_KEY))
-            for kind, info in KINDS.items()
+            for kind, info in kinds().items()
         )
         return Config(providers=entries, policy=policy or Policy.defaults(), source="demo mode")
 

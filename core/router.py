@@ -42,7 +42,8 @@ from .config import Config, ConfigError
 from .errors import ErrorKind, ProviderError
 from .metrics import AttemptEvent, Metrics, ProbeEvent, RequestEvent
 from .offline import Faq, FollowUps
-from .providers import Provider, build
+from .providers import build
+from .providers.base import Provider
 from .redact import redact
 from .store import database_url
 

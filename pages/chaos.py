@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.chat import ChatRequest
 from core.chaos import SCENARIOS
-from core.simulator import Fault
+from core.faults import MID_STREAM, Fault
 from pages.shared import admin_unlocked, banners, router, seconds
 
 r = router()
@@ -71,7 +71,7 @@ for i, provider in enumerate(r.providers):
         if kind in ("latency", "slow_first", "stall"):
             seconds_ = cols[1].number_input("Seconds", 0.1, 120.0, 20.0 if kind != "latency" else 2.0, 0.5,
                                             key=f"seconds_{i}")
-        if kind in ("cut", "stall", "malformed", "error_event", "no_end"):
+        if kind in MID_STREAM:
             after = int(cols[2].number_input("After N text chunks", 0, 1000, 5, 1, key=f"after_{i}"))
         rate = cols[3].slider("Error rate %", 0, 100, 100, 5, key=f"rate_{i}")
         flap_cols = st.columns([1, 1, 1, 1.2, 1.2])

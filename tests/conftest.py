@@ -4,20 +4,50 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import pytest
 
+from core.chat import TextDelta
 from core.config import Config, Policy, ProviderEntry, Secret
-from core.providers import build
+from core.errors import ErrorKind
+from core.faults import Fault
+from core.providers import build, kinds
 from core.router import Router
 from core.simulator import SimServer
 
 ROOT = Path(__file__).resolve().parent.parent
-KINDS = ("anthropic", "openai", "gemini", "ollama")
+KINDS = tuple(kinds())
 KEY = "sk-test-0123456789abcdef"
 # Short enough to keep silence and stall tests quick, long enough for a loaded 2-core CI box.
 IDLE = 0.8
+
+# Every fault in shared/reference/failure-catalogue.md, as it reaches one adapter, and the kind it
+# must map to. Recovery (retry, fail over) is the router's job; here only the mapping is checked.
+FAULTS = {
+    "S01 429 with Retry-After": (Fault.http(429, retry_after=2), ErrorKind.RATE_LIMITED),
+    "S02 429 without Retry-After": (Fault.http(429), ErrorKind.RATE_LIMITED),
+    "S03 500": (Fault.http(500), ErrorKind.SERVER),
+    "S04 503": (Fault.http(503), ErrorKind.OVERLOADED),
+    "S04 529": (Fault.http(529), ErrorKind.OVERLOADED),
+    "502": (Fault.http(502), ErrorKind.SERVER),
+    "S05 reset": (Fault("reset"), ErrorKind.CONNECTION),
+    "S06 silence": (Fault("silence", seconds=30), ErrorKind.TIMEOUT),
+    "S07 slow first token": (Fault("slow_first", seconds=30), ErrorKind.TIMEOUT),
+    "S08 cut mid-stream": (Fault("cut", after=40), ErrorKind.STREAM_BROKEN),
+    "S09 stall mid-stream": (Fault("stall", after=20, seconds=30), ErrorKind.STREAM_BROKEN),
+    "S10 malformed chunk": (Fault("malformed", after=10), ErrorKind.STREAM_BROKEN),
+    "in-stream error event": (Fault("error_event", after=5), ErrorKind.STREAM_BROKEN),
+    "missing end marker": (Fault("no_end", after=40), ErrorKind.STREAM_BROKEN),
+    "S12 context length": (Fault.http(flavour="context_length"), ErrorKind.CONTEXT_LENGTH),
+    "S13 content filter (400)": (Fault.http(flavour="content_filter"), ErrorKind.CONTENT_FILTERED),
+    "401": (Fault.http(401), ErrorKind.AUTH),
+    "403": (Fault.http(403), ErrorKind.AUTH),
+    "404 unknown model": (Fault.http(404), ErrorKind.NOT_FOUND),
+    "400 bad request": (Fault.http(400), ErrorKind.BAD_REQUEST),
+    "S14 prefill rejected": (Fault.http(flavour="prefill"), ErrorKind.BAD_REQUEST),
+}
 
 
 def service_missing(why: str) -> None:
@@ -70,6 +100,20 @@ def adapters():
     yield make
     for provider in built:
         provider.close()
+
+
+def drain(provider, request):
+    """Collect one adapter's `stream()`: (the text, its StreamEnd)."""
+    pieces, end = [], None
+    with warnings.catch_warnings():
+        # google-genai warns (and carries on) when a finishReason is not in its enum yet.
+        warnings.simplefilter("ignore", UserWarning)
+        for item in provider.stream(request):
+            if isinstance(item, TextDelta):
+                pieces.append(item.text)
+            else:
+                end = item
+    return "".join(pieces), end
 
 
 def toml_for(servers: list[SimServer], extra: str = "", key_env: str = "SIM_KEY") -> str:

@@ -13,27 +13,15 @@ from core.config import Config, Policy
 from core.errors import ErrorKind, ProviderError
 from core.providers import build
 from core.router import Router
+from core.faults import TRANSPORT_FAULTS
 from core.simulator import Fault
-from tests.conftest import KINDS, entry_for
+from tests.conftest import FAULTS, KINDS, drain, entry_for
 
 Q = ChatRequest.ask("Is the primary down?")
 
-TRANSPORT_FAULTS = {
-    "429": (Fault.http(429, retry_after=4), ErrorKind.RATE_LIMITED),
-    "529": (Fault.http(529), ErrorKind.OVERLOADED),
-    "500": (Fault.http(500), ErrorKind.SERVER),
-    "401": (Fault.http(401), ErrorKind.AUTH),
-    "context": (Fault.http(flavour="context_length"), ErrorKind.CONTEXT_LENGTH),
-    "filter": (Fault.http(flavour="content_filter"), ErrorKind.CONTENT_FILTERED),
-    "reset": (Fault("reset"), ErrorKind.CONNECTION),
-    "silence": (Fault("silence"), ErrorKind.TIMEOUT),
-    "slow_first": (Fault("slow_first", seconds=30), ErrorKind.TIMEOUT),
-    "cut": (Fault("cut", after=5), ErrorKind.STREAM_BROKEN),
-    "stall": (Fault("stall", after=5, seconds=30), ErrorKind.STREAM_BROKEN),
-    "malformed": (Fault("malformed", after=5), ErrorKind.STREAM_BROKEN),
-    "error_event": (Fault("error_event", after=5), ErrorKind.STREAM_BROKEN),
-    "no_end": (Fault("no_end", after=5), ErrorKind.STREAM_BROKEN),
-}
+# The catalogue's faults that need no model's cooperation: all but the in-band refusals.
+INJECTABLE = {name: case for name, case in FAULTS.items() if case[0].kind in TRANSPORT_FAULTS}
+INJECTABLE["silence until the client gives up"] = (Fault("silence"), ErrorKind.TIMEOUT)
 
 
 @pytest.fixture
@@ -53,38 +41,38 @@ def chaotic(sims):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("name", list(TRANSPORT_FAULTS))
+@pytest.mark.parametrize("name", list(INJECTABLE))
 def test_injected_faults_look_real_to_the_sdk(kind, name, chaotic):
     provider, chaos, server = chaotic(kind)
-    fault, expected = TRANSPORT_FAULTS[name]
+    fault, expected = INJECTABLE[name]
     chaos.set(kind, fault)
     with pytest.raises(ProviderError) as caught:
-        provider.complete(Q)
+        drain(provider, Q)
     assert caught.value.kind is expected
-    if name == "429":
-        assert caught.value.retry_after == 4
+    if fault.retry_after:
+        assert caught.value.retry_after == fault.retry_after
     chaos.clear(kind)
-    assert provider.complete(Q).finish_reason == "stop"  # off again from the next request
+    assert drain(provider, Q)[1].finish_reason == "stop"  # off again from the next request
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_short_stall_or_latency_is_survived(kind, chaotic):
     provider, chaos, server = chaotic(kind)
     chaos.set(kind, Fault("stall", after=3, seconds=0.1))
-    assert provider.complete(Q).finish_reason == "stop"
+    assert drain(provider, Q)[1].finish_reason == "stop"
     chaos.set(kind, Fault("latency", seconds=0.1))
-    assert provider.complete(Q).finish_reason == "stop"
+    assert drain(provider, Q)[1].finish_reason == "stop"
 
 
 def test_status_faults_never_reach_the_server_stream_faults_do(chaotic):
     provider, chaos, server = chaotic("openai")
     chaos.set("openai", Fault.http(503))
     with pytest.raises(ProviderError):
-        provider.complete(Q)
+        drain(provider, Q)
     assert server.chat_requests() == []
     chaos.set("openai", Fault("cut", after=2))
     with pytest.raises(ProviderError):
-        provider.complete(Q)
+        drain(provider, Q)
     assert len(server.chat_requests()) == 1
 
 
@@ -115,7 +103,7 @@ def test_scenarios_play_as_timelines_and_end():
         now[0] = t
         timeline[t] = [n for n in "abcd" if chaos.strike(n) is not None]
     assert timeline == {1: ["a"], 21: ["b"], 41: ["c"], 61: [], 81: []}
-    assert chaos.state()["scenario"] is None and not chaos.active
+    assert chaos.state() == {"providers": {}, "scenario": None}
 
 
 def test_state_describes_what_is_on_and_reset_clears_everything():
@@ -129,7 +117,8 @@ def test_state_describes_what_is_on_and_reset_clears_everything():
                                   "gpt": "first token after 6s"}
     assert state["scenario"]["name"] == "slow_primary" and state["scenario"]["elapsed"] == 3
     chaos.reset()
-    assert chaos.state() == {"providers": {}, "scenario": None} and not chaos.active
+    assert chaos.state() == {"providers": {}, "scenario": None}
+    assert all(chaos.strike(name) is None for name in ("claude", "gpt"))
 
 
 def test_every_named_scenario_is_well_formed():
@@ -192,3 +181,13 @@ def test_the_router_built_from_config_drives_chaos_through_every_layer(sims):
             assert not t.is_alive()
     finally:
         router.close()
+
+
+def test_state_is_read_at_one_moment_even_as_the_clock_moves():
+    # A clock that moves on at every reading: what state() reports must still agree with itself.
+    ticks = iter([0.0, 59.5, 60.5, 61.5])
+    chaos = Chaos(clock=lambda: next(ticks))
+    chaos.play("slow_primary", ["gpt"])  # at 0; the scenario lasts 60 s
+    state = chaos.state()
+    assert state["providers"] == {"gpt": "first token after 6s"}
+    assert state["scenario"]["elapsed"] == 59.5 < state["scenario"]["duration"]

@@ -9,10 +9,11 @@ import warnings
 
 import pytest
 
-from core.chat import ChatRequest, StreamEnd, TextDelta
+from core.chat import ChatRequest, StreamEnd
 from core.errors import ErrorKind, ProviderError
 from core.router import Delta, Done, Restart
 from core.simulator import Fault
+from tests.conftest import drain
 
 
 NORMAL = {"anthropic": ("end_turn", "stop_sequence"), "openai": ("stop",), "gemini": ("STOP",), "ollama": ("stop",)}
@@ -34,19 +35,6 @@ def cases(table):
 
 def other_kind(kind: str) -> str:
     return "gemini" if kind == "openai" else "openai"
-
-
-def drain(provider, request):
-    pieces, end = [], None
-    with warnings.catch_warnings():
-        # google-genai warns (and carries on) when a finishReason is not in its enum yet.
-        warnings.simplefilter("ignore", UserWarning)
-        for item in provider.stream(request):
-            if isinstance(item, TextDelta):
-                pieces.append(item.text)
-            else:
-                end = item
-    return "".join(pieces), end
 
 
 Q = ChatRequest.ask("Is this answer whole?")

@@ -18,7 +18,7 @@ from core.metrics import TransitionEvent, as_row
 from core.redact import looks_like_key, mask, redact
 from core.router import Router
 from core.simulator import Fault, SimServer
-from tests.conftest import KEY, KINDS, toml_for
+from tests.conftest import KEY, KINDS, drain, toml_for
 
 Q = ChatRequest.ask("What is an understudy?")
 ANT = "sk-ant-api03-Zx9fake0fake1fake2fake3fake4-7f3c"
@@ -82,7 +82,7 @@ def test_an_error_body_echoing_the_request_headers_leaves_no_key(kind, sims, ada
     server = sims(kind)
     server.push(Fault.http(500, echo_headers=True))
     with pytest.raises(ProviderError) as caught:
-        adapters(server).complete(Q)
+        drain(adapters(server), Q)
     err = caught.value
     assert "request headers" in err.message  # the echo got through the SDK...
     assert "…cdef" in err.message  # ...with the key masked, not dropped
@@ -95,7 +95,7 @@ def test_a_key_of_no_known_shape_is_masked_too(kind, adapters):
     with SimServer(kind, api_key=opaque) as server:
         server.push(Fault.http(401, echo_headers=True))
         with pytest.raises(ProviderError) as caught:
-            adapters(server, api_key=Secret(opaque)).complete(Q)
+            drain(adapters(server, api_key=Secret(opaque)), Q)
     assert "request headers" in caught.value.message and opaque not in str(caught.value)
 
 

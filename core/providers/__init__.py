@@ -1,24 +1,35 @@
-"""Provider adapters, one per SDK. `build()` makes the right one for a configured entry.
+"""Provider adapters, one module per SDK, each declaring what its kind is (`ProviderKind`).
 
-Adapters are imported on first use: each SDK takes 0.5–1.2 s to import, and a chain rarely
-needs all four.
+Light on purpose: config and the CLI read the kinds' records through `kinds()` without loading
+any SDK (each takes 0.5–1.2 s to import, and a chain rarely needs all four); an adapter imports
+its SDK when it makes its first client. `build()` makes the right adapter for a configured entry.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
-from ..config import ProviderEntry
-from .base import Provider, StreamState
+if TYPE_CHECKING:
+    from ..config import ProviderEntry
+    from .base import Provider, ProviderKind
 
-_MODULES = {"anthropic": "AnthropicProvider", "openai": "OpenAIProvider", "gemini": "GeminiProvider",
+# The adapters (module: class), in the order a chain built from the environment tries them.
+ADAPTERS = {"anthropic": "AnthropicProvider", "openai": "OpenAIProvider", "gemini": "GeminiProvider",
             "ollama": "OllamaProvider"}
 
 
 def adapter_class(kind: str) -> type[Provider]:
-    module = importlib.import_module(f"{__name__}.{kind}")
-    return getattr(module, _MODULES[kind])
+    return getattr(importlib.import_module(f"{__name__}.{kind}"), ADAPTERS[kind])
+
+
+@functools.cache
+def kinds() -> Mapping[str, ProviderKind]:
+    """Every provider kind's record, as its adapter declares it, in priority order."""
+    return MappingProxyType({kind: adapter_class(kind).info for kind in ADAPTERS})
 
 
 def build(entry: ProviderEntry, *, transport: Any = None) -> Provider:
@@ -26,4 +37,4 @@ def build(entry: ProviderEntry, *, transport: Any = None) -> Provider:
     return adapter_class(entry.kind)(entry, transport=transport)
 
 
-__all__ = ["Provider", "StreamState", "adapter_class", "build"]
+__all__ = ["ADAPTERS", "adapter_class", "build", "kinds"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import anthropic
 import httpx2
 
 from ..chat import StreamEnd, TextDelta, Usage
 from ..errors import ErrorKind, kind_for_status, retry_after_from_headers
-from .base import DEFAULT_MAX_TOKENS, Provider
+from ..faults import AnthropicDialect
+from .base import DEFAULT_MAX_TOKENS, Provider, ProviderKind
+
+KIND = ProviderKind("anthropic", label="claude", default_model="claude-sonnet-4-5", key_envs=("ANTHROPIC_API_KEY",),
+                    sdk="anthropic", dialect=AnthropicDialect(), public_url="https://api.anthropic.com")
 
 # The allow-list of endings. Anything else (pause_turn, model_context_window_exceeded, tool_use,
 # a reason added after this was written) is a broken stream: "length" is only the caller's own limit.
@@ -15,15 +18,12 @@ _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", 
 
 
 class AnthropicProvider(Provider):
-    kind = "anthropic"
-    # The Messages API as of SDK 2.14 has no temperature parameter any more (nor does the SDK
-    # accept one); the setting is dropped for this kind rather than sent and rejected.
-    supports_temperature = False
+    info = KIND
 
     def _make_client(self):
         # max_retries=0: retries and deadlines belong to the router. The SDK's own would honour
         # Retry-After with no cap and multiply our timeouts (field notes §1).
-        return anthropic.Anthropic(
+        return self.sdk.Anthropic(
             api_key=self.entry.api_key.reveal() if self.entry.api_key else None,
             base_url=self.entry.base_url,
             max_retries=0,
@@ -37,6 +37,8 @@ class AnthropicProvider(Provider):
             "messages": [{"role": m.role, "content": m.content} for m in request.turns()],
             "stream": True,
         }
+        # No temperature: the Messages API as of SDK 2.14 has none any more (nor does the SDK
+        # accept one); the setting is dropped for this kind rather than sent and rejected.
         if system := request.system_text():
             params["system"] = system
         stream = self._client.messages.create(**params)
@@ -65,6 +67,7 @@ class AnthropicProvider(Provider):
         self._client.models.list(limit=1)
 
     def _sdk_errors(self, e, state):
+        anthropic = self.sdk
         if isinstance(e, anthropic.APIStatusError):
             message = getattr(e, "api_message", None) or getattr(e, "message", "") or str(e)
             if e.status_code == 200:  # an `event: error` inside the stream (field notes §2)

@@ -6,25 +6,36 @@ stops early (field notes §1.3), so an adapter that saw no end marker raises `st
 An end marker counts only with a normal finish reason: the `StreamEnd` it yields says "stop"
 (complete) or "length" (the caller's own limit); a policy ending raises `content_filtered` and
 any other ending raises `stream_broken`, exactly as a cut stream does.
-Everything else (`complete()`) is derived from the stream.
+Everything else is derived from the stream by its consumer.
+
+What a kind of provider is (its SDK, default model, key variables, wire dialect) each adapter
+declares as data, in a `ProviderKind` record: config, the CLI and the chaos transport read those
+records without loading any SDK, since an adapter imports its SDK only when it makes a client.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 import httpx2
 
 from .. import cancel
-from ..chat import ChatRequest, Completion, StreamEnd, TextDelta
-from ..config import KINDS, KindInfo, ProviderEntry
+from ..chat import ChatRequest, StreamEnd, TextDelta
+from ..config import ProviderEntry
 from ..errors import ErrorKind, ProviderError
 from ..redact import redact
+
+if TYPE_CHECKING:
+    from ..faults import Dialect
 
 TIMEOUTS = (httpx.TimeoutException, httpx2.TimeoutException)
 TRANSPORT_ERRORS = (httpx.HTTPError, httpx2.HTTPError, httpx.StreamError, httpx2.StreamError)
@@ -32,6 +43,24 @@ TRANSPORT_ERRORS = (httpx.HTTPError, httpx2.HTTPError, httpx.StreamError, httpx2
 DECODE_ERRORS = (json.JSONDecodeError, UnicodeDecodeError)
 
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires a value; the others get it only when asked
+_HTTP = {"httpx": httpx, "httpx2": httpx2}
+
+
+@dataclass(frozen=True)
+class ProviderKind:
+    """What a provider kind is, declared as data by its adapter."""
+
+    kind: str
+    label: str  # the entry name used when the chain is built from the environment
+    default_model: str
+    key_envs: tuple[str, ...]  # first one set wins
+    sdk: str  # the module the adapter drives, imported when the first client is made
+    dialect: Dialect  # how its wire frames a stream and words an error (core/faults.py)
+    http: str = "httpx2"  # the HTTP library under its SDK ("httpx" or "httpx2"): where chaos goes in
+    needs_key: bool = True
+    default_base_url: str | None = None  # passed to the client when the entry has none (ollama)
+    host_env: str | None = None  # a variable naming the server when the entry has no base_url (OLLAMA_HOST)
+    public_url: str = ""  # where the SDK goes by default: shown, never passed
 
 
 class StreamState:
@@ -46,12 +75,9 @@ class StreamState:
 
 
 class Provider:
-    """Base class of the four adapters. Subclasses set `kind` and implement `_stream`."""
+    """Base class of the four adapters. Subclasses declare `info` and implement `_stream`."""
 
-    kind: ClassVar[str] = ""
-    # Whether a partial answer can be continued by this provider without an assistant prefill.
-    supports_continuation: ClassVar[bool] = True
-    supports_temperature: ClassVar[bool] = True
+    info: ClassVar[ProviderKind]
 
     def __init__(self, entry: ProviderEntry, *, transport: Any = None) -> None:
         self.entry = entry
@@ -63,8 +89,13 @@ class Provider:
         self._client = self._make_client() if (entry.api_key or not self.info.needs_key) else None
 
     @property
-    def info(self) -> KindInfo:
-        return KINDS[self.kind]
+    def kind(self) -> str:
+        return self.info.kind
+
+    @functools.cached_property
+    def sdk(self) -> ModuleType:
+        """The SDK's module, imported on first use (each takes 0.5–1.2 s; a chain rarely needs all four)."""
+        return importlib.import_module(self.info.sdk)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} model={self.model!r} endpoint={self._redact(self.entry.endpoint)!r}>"
@@ -96,16 +127,6 @@ class Provider:
                     state.started = True
                     yield item
         raise self._error(ErrorKind.STREAM_BROKEN, "the stream ended without its end marker (truncated)")
-
-    def complete(self, request: ChatRequest) -> Completion:
-        """The whole answer, derived from `stream()`."""
-        pieces: list[str] = []
-        for item in self.stream(request):
-            if isinstance(item, TextDelta):
-                pieces.append(item.text)
-            else:
-                return Completion("".join(pieces), item.finish_reason, item.model, item.usage, tuple(pieces))
-        raise AssertionError("stream() ends with StreamEnd or raises")  # pragma: no cover
 
     def probe(self) -> None:
         """A cheap health check that costs no tokens (a list-models call). Raises `ProviderError`."""
@@ -185,17 +206,18 @@ class Provider:
             return self._error(ErrorKind.STREAM_BROKEN, f"malformed data from the provider ({text})")
         return self._error(ErrorKind.SERVER, f"unexpected failure ({text})")
 
-    def _timeout(self, lib: Any = httpx2) -> Any:
+    def _timeout(self) -> Any:
         # Per phase, not a total: the router owns the request deadline and the first-token and
         # idle timers. The read timeout is a backstop that also frees an abandoned thread.
         e = self.entry
         read = max(e.idle_timeout, e.first_token_timeout)
-        return lib.Timeout(connect=e.connect_timeout, read=read, write=read, pool=e.connect_timeout)
+        return _HTTP[self.info.http].Timeout(connect=e.connect_timeout, read=read, write=read, pool=e.connect_timeout)
 
-    def _http_client(self, lib: Any = httpx2, **kwargs: Any) -> Any:
+    def _http_client(self, **kwargs: Any) -> Any:
         """The HTTP client under the SDK: our transport (fault injection) and response hook."""
-        return lib.Client(transport=self._transport, timeout=self._timeout(lib),
-                          event_hooks={"request": [self._on_request], "response": [self._on_response]}, **kwargs)
+        return _HTTP[self.info.http].Client(
+            transport=self._transport, timeout=self._timeout(),
+            event_hooks={"request": [self._on_request], "response": [self._on_response]}, **kwargs)
 
     def _on_request(self, request: Any) -> None:
         # Runs in the calling thread once the SDK has built and encoded the request, just before

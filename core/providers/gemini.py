@@ -5,12 +5,15 @@ from __future__ import annotations
 import math
 import warnings
 
-from google import genai
-from google.genai import errors, types
-
 from ..chat import StreamEnd, TextDelta, Usage
 from ..errors import ErrorKind, kind_for_status, retry_after_from_google_details, retry_after_from_headers
-from .base import Provider
+from ..faults import GeminiDialect
+from .base import Provider, ProviderKind
+
+# google-genai itself prefers GOOGLE_API_KEY when both are set; so do we.
+KIND = ProviderKind("gemini", label="gemini", default_model="gemini-2.5-flash",
+                    key_envs=("GOOGLE_API_KEY", "GEMINI_API_KEY"), sdk="google.genai", dialect=GeminiDialect(),
+                    public_url="https://generativelanguage.googleapis.com")
 
 # The SDK warns "X is not a valid FinishReason" for an ending its enum doesn't know. `_finish` below
 # already makes such an ending a broken stream, so the warning only adds noise to a user's terminal.
@@ -28,14 +31,15 @@ def _finish(reason) -> str:
 
 
 class GeminiProvider(Provider):
-    kind = "gemini"
+    info = KIND
 
     def _make_client(self):
         # google-genai has no timeout by default and its per-request timeout (which overrides the
         # client's) covers every phase: the idle limit is the one that bounds a silent peer.
         # Keep a reference to the client: its __del__ closes the connection pool (field notes §1.6).
         self._timeout_ms = math.ceil(max(self.entry.idle_timeout, self.entry.first_token_timeout) * 1000)
-        options = types.HttpOptions(
+        genai = self.sdk
+        options = genai.types.HttpOptions(
             base_url=self.entry.base_url,
             timeout=self._timeout_ms,
             httpx_client=self._http_client(),
@@ -82,6 +86,7 @@ class GeminiProvider(Provider):
         self._client.close()
 
     def _sdk_errors(self, e, state):
+        errors = self.sdk.errors
         if isinstance(e, errors.APIError):
             message = e.message or str(e)
             if state.opened:  # an error object inside the stream

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-import httpx
-import ollama
-
 from ..chat import StreamEnd, TextDelta, Usage
 from ..errors import ErrorKind, kind_for_status, retry_after_from_headers
-from .base import Provider
+from ..faults import OllamaDialect
+from .base import Provider, ProviderKind
+
+# No key of its own (a proxy in front may want one); OLLAMA_HOST names the server, as for the ollama CLI.
+KIND = ProviderKind("ollama", label="ollama", default_model="llama3.2", key_envs=("OLLAMA_API_KEY",), sdk="ollama",
+                    dialect=OllamaDialect(), http="httpx", needs_key=False,
+                    default_base_url="http://127.0.0.1:11434", host_env="OLLAMA_HOST")
 
 # The allow-list of endings (anything else, e.g. "unload", is a broken stream).
 _FINISH = {"stop": "stop", "length": "length"}
 
 
 class OllamaProvider(Provider):
-    kind = "ollama"
+    info = KIND
 
     def _make_client(self):
         # ollama.ResponseError keeps only the status and the text: the response hook keeps the
         # headers (per thread, as calls are) so a proxy's Retry-After is not lost.
         e = self.entry
         headers = {"authorization": f"Bearer {e.api_key.reveal()}"} if e.api_key else None
-        return ollama.Client(host=e.endpoint, timeout=self._timeout(httpx), headers=headers,
+        return self.sdk.Client(host=e.endpoint, timeout=self._timeout(), headers=headers,
                              transport=self._transport, event_hooks={"request": [self._on_request], "response": [self._on_response]})
 
     def _stream(self, request, state):
@@ -53,6 +56,7 @@ class OllamaProvider(Provider):
         self._client.list()
 
     def _sdk_errors(self, e, state):
+        ollama = self.sdk
         if isinstance(e, ollama.ResponseError):
             if e.status_code == -1:  # an {"error": ...} line inside the stream
                 return self._error(ErrorKind.STREAM_BROKEN, f"error in the stream: {e.error}")

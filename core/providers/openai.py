@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import httpx2
-import openai
 
 from ..chat import StreamEnd, TextDelta, Usage
 from ..errors import ErrorKind, kind_for_status, retry_after_from_headers
-from .base import Provider
+from ..faults import OpenAIDialect
+from .base import Provider, ProviderKind
+
+KIND = ProviderKind("openai", label="gpt", default_model="gpt-5-mini", key_envs=("OPENAI_API_KEY",), sdk="openai",
+                    dialect=OpenAIDialect(), public_url="https://api.openai.com/v1")
 
 # The allow-list of endings. Anything else (tool_calls, a compatible server's "error" or "abort")
 # is a broken stream.
@@ -20,11 +23,11 @@ _CODES = {"context_length_exceeded": ErrorKind.CONTEXT_LENGTH, "content_filter":
 
 
 class OpenAIProvider(Provider):
-    kind = "openai"
+    info = KIND
 
     def _make_client(self):
         # max_retries=0: retries and deadlines belong to the router (field notes §1).
-        return openai.OpenAI(
+        return self.sdk.OpenAI(
             api_key=self.entry.api_key.reveal() if self.entry.api_key else "unused",
             base_url=self.entry.base_url,
             max_retries=0,
@@ -66,6 +69,7 @@ class OpenAIProvider(Provider):
         self._client.models.list()
 
     def _sdk_errors(self, e, state):
+        openai = self.sdk
         if isinstance(e, openai.APIStatusError):
             body = e.body if isinstance(e.body, dict) else {}
             message = str(body.get("message") or e.message or e)

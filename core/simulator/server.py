@@ -2,78 +2,25 @@
 
 Tests drive the real SDKs against them; demo mode runs the app on them. Each server speaks
 one provider's protocol (see `wire.py`) and answers each request according to the next
-scripted `Fault`, or its default when the script is empty.
+scripted `Fault` (core/faults.py), or its default when the script is empty.
 """
 
 from __future__ import annotations
 
 import collections
 import json
+import math
 import re
 import socket
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NoReturn
 
-from .wire import FLAVOUR_STATUS, STATUS_FLAVOUR, STOP, WIRES, Frames
-
-# What a simulated server can do with one request; every fault in the failure catalogue.
-FAULT_KINDS = (
-    "ok",           # a normal answer
-    "status",       # an HTTP error in the provider's own shape (status, flavour, retry_after)
-    "reset",        # TCP reset before any byte
-    "silence",      # accept, read the request, never answer (for `seconds`)
-    "latency",      # wait `seconds` before answering normally
-    "slow_first",   # headers and preamble at once, first text after `seconds`
-    "cut",          # `after` text chunks, then the connection dies mid-body
-    "stall",        # `after` text chunks, then silence for `seconds`, then the rest
-    "malformed",    # one garbled frame after `after` text chunks, then the rest
-    "error_event",  # `after` text chunks, then the protocol's in-stream error
-    "no_end",       # `after` text chunks, then a clean close without the end marker
-    "no_sentinel",  # the whole answer without the optional end sentinel (S11)
-    "refusal",      # `after` text chunks, then a content-policy stop (blocked prompt when 0)
-    "length",       # the whole answer, ending because max_tokens was reached
-    "finish",       # the answer (its first `after` text chunks when `after` > 0), then the protocol's
-                    # end marker with the finish reason `reason`, verbatim (e.g. "OTHER", "pause_turn")
-)
-
-
-_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "x-goog-api-key")
-
-
-@dataclass(frozen=True)
-class Fault:
-    kind: str = "ok"
-    status: int | None = None
-    flavour: str | None = None
-    retry_after: float | None = None
-    after: int = 0
-    seconds: float = 0.0
-    retry_after_header: bool = True  # False: only where the protocol has a body field (Gemini's RetryInfo)
-    reason: str = ""  # the finish reason a "finish" fault ends with
-    echo_headers: bool = False  # the error message quotes the request's credential headers, as some proxies do
-
-    def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {self.kind!r}; known: {', '.join(FAULT_KINDS)}")
-        if (self.kind == "finish") != bool(self.reason):
-            raise ValueError('a "finish" fault needs a reason, and only it takes one')
-
-    @classmethod
-    def finish(cls, reason: str, after: int = 0) -> Fault:
-        """End the answer (after `after` text chunks, if given) with this protocol finish reason."""
-        return cls("finish", reason=reason, after=after)
-
-    @classmethod
-    def http(cls, status: int = 0, flavour: str | None = None, retry_after: float | None = None,
-             retry_after_header: bool = True, echo_headers: bool = False) -> Fault:
-        """An HTTP error. Give a status, a flavour (e.g. "context_length") or both."""
-        status = status or FLAVOUR_STATUS[flavour or "server"]
-        return cls("status", status=status, flavour=flavour or STATUS_FLAVOUR.get(status, "server"),
-                   retry_after=retry_after, retry_after_header=retry_after_header, echo_headers=echo_headers)
-
+from ..faults import Fault, Reply, before_reply, disturb, error_reply
+from .wire import WIRES, Frames
 
 @dataclass(frozen=True)
 class Recorded:
@@ -251,84 +198,74 @@ class _Handler(BaseHTTPRequestHandler):
         if sim.api_key and not wire.authorised(headers, sim.api_key):
             fault = Fault.http(401)
 
-        if fault.kind == "reset":
-            return self._reset()
-        if fault.kind == "silence":
-            sim._stop.wait(fault.seconds or 60)
+        try:
+            if fault.kind == "status":
+                return self._reply(error_reply(fault, wire.dialect, model, headers))
+            before_reply(fault, self)
+            if op == "models":
+                return self._json(200, wire.models(model))
+            text = sim.responder(question, model)
+            pieces = re.findall(r"\S+\s*", text) or [text]
+            usage = (max(1, len(question.split())), len(pieces))
+            finish = wire.stop
+            if fault.kind == "refusal":
+                finish = wire.refusal
+                pieces = pieces[: fault.after]
+            elif fault.kind == "length":
+                finish = wire.length
+            elif fault.kind == "finish":
+                finish = fault.reason
+                pieces = pieces[: fault.after] if fault.after else pieces
+            if op == "chat":
+                self.pause(sim.first_wait())
+                return self._json(200, wire.full("".join(pieces), model, usage, finish))
+            return self._stream(wire.frames(pieces, model, usage, finish), fault)
+        except _Gone:
             self.close_connection = True
             return None
-        if fault.kind == "latency" and sim._stop.wait(fault.seconds):
-            return None
-        if fault.kind == "status":
-            return self._error(fault, model, headers)
-        if op == "models":
-            return self._json(200, wire.models(model))
 
-        text = sim.responder(question, model)
-        pieces = re.findall(r"\S+\s*", text) or [text]
-        usage = (max(1, len(question.split())), len(pieces))
-        finish = STOP[sim.kind]
-        if fault.kind == "refusal":
-            finish = wire.refusal_finish()
-            pieces = pieces[: fault.after]
-        elif fault.kind == "length":
-            finish = {"anthropic": "max_tokens", "openai": "length", "gemini": "MAX_TOKENS",
-                      "ollama": "length"}[sim.kind]
-        elif fault.kind == "finish":
-            finish = fault.reason
-            pieces = pieces[: fault.after] if fault.after else pieces
-        if op == "chat":
-            if sim._stop.wait(sim.first_wait()):
-                return None
-            return self._json(200, wire.full("".join(pieces), model, usage, finish))
-        self._stream(wire.frames(pieces, model, usage, finish), fault, model)
-        return None
-
-    def _stream(self, frames: Frames, fault: Fault, model: str) -> None:
-        sim, wire = self.sim, self.sim.wire
+    def _stream(self, frames: Frames, fault: Fault) -> None:
+        wire = self.sim.wire
         if fault.kind == "no_sentinel":
             frames = wire.without_sentinel(frames)
         self.send_response(200)
-        self.send_header("Content-Type", wire.stream_type)
+        self.send_header("Content-Type", wire.dialect.content_type)
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Cache-Control", "no-cache")
         self.end_headers()
         try:
-            for frame in frames.preamble:
-                self._chunk(frame)
-            delay = fault.seconds if fault.kind == "slow_first" else sim.first_wait()
-            if delay and sim._stop.wait(delay):
-                return
-            cut_at = fault.after if fault.kind in ("cut", "stall", "malformed", "error_event", "no_end") else None
-            for i, frame in enumerate(frames.text):
-                if i == cut_at:
-                    if fault.kind == "cut":
-                        return self._die()
-                    if fault.kind == "stall":
-                        if sim._stop.wait(fault.seconds or 60):
-                            return None
-                    elif fault.kind == "malformed":
-                        self._chunk(wire.malformed())
-                    elif fault.kind == "error_event":
-                        self._chunk(wire.stream_error(model))
-                        return self._end()
-                    elif fault.kind == "no_end":
-                        return self._end()
-                if i and sim.chunk_delay and sim._stop.wait(sim.chunk_delay):
-                    return None
-                self._chunk(frame)
-            if cut_at is not None and cut_at >= len(frames.text):
-                if fault.kind == "cut":
-                    return self._die()
-                if fault.kind in ("error_event", "no_end"):
-                    if fault.kind == "error_event":
-                        self._chunk(wire.stream_error(model))
-                    return self._end()
-            for frame in frames.epilogue:
+            # A slow first token replaces the usual first delay rather than adding to it.
+            paced = self._paced(frames, first_delay=fault.kind != "slow_first")
+            for frame in disturb(paced, fault, wire.dialect, self):
                 self._chunk(frame)
             self._end()
         except OSError:
             self.close_connection = True  # the client went away; nothing to tell anyone
+
+    def _paced(self, frames: Frames, *, first_delay: bool = True) -> Iterator[bytes]:
+        """The frames at the simulated model's pace: the first text after `first_delay`, then one
+        every `chunk_delay`."""
+        yield from frames.preamble
+        if first_delay:
+            self.pause(self.sim.first_wait())
+        for i, frame in enumerate(frames.text):
+            if i:
+                self.pause(self.sim.chunk_delay)
+            yield frame
+        yield from frames.epilogue
+
+    # -- the fault peer (core.faults.Peer) -------------------------------------------------------
+    def pause(self, seconds: float) -> None:
+        if seconds > 0 and self.sim._stop.wait(None if math.isinf(seconds) else seconds):
+            raise _Gone  # the server is closing
+
+    def hang_up(self) -> NoReturn:
+        self._die()
+        raise _Gone
+
+    def reset(self) -> NoReturn:
+        self._reset()
+        raise _Gone
 
     # -- wire helpers ---------------------------------------------------------------------------
     def _chunk(self, data: bytes) -> None:
@@ -351,30 +288,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.connection.close()
 
-    def _json(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
+    def _json(self, status: int, body: dict) -> None:
+        self._reply(Reply(status, {"content-type": "application/json"}, json.dumps(body).encode()))
+
+    def _reply(self, reply: Reply) -> None:
         try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for k, v in (headers or {}).items():
+            self.send_response(reply.status)
+            for k, v in reply.headers.items():
                 self.send_header(k, v)
+            self.send_header("Content-Length", str(len(reply.body)))
             self.end_headers()
-            self.wfile.write(data)
+            self.wfile.write(reply.body)
         except OSError:
             self.close_connection = True
 
-    def _error(self, fault: Fault, model: str, request_headers: dict[str, str]) -> None:
-        status = fault.status or 500
-        flavour = fault.flavour or STATUS_FLAVOUR.get(status, "server")
-        headers = {"x-request-id": "req_sim", "request-id": "req_sim"}
-        if fault.retry_after is not None and fault.retry_after_header:
-            headers["Retry-After"] = f"{fault.retry_after:g}"
-        body = self.sim.wire.error(status, flavour, model, fault.retry_after)
-        if fault.echo_headers:
-            quoted = {k: v for k, v in request_headers.items() if k in _CREDENTIAL_HEADERS}
-            body = self.sim.wire.with_note(body, f" (request headers: {quoted!r})")
-        self._json(status, body, headers)
+
+class _Gone(Exception):
+    """The connection is over (hung up, reset, or the server is closing): send nothing more."""
 
 
-__all__ = ["FAULT_KINDS", "Fault", "Recorded", "SimServer", "echo_responder"]
+__all__ = ["Recorded", "SimServer", "echo_responder"]
