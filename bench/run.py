@@ -53,12 +53,6 @@ def echo(question: str, model: str) -> str:
 
 # -- plumbing ------------------------------------------------------------------------------------------
 
-def policy(**overrides) -> Policy:
-    values = {s: dict(v) for s, v in Policy.defaults().values.items()}
-    for key, value in overrides.items():
-        section, setting = key.split("__")
-        values[section][setting] = value
-    return Policy(values)
 
 
 @dataclass
@@ -74,9 +68,10 @@ class Chain:
 
 def chain(kinds, *, responder=echo, server_kw=None, **overrides) -> Chain:
     servers = [SimServer(k, responder=responder, api_key=KEY, **(server_kw or {})).start() for k in kinds]
+    policy = Policy.defaults().with_(**overrides)
     entries = tuple(ProviderEntry(name=f"{s.kind}-{i}", kind=s.kind, model=f"{s.kind}-model", base_url=s.url,
-                                  api_key=Secret(KEY)) for i, s in enumerate(servers))
-    return Chain(servers, Router(Config(providers=entries, policy=policy(**overrides))))
+                                  api_key=Secret(KEY), **policy.timeouts.for_entry()) for i, s in enumerate(servers))
+    return Chain(servers, Router(Config(providers=entries, policy=policy)))
 
 
 def pct(values, q: float) -> float | None:
@@ -403,9 +398,6 @@ def bench_soak(total: int, sessions: int) -> dict:
     ch = chain(list(KINDS), responder=echo, timeouts__first_token=1.0, timeouts__idle=1.0, timeouts__request=8.0,
                cache__ttl=0.5, health__probe_interval=1.0)
     ch.router.start_probing()  # as the app does: probes let recovered providers back in early
-    for p in ch.router.providers:
-        object.__setattr__(p.entry, "first_token_timeout", 1.0)
-        object.__setattr__(p.entry, "idle_timeout", 1.0)
     names = [p.name for p in ch.router.providers]
     rng = random.Random(7)
     injected: dict[str, int] = {}

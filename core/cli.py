@@ -18,6 +18,7 @@ import sys
 import time
 import unicodedata
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import TextIO
 
@@ -397,7 +398,7 @@ def _status(args, stdout) -> int:
 def _followups(args, stdout, stderr) -> int:
     """Exit 1 when the store can't be read or written (one line on stderr), or ID is unknown."""
     config = load_config(args.config)
-    store = SqlFollowUpStore(database_url(config.policy["store"]))
+    store = SqlFollowUpStore(database_url(asdict(config.policy.store)))
     try:
         if args.answer is not None:
             if not store.mark_answered(args.answer, at=time.time()):

@@ -84,7 +84,7 @@ def prometheus(router: Router) -> str:
     family("understudy_breaker_state", "gauge", "0 closed, 1 half-open, 2 open.",
            [({"provider": name}, _BREAKER_VALUE[b.state]) for name, b in router.breakers.items()])
     family("understudy_cache_entries", "gauge", "Answers in the cache.", [({}, len(router.cache))])
-    window = router.config.policy["metrics"]["window"]
+    window = router.config.policy.metrics.window
     summary = router.metrics.summary(window)["providers"]
     for metric, field in (("latency", "latency_ms"), ("ttft", "ttft_ms")):
         samples = []

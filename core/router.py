@@ -163,22 +163,22 @@ class Router:
         if providers is None:
             providers = [build(e, transport=transport_for(e.kind, e.name, self.chaos)) for e in config.providers]
         self.providers = list(providers)
-        self.metrics = Metrics(max_events=policy["metrics"]["max_events"], wall=wall)
-        b = policy["breaker"]
+        self.metrics = Metrics(max_events=policy.metrics.max_events, wall=wall)
+        b = policy.breaker
         self.breakers = {
-            p.name: Breaker(p.name, fail_max=b["fail_max"], reset_timeout=b["reset_timeout"],
-                            max_cooldown=b["max_cooldown"], clock=clock, on_transition=self.metrics.transition)
+            p.name: Breaker(p.name, fail_max=b.fail_max, reset_timeout=b.reset_timeout,
+                            max_cooldown=b.max_cooldown, clock=clock, on_transition=self.metrics.transition)
             for p in self.providers
         }
-        c = policy["cache"]
-        self.cache = AnswerCache(ttl=c["ttl"], max_entries=c["max_entries"], stale_ttl=c["stale_ttl"], clock=clock,
-                                 enabled=c["enabled"])
-        o = policy["offline"]
+        c = policy.cache
+        self.cache = AnswerCache(ttl=c.ttl, max_entries=c.max_entries, stale_ttl=c.stale_ttl, clock=clock,
+                                 enabled=c.enabled)
+        o = policy.offline
         try:
-            self.faq = Faq.load(o["faq_file"] or None, o["min_similarity"]) if o["enabled"] else None
+            self.faq = Faq.load(o.faq_file or None, o.min_similarity) if o.enabled else None
         except ValueError as e:
             raise ConfigError(config.source, "offline.faq_file", str(e), "fix the FAQ file or point to another") from None
-        self.followups = FollowUps(database_url(policy["store"]), file=o["followup_file"] or None, wall=wall)
+        self.followups = FollowUps(database_url(asdict(policy.store)), file=o.followup_file or None, wall=wall)
         self._last_probe: dict[str, ProbeEvent] = {}
         self._probe_lock = threading.Lock()
         self._stop = threading.Event()
@@ -233,7 +233,7 @@ class Router:
 
     def start_probing(self) -> None:
         """Probe every provider in the background every `[health] probe_interval` seconds."""
-        interval = self.config.policy["health"]["probe_interval"]
+        interval = self.config.policy.health.probe_interval
         if interval <= 0 or self._prober is not None:
             return
 
@@ -253,7 +253,7 @@ class Router:
         """Each entry's configuration, breaker and health (passive from traffic, active from probes)."""
         if probe:
             self.probe()
-        summary = self.metrics.summary(self.config.policy["metrics"]["window"])["providers"]
+        summary = self.metrics.summary(self.config.policy.metrics.window)["providers"]
         with self._probe_lock:
             probes = dict(self._last_probe)
         rows = []
@@ -342,11 +342,11 @@ class _Run:
         self.r = router
         self.request = request
         policy = router.config.policy
-        self.retries = policy["retries"]
-        self.hedging = policy["hedging"]
+        self.retries = policy.retries
+        self.hedging = policy.hedging
         self.clock = router.clock
         self.start = self.clock()
-        self.deadline = self.start + policy["timeouts"]["request"]
+        self.deadline = self.start + policy.timeouts.request
         self.q: queue.SimpleQueue = queue.SimpleQueue()
         self.ids = itertools.count()
         self.active: dict[int, _Live] = {}
@@ -437,7 +437,7 @@ class _Run:
         if shared is None:
             # It was stopped, or went quiet: no provider was asked for this request yet, so it asks
             # on its own, with the whole deadline for its chain.
-            self.deadline = self.clock() + self.r.config.policy["timeouts"]["request"]
+            self.deadline = self.clock() + self.r.config.policy.timeouts.request
             return
         if shared.tier == "provider" and shared.complete:
             self._finish(tier="cache", text=shared.text, provider=shared.provider, model=shared.model, complete=True,
@@ -487,12 +487,12 @@ class _Run:
 
     def _hedge_delay(self, live: _Live) -> float:
         h = self.hedging
-        p = self.r.metrics.ttft_quantile(live.name, h["quantile"], h["min_samples"])
-        delay = h["default_delay"] if p is None else p / 1000
-        return min(h["cap"], max(h["floor"], delay))
+        p = self.r.metrics.ttft_quantile(live.name, h.quantile, h.min_samples)
+        delay = h.default_delay if p is None else p / 1000
+        return min(h.cap, max(h.floor, delay))
 
     def _can_hedge(self, live: _Live) -> bool:
-        return (self.hedging["enabled"] and self.leader is None and len(self.active) == 1 and not live.hedged
+        return (self.hedging.enabled and self.leader is None and len(self.active) == 1 and not live.hedged
                 and live.first_at is None and self.next_index < len(self.r.providers))
 
     def _next_wake(self, now: float) -> float:
@@ -594,7 +594,7 @@ class _Run:
         outcome = "declined" if e.kind is ErrorKind.CONTENT_FILTERED else "error"
         self._record(live, outcome, latency=now - live.start, error=e)
         breaker = self.r.breakers[live.name]
-        long_wait = e.retry_after is not None and e.retry_after > self.retries["max_retry_wait"]
+        long_wait = e.retry_after is not None and e.retry_after > self.retries.max_retry_wait
         if e.kind.health:
             breaker.failure(f"{e.kind.value}: {e.message[:120]}", retry_after=e.retry_after, permit=live.permit)
             if long_wait:
@@ -619,11 +619,11 @@ class _Run:
             self._failover()
             return
         tries = self.tries[live.name]
-        if e.kind.retry and not long_wait and tries < self.retries["max_attempts"] and not self.active:
+        if e.kind.retry and not long_wait and tries < self.retries.max_attempts and not self.active:
             if e.retry_after is not None:
                 wait = e.retry_after
             else:
-                wait = self.r.rng.uniform(0, min(self.retries["backoff_max"], self.retries["backoff_base"] * 2 ** tries))
+                wait = self.r.rng.uniform(0, min(self.retries.backoff_max, self.retries.backoff_base * 2 ** tries))
             if now + wait < self.deadline:
                 self.retry_at.append((now + wait, live.provider))
                 return
@@ -642,7 +642,7 @@ class _Run:
             return False
         self.waited_for_trial = True
         now = self.clock()
-        limit = min(self.r.config.policy["breaker"]["max_trial_wait"], self.deadline - now)
+        limit = min(self.r.config.policy.breaker.max_trial_wait, self.deadline - now)
         soonest = min(((b.retry_in(), p) for p in self.r.providers
                        if (b := self.r.breakers[p.name]).state == OPEN), key=lambda x: x[0], default=None)
         if soonest is None or soonest[0] > limit:

@@ -60,7 +60,7 @@ def frame(kind: type) -> pd.DataFrame:
 
 
 def tiles() -> None:
-    summary = r.metrics.summary(r.config.policy["metrics"]["window"])
+    summary = r.metrics.summary(r.config.policy.metrics.window)
     top = st.columns(5)
     top[0].metric("Requests", summary["requests"])
     ratio = summary["cache_hit_ratio"]

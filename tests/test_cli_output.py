@@ -109,10 +109,9 @@ def test_a_stale_cached_answer_is_printed(sims):
     # One process keeps one router, so the stale tier is reached through the same function the
     # CLI streams with, on a router whose cache has gone stale.
     server = sims("openai")
-    values = {s: dict(v) for s, v in Policy.defaults().values.items()}
-    values["cache"]["ttl"] = 60
     clock = Clock()
-    router = Router(Config(providers=(entry_for(server, name="gpt"),), policy=Policy(values)), clock=clock)
+    router = Router(Config(providers=(entry_for(server, name="gpt"),), policy=Policy.defaults().with_(cache__ttl=60)),
+                    clock=clock)
     request = ChatRequest.ask(Q)
     try:
         fresh = router.ask(request)

@@ -76,9 +76,7 @@ def test_missing_key_is_reported_not_probed(sims):
 
 def test_background_probing_runs_on_its_interval(sims):
     server = sims("gemini")
-    values = {s: dict(v) for s, v in Policy.defaults().values.items()}
-    values["health"]["probe_interval"] = 0.05
-    router = Router(Config(providers=(entry_for(server),), policy=Policy(values)))
+    router = Router(Config(providers=(entry_for(server),), policy=Policy.defaults().with_(health__probe_interval=0.05)))
     try:
         router.start_probing()
         assert len(server.wait_for(3, method="GET", timeout=10)) >= 3
