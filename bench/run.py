@@ -34,7 +34,8 @@ from google.genai import types
 
 from core.chat import ChatRequest
 from core.config import Config, Policy, ProviderEntry, Secret
-from core.router import TIERS, Router
+from core.router import Router
+from core.tiers import Tier
 from core.simulator import Fault, SimServer
 
 KEY = "bench-key-0000000000000000"
@@ -433,7 +434,7 @@ def bench_soak(total: int, sessions: int) -> dict:
                 continue
             with lock:
                 tiers[result.tier] = tiers.get(result.tier, 0) + 1
-                if result.tier not in TIERS or not result.text.strip():
+                if not isinstance(result.tier, Tier) or not result.text.strip():
                     unanswered += 1
                 if result.complete and result.tier in ("provider", "cache", "stale_cache") and \
                         result.text != echo(question, result.model):

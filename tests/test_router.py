@@ -404,7 +404,7 @@ def test_partial_text_is_withdrawn_when_every_provider_breaks_mid_answer(chain):
     evs = events(router, ChatRequest.ask("Which moon of Saturn has methane lakes?"))
     kinds = [type(e).__name__ for e in evs if not isinstance(e, Delta)]
     assert kinds == ["Restart", "Restart", "Done"]
-    assert evs[-2] == Restart("ollama-1", "", "no provider could answer")
+    assert evs[-2] == Restart("ollama-1", None, "no provider could answer")
     assert evs[-1].result.tier == "unavailable"
 
 
