@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.chat import ChatRequest
 from core.config import Config, Policy
-from core.ops import healthz
+from core.endpoints import healthz
 from core.router import Router
 from core.simulator import Fault
 from core.store import SqlFollowUpStore, StoreError, database_url

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from core.chat import ChatRequest
 from core.config import Config, Policy
+from core.health import ProviderStatus, verdict
 from core.router import Router
 from core.simulator import Fault
 from tests.clock import ManualClock, NoJitter
@@ -82,3 +83,16 @@ def test_background_probing_runs_on_its_interval(sims):
         assert len(server.wait_for(3, method="GET", timeout=10)) >= 3
     finally:
         router.close()
+
+
+def test_one_verdict_for_the_whole_chain():
+    def row(health="ok", breaker="closed"):
+        return ProviderStatus("p", "openai", "m", "http://x", "k", health, breaker)
+
+    ok, failing = {"status": "ok"}, {"status": "failing"}
+    assert verdict([row(), row()], ok) == "ok"
+    assert verdict([row(), row()], failing) == "degraded"  # questions can't be kept
+    assert verdict([row(), row(breaker="open")], ok) == "degraded"
+    assert verdict([row(health="degraded"), row()], ok) == "degraded"
+    assert verdict([row(breaker="open"), row(health="no key")], ok) == "down"
+    assert verdict([], ok) == "down"

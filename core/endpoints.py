@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from .breaker import CLOSED, HALF_OPEN, OPEN
+from .health import verdict
 from .router import Router
 
 _BREAKER_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
@@ -16,16 +17,8 @@ def healthz(router: Router, *, demo: bool = False) -> tuple[int, dict]:
 
     Reads state only: no provider is called, so a load balancer polling it costs nothing."""
     rows = router.status(probe=False)
-    usable = [r for r in rows if r.breaker != OPEN and r.health != "no key"]
-    if not rows or not usable:
-        overall = "down"
-    elif len(usable) < len(rows) or any(r.health in ("degraded", "down") for r in rows):
-        overall = "degraded"
-    else:
-        overall = "ok"
     followups = router.followups.health()
-    if followups["status"] != "ok" and overall == "ok":
-        overall = "degraded"
+    overall = verdict(rows, followups)
     body = {
         "status": overall,
         "demo": demo,
