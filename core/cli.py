@@ -22,10 +22,11 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import TextIO
 
-from .answer import Answer, Change
+from .answer import Answer, Change, Restart, Result
 from .chat import MAX_INPUT_CHARS, ChatRequest, InvalidRequest, Message, clean_text, messages_from
 from .config import ConfigError, load_config
-from .router import Restart, Result, Router  # light: SDKs load only when a chain needs them
+from .router import Router  # light: SDKs load only when a chain needs them
+from .runtime import NoProviders, build
 from .store import SqlFollowUpStore, StoreError, database_url
 
 
@@ -75,7 +76,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
         if args.command == "followups":
             return _followups(args, stdout, stderr)
         return _status(args, stdout)
-    except (UsageError, ConfigError, InvalidRequest) as e:
+    except (UsageError, ConfigError, NoProviders, InvalidRequest) as e:
         print(f"understudy: {e}", file=stderr)
         return 2
     except StoreError as e:
@@ -113,12 +114,8 @@ def _checked_settings(system, temperature, max_tokens, *, name) -> dict:
     return {"system": clean_text(system), "temperature": temperature, "max_tokens": max_tokens}
 
 
-def _router(args) -> Router:
-    config = load_config(args.config)
-    if not config.providers:
-        raise UsageError("no providers configured: set ANTHROPIC_API_KEY, OPENAI_API_KEY, GEMINI_API_KEY or "
-                         "OLLAMA_HOST, or write understudy.toml (see README)")
-    return Router(config)
+def _router(args, *, probing: bool = False) -> Router:
+    return build(args.config, probing=probing).router
 
 
 def _ask(args, stdin, stdout, stderr) -> int:
@@ -126,8 +123,7 @@ def _ask(args, stdin, stdout, stderr) -> int:
     if args.jsonl:
         if args.question is not None:
             raise UsageError("--jsonl reads questions from stdin; don't give one as an argument")
-        router = _router(args)
-        router.start_probing()  # a long-lived process: keep health fresh in the background
+        router = _router(args, probing=True)  # a long-lived process: keep health fresh in the background
         try:
             return _jsonl(router, settings, stdin, stdout)
         finally:
