@@ -140,7 +140,7 @@ def _ask(args, stdin, stdout, stderr) -> int:
             result = _stream_text(router, request, stdout, stderr)
     finally:
         router.close()
-    return 1 if result.tier == "unavailable" else 0
+    return result.tier.exit_status
 
 
 def _question(text: str) -> str:
@@ -170,7 +170,7 @@ def _stream_text(router: Router, request: ChatRequest, stdout, stderr) -> Result
         stdout.write(result.text)
     stdout.write("\n")
     stdout.flush()
-    hops = sum(1 for a in result.attempts if a.outcome != "ok")
+    hops = sum(1 for a in result.attempts if a.outcome.failed)
     via = f"{result.provider} ({result.model})" if result.provider else result.tier
     notice = f" {result.notice}" if result.notice else ""
     print(f"[{result.tier}: {via}, {result.elapsed_ms:.0f} ms, {hops} failed attempt(s)]{notice}", file=stderr,

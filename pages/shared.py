@@ -82,16 +82,6 @@ def banners() -> None:
         st.warning("**Simulated outage:** " + "; ".join(parts) + ". Reset it on the Chaos page.", icon="🧨")
 
 
-TIER_LABEL = {
-    "provider": "",
-    "cache": "🗄️ cached",
-    "stale_cache": "⏳ stale cache",
-    "offline": "📴 offline answer",
-    "declined": "🚫 declined",
-    "unavailable": "⚠️ unavailable",
-}
-
-
 def seconds(ms: float | None) -> str:
     if ms is None:
         return "–"

@@ -240,3 +240,12 @@ def test_the_terminal_erasure_covers_exactly_the_rows_written(partial):
     screen.show(Change("FINAL", replaced=True))
     as_shown = screen_of(out.getvalue().replace("\n", "\r\n").encode(), cols=80)
     assert as_shown == screen_of(b"ABOVE\r\nFINAL", cols=80)
+
+
+def test_a_decline_is_not_counted_as_a_failed_attempt(sims, tmp_path):
+    # "failed" has one meaning (Outcome.failed): the chain had to move past a provider. A decline is an answer.
+    first, second = sims("anthropic"), sims("openai")
+    first.push(Fault.http(400, "content_filter"))
+    proc = ask(tmp_path, [first, second])
+    assert proc.returncode == 0 and "declined by anthropic-0" in proc.stdout
+    assert "[declined: anthropic-0 (anthropic-test), " in proc.stderr and "0 failed attempt(s)" in proc.stderr
