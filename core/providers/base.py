@@ -104,7 +104,7 @@ class Provider:
             if isinstance(item, TextDelta):
                 pieces.append(item.text)
             else:
-                return Completion("".join(pieces), item.finish_reason, item.model, item.usage, tuple(pieces))
+                return Completion("".join(pieces), item.finish_reason, item.model, item.usage)
         raise AssertionError("stream() ends with StreamEnd or raises")  # pragma: no cover
 
     def probe(self) -> None:
