@@ -54,3 +54,14 @@ def test_the_app_keeps_a_configuration_problem_to_show_and_runs_in_demo_mode(no_
         assert runtime.router.status(probe=False)  # the simulated chain answers status
     finally:
         runtime.close()
+
+
+def test_demo_mode_keeps_the_files_policy_and_its_timeouts(no_config):
+    path = no_config / "policy-only.toml"
+    path.write_text("[timeouts]\nfirst_token = 3\n[cache]\nenabled = false\n", encoding="utf-8")
+    runtime = build(str(path), env={}, demo=True)
+    try:
+        assert runtime.demo is not None and runtime.router.config.policy.cache.enabled is False
+        assert {p.entry.first_token_timeout for p in runtime.router.providers} == {3.0}
+    finally:
+        runtime.close()
