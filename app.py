@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from core.ops import healthz, prometheus
+from core.endpoints import healthz, prometheus
 from pages.shared import runtime
 
 

@@ -35,7 +35,8 @@ from google.genai import types
 from core.chat import ChatRequest
 from core.config import Config, Policy, ProviderEntry, Secret
 from core.metrics import AttemptKey
-from core.router import TIERS, Router
+from core.router import Router
+from core.tiers import Tier
 from core.simulator import Fault, SimServer
 
 KEY = "bench-key-0000000000000000"
@@ -54,12 +55,6 @@ def echo(question: str, model: str) -> str:
 
 # -- plumbing ------------------------------------------------------------------------------------------
 
-def policy(**overrides) -> Policy:
-    values = {s: dict(v) for s, v in Policy.defaults().values.items()}
-    for key, value in overrides.items():
-        section, setting = key.split("__")
-        values[section][setting] = value
-    return Policy(values)
 
 
 @dataclass
@@ -75,9 +70,10 @@ class Chain:
 
 def chain(kinds, *, responder=echo, server_kw=None, **overrides) -> Chain:
     servers = [SimServer(k, responder=responder, api_key=KEY, **(server_kw or {})).start() for k in kinds]
+    policy = Policy.defaults().with_(**overrides)
     entries = tuple(ProviderEntry(name=f"{s.kind}-{i}", kind=s.kind, model=f"{s.kind}-model", base_url=s.url,
-                                  api_key=Secret(KEY)) for i, s in enumerate(servers))
-    return Chain(servers, Router(Config(providers=entries, policy=policy(**overrides))))
+                                  api_key=Secret(KEY), **policy.timeouts.for_entry()) for i, s in enumerate(servers))
+    return Chain(servers, Router(Config(providers=entries, policy=policy)))
 
 
 def pct(values, q: float) -> float | None:
@@ -404,9 +400,6 @@ def bench_soak(total: int, sessions: int) -> dict:
     ch = chain(list(KINDS), responder=echo, timeouts__first_token=1.0, timeouts__idle=1.0, timeouts__request=8.0,
                cache__ttl=0.5, health__probe_interval=1.0)
     ch.router.start_probing()  # as the app does: probes let recovered providers back in early
-    for p in ch.router.providers:
-        object.__setattr__(p.entry, "first_token_timeout", 1.0)
-        object.__setattr__(p.entry, "idle_timeout", 1.0)
     names = [p.name for p in ch.router.providers]
     rng = random.Random(7)
     injected: dict[str, int] = {}
@@ -442,7 +435,7 @@ def bench_soak(total: int, sessions: int) -> dict:
                 continue
             with lock:
                 tiers[result.tier] = tiers.get(result.tier, 0) + 1
-                if result.tier not in TIERS or not result.text.strip():
+                if not isinstance(result.tier, Tier) or not result.text.strip():
                     unanswered += 1
                 if result.complete and result.tier in ("provider", "cache", "stale_cache") and \
                         result.text != echo(question, result.model):

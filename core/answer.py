@@ -1,4 +1,5 @@
-"""One accumulator for an answer: folds the router's events into the text the user should read.
+"""What a caller of the router receives: its events, the final `Result`, and one accumulator
+(`Answer`) that folds the events into the text the user should read.
 
 `Router.stream()` yields `Delta`s, `Restart`s and one `Done`. What the user should be reading at
 any moment is the live text of the provider answering now (a `Restart` voids what was shown),
@@ -8,9 +9,57 @@ unavailable answer arrives with `Done` alone, with no `Delta` of its own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
-from .router import Delta, Done, Event, Restart, Result
+from .attempt import Attempt
+from .chat import Usage
+from .tiers import Tier
+
+
+@dataclass(frozen=True)
+class Result:
+    text: str
+    complete: bool
+    tier: Tier
+    provider: str | None = None
+    model: str | None = None
+    usage: Usage | None = None
+    attempts: tuple[Attempt, ...] = ()
+    elapsed_ms: float = 0.0
+    finish_reason: str | None = None
+    notice: str = ""  # why the answer is not a normal one (declined, stale, offline, unavailable, cut)
+    ttft_ms: float | None = None  # time to the first text the caller kept
+
+    def as_dict(self) -> dict:
+        """Plain JSON values (the tier and outcomes as their stable names)."""
+        d = asdict(self)
+        d["tier"] = self.tier.value
+        d["usage"] = self.usage.as_dict() if self.usage else None
+        d["attempts"] = [a.as_dict() for a in self.attempts]
+        return d
+
+
+@dataclass(frozen=True)
+class Delta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Restart:
+    """`failed` broke off after its text was shown: discard that text. `provider` answers from
+    scratch; None when nobody will and a degraded answer follows."""
+
+    failed: str
+    provider: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Done:
+    result: Result
+
+
+Event = Delta | Restart | Done
 
 
 @dataclass(frozen=True)

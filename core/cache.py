@@ -42,7 +42,6 @@ class Flight:
         self._changed = threading.Condition()
         self._landed = False
         self.alive_until = float("-inf")  # on the cache's clock
-        self.followed = threading.Event()  # set once another request waits on this one
         self.result = None
 
     def alive(self, until: float) -> None:
@@ -127,14 +126,9 @@ class AnswerCache:
         with self._lock:
             flight = self._flights.get(key)
             if flight is not None:
-                flight.followed.set()
                 return flight, False
             flight = self._flights[key] = Flight(self._clock)
             return flight, True
-
-    def in_flight(self, key: str) -> Flight | None:
-        with self._lock:
-            return self._flights.get(key)
 
     def land(self, key: str, flight: Flight, result) -> None:
         with self._lock:

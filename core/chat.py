@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal
 
 Role = Literal["system", "user", "assistant"]
@@ -169,4 +169,3 @@ class Completion:
     finish_reason: FinishReason
     model: str
     usage: Usage | None = None
-    pieces: Sequence[str] = field(default=(), repr=False)

@@ -18,13 +18,15 @@ import sys
 import time
 import unicodedata
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import TextIO
 
-from .answer import Answer, Change
+from .answer import Answer, Change, Restart, Result
 from .chat import MAX_INPUT_CHARS, ChatRequest, InvalidRequest, Message, clean_text, messages_from
 from .config import ConfigError, load_config
-from .router import Restart, Result, Router  # light: SDKs load only when a chain needs them
+from .router import Router  # light: SDKs load only when a chain needs them
+from .runtime import NoProviders, build
 from .store import SqlFollowUpStore, StoreError, database_url
 
 
@@ -74,7 +76,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
         if args.command == "followups":
             return _followups(args, stdout, stderr)
         return _status(args, stdout)
-    except (UsageError, ConfigError, InvalidRequest) as e:
+    except (UsageError, ConfigError, NoProviders, InvalidRequest) as e:
         print(f"understudy: {e}", file=stderr)
         return 2
     except StoreError as e:
@@ -132,12 +134,8 @@ def _checked_settings(system, temperature, max_tokens, *, name) -> dict:
     return {"system": clean_text(system), "temperature": temperature, "max_tokens": max_tokens}
 
 
-def _router(args) -> Router:
-    config = load_config(args.config)
-    if not config.providers:
-        raise UsageError("no providers configured: set ANTHROPIC_API_KEY, OPENAI_API_KEY, GEMINI_API_KEY or "
-                         "OLLAMA_HOST, or write understudy.toml (see README)")
-    return Router(config)
+def _router(args, *, probing: bool = False) -> Router:
+    return build(args.config, probing=probing).router
 
 
 def _ask(args, stdin, stdout, stderr) -> int:
@@ -145,8 +143,7 @@ def _ask(args, stdin, stdout, stderr) -> int:
     if args.jsonl:
         if args.question is not None:
             raise UsageError("--jsonl reads questions from stdin; don't give one as an argument")
-        router = _router(args)
-        router.start_probing()  # a long-lived process: keep health fresh in the background
+        router = _router(args, probing=True)  # a long-lived process: keep health fresh in the background
         try:
             return _jsonl(router, settings, stdin, stdout)
         finally:
@@ -163,7 +160,7 @@ def _ask(args, stdin, stdout, stderr) -> int:
             result = _stream_text(router, request, stdout, stderr)
     finally:
         router.close()
-    return 1 if result.tier == "unavailable" else 0
+    return result.tier.exit_status
 
 
 def _question(text: str) -> str:
@@ -193,7 +190,7 @@ def _stream_text(router: Router, request: ChatRequest, stdout, stderr) -> Result
         stdout.write(result.text)
     stdout.write("\n")
     stdout.flush()
-    hops = sum(1 for a in result.attempts if a.outcome != "ok")
+    hops = sum(1 for a in result.attempts if a.outcome.failed)
     via = f"{result.provider} ({result.model})" if result.provider else result.tier
     notice = f" {result.notice}" if result.notice else ""
     print(f"[{result.tier}: {via}, {result.elapsed_ms:.0f} ms, {hops} failed attempt(s)]{notice}", file=stderr,
@@ -417,7 +414,7 @@ def _status(args, stdout) -> int:
 def _followups(args, stdout, stderr) -> int:
     """Exit 1 when the store can't be read or written (one line on stderr), or ID is unknown."""
     config = load_config(args.config)
-    store = SqlFollowUpStore(database_url(config.policy["store"]))
+    store = SqlFollowUpStore(database_url(asdict(config.policy.store)))
     try:
         if args.answer is not None:
             if not store.mark_answered(args.answer, at=time.time()):

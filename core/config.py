@@ -15,7 +15,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -69,62 +69,128 @@ class Secret:
         return hash(self._value)
 
 
-# Policy settings: section -> key -> (default, type, bounds, doc). Bounds are a lower bound or a
-# (lowest, highest) pair; every number must also be finite. Every value here is a documented
-# default (README "Configuration"); anything not listed is rejected as unknown.
+# Policy settings: one frozen dataclass per section. Each field declares its default, its bounds (a
+# lower bound or a (lowest, highest) pair; every number must also be finite) and its doc, once.
+# Every value here is a documented default (README "Configuration"); anything not listed is
+# rejected as unknown. The parser (`_parse_policy`) is the one place that validates them.
 _Number = (int, float)
 _DAY, _YEAR = 86400.0, 365 * 86400.0
+_TYPES = {"float": _Number, "int": (int,), "bool": (bool,), "str": (str,)}
+
+
+def _setting(default: Any, bounds: Any, doc: str) -> Any:
+    return field(default=default, metadata={"bounds": bounds, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = _setting(5.0, (0.05, 300.0), "seconds to open a connection")
+    first_token: float = _setting(8.0, (0.05, 600.0), "seconds to wait for the first text before giving up on a provider")
+    idle: float = _setting(10.0, (0.05, 600.0), "seconds of silence allowed between chunks")
+    request: float = _setting(60.0, (0.1, 3600.0), "one deadline for the whole chain to start answering, retries included")
+
+    def for_entry(self, **overrides: float) -> dict[str, float]:
+        """A provider entry's effective timeouts: its own `*_timeout` overrides over this section."""
+        return {"connect_timeout": overrides.get("connect_timeout", self.connect),
+                "first_token_timeout": overrides.get("first_token_timeout", self.first_token),
+                "idle_timeout": overrides.get("idle_timeout", self.idle)}
+
+
+@dataclass(frozen=True)
+class Retries:
+    max_attempts: int = _setting(2, (1, 10), "tries per provider per request, the first included")
+    backoff_base: float = _setting(0.2, (0.0, 60.0), "seconds; backoff is full jitter over base * 2^n")
+    backoff_max: float = _setting(2.0, (0.0, 300.0), "seconds; the most one backoff may wait")
+    max_retry_wait: float = _setting(1.0, (0.0, 300.0), "the longest Retry-After waited within a request; longer: fail over")
+
+
+@dataclass(frozen=True)
+class BreakerPolicy:
+    fail_max: int = _setting(3, (1, 1000), "consecutive health failures that open a provider's breaker")
+    reset_timeout: float = _setting(15.0, (0.1, _DAY), "seconds open before one trial call")
+    max_cooldown: float = _setting(300.0, (0.1, _DAY), "the longest a Retry-After may keep a provider out")
+    max_trial_wait: float = _setting(3.0, (0.0, 60.0), "when every breaker is open, wait this long at most for a trial")
+
+
+@dataclass(frozen=True)
+class Hedging:
+    enabled: bool = _setting(True, None, "race the next provider when the first token is late")
+    floor: float = _setting(0.3, (0.0, 60.0), "seconds; the hedge delay is never shorter")
+    cap: float = _setting(2.0, (0.0, 60.0), "seconds; the hedge delay is never longer")
+    default_delay: float = _setting(1.0, (0.0, 60.0), "seconds; the delay before enough first-token samples exist")
+    quantile: float = _setting(0.95, (0.5, 1.0), "which first-token quantile sets the delay")
+    min_samples: int = _setting(10, (1, 100_000), "samples needed before the quantile is trusted")
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    enabled: bool = _setting(True, None, "serve repeated questions from memory")
+    ttl: float = _setting(3600.0, (0.0, _YEAR), "seconds an answer stays fresh")
+    stale_ttl: float = _setting(86400.0, (0.0, _YEAR), "seconds a stale answer may still stand in during an outage")
+    max_entries: int = _setting(1000, (1, 1_000_000), "answers kept (least recently used go first)")
+
+
+@dataclass(frozen=True)
+class Offline:
+    enabled: bool = _setting(True, None, "answer from the FAQ when no provider can")
+    faq_file: str = _setting("", None, "path of the FAQ (TOML); empty: the shipped core/data/offline_faq.toml")
+    min_similarity: float = _setting(0.5, (0.0, 1.0), "0-1; how close a question must be to an FAQ entry")
+    followup_file: str = _setting("", None, "also append kept questions here as JSON lines; empty: the store only")
+
+
+@dataclass(frozen=True)
+class MetricsPolicy:
+    max_events: int = _setting(20000, (100, 1_000_000), "events kept in memory (oldest go first)")
+    window: float = _setting(900.0, (1.0, 30 * _DAY), "seconds of history in summaries")
+
+
+@dataclass(frozen=True)
+class Store:
+    path: str = _setting("", None, "data directory for SQLite (default ./data); $UNDERSTUDY_DATA_DIR wins")
+    database_url: str = _setting("", None, "a database URL instead (postgresql+psycopg://…); "
+                                           "$UNDERSTUDY_DATABASE_URL wins")
+
+
+@dataclass(frozen=True)
+class Health:
+    probe_interval: float = _setting(30.0, (0.0, _DAY), "seconds between background probes; 0 turns them off")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The validated policy: one frozen section per TOML table (`policy.hedging.quantile`)."""
+
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    retries: Retries = field(default_factory=Retries)
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    hedging: Hedging = field(default_factory=Hedging)
+    cache: CachePolicy = field(default_factory=CachePolicy)
+    offline: Offline = field(default_factory=Offline)
+    metrics: MetricsPolicy = field(default_factory=MetricsPolicy)
+    store: Store = field(default_factory=Store)
+    health: Health = field(default_factory=Health)
+
+    @classmethod
+    def defaults(cls) -> Policy:
+        return cls()
+
+    def with_(self, **overrides: Any) -> Policy:
+        """A copy with settings changed, named `section__key` (`with_(hedging__enabled=False)`);
+        for tests and benchmarks. Unchecked: a file's values go through `load_config`."""
+        sections: dict[str, dict[str, Any]] = {}
+        for name, value in overrides.items():
+            section, key = name.split("__")
+            if key not in POLICY_SCHEMA.get(section, {}):
+                raise KeyError(f"no policy setting {section}.{key}")
+            sections.setdefault(section, {})[key] = value
+        return replace(self, **{s: replace(getattr(self, s), **kv) for s, kv in sections.items()})
+
+
+# section -> key -> (default, types, bounds, doc): the same declarations as a table, for the
+# parser, the README check and error messages.
 POLICY_SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], Any, str]]] = {
-    "timeouts": {
-        "connect": (5.0, _Number, (0.05, 300.0), "seconds to open a connection"),
-        "first_token": (8.0, _Number, (0.05, 600.0), "seconds to wait for the first text before giving up on a provider"),
-        "idle": (10.0, _Number, (0.05, 600.0), "seconds of silence allowed between chunks"),
-        "request": (60.0, _Number, (0.1, 3600.0), "one deadline for the whole chain to start answering, retries included"),
-    },
-    "retries": {
-        "max_attempts": (2, (int,), (1, 10), "tries per provider per request, the first included"),
-        "backoff_base": (0.2, _Number, (0.0, 60.0), "seconds; backoff is full jitter over base * 2^n"),
-        "backoff_max": (2.0, _Number, (0.0, 300.0), "seconds; the most one backoff may wait"),
-        "max_retry_wait": (1.0, _Number, (0.0, 300.0), "the longest Retry-After waited within a request; longer: fail over"),
-    },
-    "breaker": {
-        "fail_max": (3, (int,), (1, 1000), "consecutive health failures that open a provider's breaker"),
-        "reset_timeout": (15.0, _Number, (0.1, _DAY), "seconds open before one trial call"),
-        "max_cooldown": (300.0, _Number, (0.1, _DAY), "the longest a Retry-After may keep a provider out"),
-        "max_trial_wait": (3.0, _Number, (0.0, 60.0), "when every breaker is open, wait this long at most for a trial"),
-    },
-    "hedging": {
-        "enabled": (True, (bool,), None, "race the next provider when the first token is late"),
-        "floor": (0.3, _Number, (0.0, 60.0), "seconds; the hedge delay is never shorter"),
-        "cap": (2.0, _Number, (0.0, 60.0), "seconds; the hedge delay is never longer"),
-        "default_delay": (1.0, _Number, (0.0, 60.0), "seconds; the delay before enough first-token samples exist"),
-        "quantile": (0.95, _Number, (0.5, 1.0), "which first-token quantile sets the delay"),
-        "min_samples": (10, (int,), (1, 100_000), "samples needed before the quantile is trusted"),
-    },
-    "cache": {
-        "enabled": (True, (bool,), None, "serve repeated questions from memory"),
-        "ttl": (3600.0, _Number, (0.0, _YEAR), "seconds an answer stays fresh"),
-        "stale_ttl": (86400.0, _Number, (0.0, _YEAR), "seconds a stale answer may still stand in during an outage"),
-        "max_entries": (1000, (int,), (1, 1_000_000), "answers kept (least recently used go first)"),
-    },
-    "offline": {
-        "enabled": (True, (bool,), None, "answer from the FAQ when no provider can"),
-        "faq_file": ("", (str,), None, "path of the FAQ (TOML); empty: the shipped core/data/offline_faq.toml"),
-        "min_similarity": (0.5, _Number, (0.0, 1.0), "0-1; how close a question must be to an FAQ entry"),
-        "followup_file": ("", (str,), None, "also append kept questions here as JSON lines; empty: the store only"),
-    },
-    "metrics": {
-        "max_events": (20000, (int,), (100, 1_000_000), "events kept in memory (oldest go first)"),
-        "window": (900.0, _Number, (1.0, 30 * _DAY), "seconds of history in summaries"),
-    },
-    "store": {
-        "path": ("", (str,), None, "data directory for SQLite (default ./data); $UNDERSTUDY_DATA_DIR wins"),
-        "database_url": ("", (str,), None, "a database URL instead (postgresql+psycopg://…); "
-                                           "$UNDERSTUDY_DATABASE_URL wins"),
-    },
-    "health": {
-        "probe_interval": (30.0, _Number, (0.0, _DAY), "seconds between background probes; 0 turns them off"),
-    },
+    f.name: {s.name: (s.default, _TYPES[s.type], s.metadata["bounds"], s.metadata["doc"]) for s in fields(f.default_factory)}
+    for f in fields(Policy)
 }
 # Rules between settings: (section, lower key, section, higher key).
 _ORDERED = (
@@ -152,9 +218,10 @@ class ProviderEntry:
     base_url: str | None = None
     api_key_env: str | None = None
     api_key: Secret | None = field(default=None, compare=False)
-    connect_timeout: float = 5.0
-    first_token_timeout: float = 8.0
-    idle_timeout: float = 10.0
+    # Effective timeouts (the entry's overrides over [timeouts], see `Timeouts.for_entry`).
+    connect_timeout: float = Timeouts.connect
+    first_token_timeout: float = Timeouts.first_token
+    idle_timeout: float = Timeouts.idle
 
     @property
     def info(self) -> ProviderKind:
@@ -163,20 +230,6 @@ class ProviderEntry:
     @property
     def endpoint(self) -> str:
         return self.base_url or self.info.default_base_url or self.info.public_url
-
-
-@dataclass(frozen=True)
-class Policy:
-    """The validated policy sections, as plain dicts of setting -> value."""
-
-    values: Mapping[str, Mapping[str, Any]]
-
-    def __getitem__(self, section: str) -> Mapping[str, Any]:
-        return self.values[section]
-
-    @classmethod
-    def defaults(cls) -> Policy:
-        return cls({s: {k: spec[0] for k, spec in keys.items()} for s, keys in POLICY_SCHEMA.items()})
 
 
 @dataclass(frozen=True)
@@ -292,7 +345,7 @@ def _parse_policy(data: Mapping[str, Any], where: str) -> Policy:
     if 0 < interval < MIN_PROBE_INTERVAL:
         raise ConfigError(where, "health.probe_interval", f"must be 0 (off) or at least {MIN_PROBE_INTERVAL:g}, "
                           f"not {interval:g}", "raise it, or set 0 to turn background probes off")
-    return Policy(values)
+    return Policy(**{f.name: f.default_factory(**values[f.name]) for f in fields(Policy)})
 
 
 def _check_value(value: Any, types: tuple[type, ...], bounds: Any, key: str, where: str, doc: str) -> Any:
@@ -406,13 +459,8 @@ def _entry(name, kind, model, base_url, key_env, api_key, policy, overrides, env
     if host_env and base_url is None and env.get(host_env):
         base_url = _host_url(env[host_env])
         _check_url(base_url, host_env, "environment")
-    t = policy["timeouts"]
-    return ProviderEntry(
-        name=name, kind=kind, model=model, base_url=base_url, api_key_env=key_env, api_key=api_key,
-        connect_timeout=overrides.get("connect_timeout", t["connect"]),
-        first_token_timeout=overrides.get("first_token_timeout", t["first_token"]),
-        idle_timeout=overrides.get("idle_timeout", t["idle"]),
-    )
+    return ProviderEntry(name=name, kind=kind, model=model, base_url=base_url, api_key_env=key_env, api_key=api_key,
+                         **policy.timeouts.for_entry(**overrides))
 
 
 def _host_url(value: str) -> str:

@@ -36,12 +36,13 @@ class Demo:
         }
 
     def config(self, policy: Policy | None = None) -> Config:
+        policy = policy or Policy.defaults()
         entries = tuple(
             ProviderEntry(name=info.label, kind=kind, model=f"{info.default_model}-sim", base_url=self.servers[kind].url,
-                          api_key=Secret(DEMO_KEY))
+                          api_key=Secret(DEMO_KEY), **policy.timeouts.for_entry())
             for kind, info in kinds().items()
         )
-        return Config(providers=entries, policy=policy or Policy.defaults(), source="demo mode")
+        return Config(providers=entries, policy=policy, source="demo mode")
 
     def close(self) -> None:
         for server in self.servers.values():

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 class _Policy:
     retry: bool  # worth trying the same provider again within this request
     health: bool  # says the provider is sick: counts towards opening its breaker
-    fallover: bool  # worth asking the next provider in the chain
+    fails_over: bool  # worth asking the next provider; False ends the request (a decline is an answer)
 
 
 class ErrorKind(enum.Enum):
@@ -47,26 +47,26 @@ class ErrorKind(enum.Enum):
         return _POLICIES[self].health
 
     @property
-    def fallover(self) -> bool:
-        return _POLICIES[self].fallover
+    def fails_over(self) -> bool:
+        return _POLICIES[self].fails_over
 
 
 _POLICIES = {
-    ErrorKind.RATE_LIMITED: _Policy(retry=True, health=True, fallover=True),
-    ErrorKind.OVERLOADED: _Policy(retry=True, health=True, fallover=True),
-    ErrorKind.SERVER: _Policy(retry=True, health=True, fallover=True),
-    ErrorKind.TIMEOUT: _Policy(retry=False, health=True, fallover=True),
-    ErrorKind.CONNECTION: _Policy(retry=True, health=True, fallover=True),
-    ErrorKind.STREAM_BROKEN: _Policy(retry=False, health=True, fallover=True),
+    ErrorKind.RATE_LIMITED: _Policy(retry=True, health=True, fails_over=True),
+    ErrorKind.OVERLOADED: _Policy(retry=True, health=True, fails_over=True),
+    ErrorKind.SERVER: _Policy(retry=True, health=True, fails_over=True),
+    ErrorKind.TIMEOUT: _Policy(retry=False, health=True, fails_over=True),
+    ErrorKind.CONNECTION: _Policy(retry=True, health=True, fails_over=True),
+    ErrorKind.STREAM_BROKEN: _Policy(retry=False, health=True, fails_over=True),
     # The request's or the operator's fault: the provider is fine, another one may not be
     # (a missing key or an unknown model is specific to this entry).
-    ErrorKind.AUTH: _Policy(retry=False, health=False, fallover=True),
-    ErrorKind.NOT_FOUND: _Policy(retry=False, health=False, fallover=True),
+    ErrorKind.AUTH: _Policy(retry=False, health=False, fails_over=True),
+    ErrorKind.NOT_FOUND: _Policy(retry=False, health=False, fails_over=True),
     # Never resend the same conversation to the same model; a bigger window may take it.
-    ErrorKind.CONTEXT_LENGTH: _Policy(retry=False, health=False, fallover=True),
+    ErrorKind.CONTEXT_LENGTH: _Policy(retry=False, health=False, fails_over=True),
     # A policy decline is an answer, not an outage: routing around it would be dishonest.
-    ErrorKind.CONTENT_FILTERED: _Policy(retry=False, health=False, fallover=False),
-    ErrorKind.BAD_REQUEST: _Policy(retry=False, health=False, fallover=True),
+    ErrorKind.CONTENT_FILTERED: _Policy(retry=False, health=False, fails_over=False),
+    ErrorKind.BAD_REQUEST: _Policy(retry=False, health=False, fails_over=True),
 }
 
 

@@ -151,9 +151,6 @@ class FollowUps:
         """Newest first. Raises StoreError (also recorded in health)."""
         return self._call(lambda s: s.list(answered=answered, search=search, limit=limit))
 
-    def items(self) -> list[dict]:
-        return [f.as_dict() for f in self.list()]
-
     def mark_answered(self, id: int) -> bool:
         return self._call(lambda s: s.mark_answered(id, at=self.wall()))
 

@@ -127,7 +127,7 @@ if lg[3].button("Send", key="load_go", type="primary", width="stretch"):
         res = r.ask(ChatRequest.ask(f"{QUESTIONS[k % len(QUESTIONS)]} (load test #{k + 1})"), fresh=bypass)
         return {"#": k + 1, "served by": res.provider or "–", "tier": res.tier, "complete": res.complete,
                 "latency": seconds(res.elapsed_ms), "first token": seconds(res.ttft_ms),
-                "attempts": len(res.attempts), "failed": sum(a.outcome == "error" for a in res.attempts)}
+                "attempts": len(res.attempts), "failed": sum(a.outcome.failed for a in res.attempts)}
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         for done, future in enumerate(as_completed([pool.submit(one, k) for k in range(n)]), 1):

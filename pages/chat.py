@@ -7,9 +7,13 @@ import time
 
 import streamlit as st
 
+from dataclasses import asdict
+
+from core.answer import Answer, Delta, Restart
+from core.attempt import Outcome
 from core.chat import MAX_INPUT_CHARS, ChatRequest, Message, clean_text
-from core.router import Delta, Done, Restart
-from pages.shared import TIER_LABEL, banners, router, seconds
+from core.tiers import Tier
+from pages.shared import banners, router, seconds
 
 st.session_state.setdefault("messages", [])
 st.session_state.setdefault("kept_input", None)
@@ -65,15 +69,15 @@ if new_chat:
 # -- rendering ----------------------------------------------------------------------------------------
 def badge(meta: dict) -> str:
     parts = []
-    tier = meta.get("tier", "provider")
-    if TIER_LABEL.get(tier):
-        parts.append(f"**{TIER_LABEL[tier]}**")
+    tier = Tier(meta.get("tier", "provider"))
+    if tier.label:
+        parts.append(f"**{tier.label}**")
     if meta.get("provider"):
         parts.append(f"**{meta['provider']}** · `{meta.get('model')}`")
     parts.append(f"{seconds(meta.get('elapsed_ms'))}")
     if meta.get("ttft_ms") is not None:
         parts.append(f"first token {seconds(meta['ttft_ms'])}")
-    failed = [a for a in meta.get("attempts", []) if a["outcome"] in ("error", "skipped")]
+    failed = [a for a in meta.get("attempts", []) if Outcome(a["outcome"]).failed]
     if failed:
         parts.append(f"↪ {len(failed)} failed/skipped")
     if any(a.get("hedge") for a in meta.get("attempts", [])):
@@ -83,7 +87,7 @@ def badge(meta: dict) -> str:
         parts.append(f"🔀 switched mid-answer ×{len(meta['switches'])}")
     if meta.get("stopped"):
         parts.append("⏹ stopped by you")
-    elif not meta.get("complete", True) and tier == "provider":
+    elif not meta.get("complete", True) and tier is Tier.PROVIDER:
         parts.append("✂️ incomplete")
     return " · ".join(parts)
 
@@ -99,7 +103,7 @@ def timeline(meta: dict) -> None:
     label = f"How it got here — {len(attempts)} attempt{'s' if len(attempts) != 1 else ''}"
     with st.expander(label, expanded=False):
         if not attempts:
-            st.caption("No provider was called: " + (meta.get("notice") or TIER_LABEL.get(meta.get("tier"), "")))
+            st.caption("No provider was called: " + (meta.get("notice") or Tier(meta.get("tier", "provider")).label))
         if attempts:
             lines = ["| # | | provider | model | outcome | why | time | first token | detail |",
                      "|---|---|---|---|---|---|---|---|---|"]
@@ -139,7 +143,7 @@ if st.session_state.kept_input:
 def conversation() -> ChatRequest:
     # Only real model output goes back as context: declines, outage notices and stopped stubs don't.
     turns = [Message(m["role"], m["content"]) for m in messages
-             if m["role"] == "user" or (m.get("meta") or {}).get("tier") in ("provider", "cache", "stale_cache")]
+             if m["role"] == "user" or Tier((m.get("meta") or {}).get("tier", "provider")).model_output]
     return ChatRequest(messages=tuple(turns), system=clean_text(system), temperature=float(temperature),
                        max_tokens=int(max_tokens))
 
@@ -150,35 +154,33 @@ def answer(*, fresh: bool = False) -> None:
         note, body = st.empty(), st.empty()
         body.markdown("⏳ *thinking…*")
         st.button("⏹ Stop", key=f"stop_{len(messages)}", help="Stop this answer; what arrived so far is kept.")
-        text, switches, result, last_paint, started = "", [], None, 0.0, time.monotonic()
+        reply, last_paint, started = Answer(), 0.0, time.monotonic()
         stream = router().stream(request, fresh=fresh)
         try:
             for event in stream:
+                reply.add(event)
                 if isinstance(event, Delta):
-                    text += event.text
                     if time.monotonic() - last_paint > 0.05:  # repaint at most 20 times a second
-                        body.markdown(text + " ▌")
+                        body.markdown(reply.text + " ▌")
                         last_paint = time.monotonic()
                 elif isinstance(event, Restart):
-                    switches.append({"failed": event.failed, "provider": event.provider, "reason": event.reason})
-                    text = ""
                     who = f"**{event.provider}** is answering from the start" if event.provider else "falling back"
                     note.info(f"🔀 **{event.failed}** broke off mid-answer ({event.reason}); {who}.")
                     body.markdown("⏳ *switching…*")
-                elif isinstance(event, Done):
-                    result = event.result
         finally:
-            if result is None:
+            switches = [asdict(s) for s in reply.switches]
+            if reply.result is None:
                 # Interrupted: the Stop button, another message, or leaving the page. Keep what arrived.
                 stream.close()
-                messages.append({"role": "assistant", "content": text or "*(stopped before any text arrived)*",
-                                 "meta": {"tier": "provider", "complete": False, "stopped": True, "switches": switches,
-                                          "attempts": [], "elapsed_ms": (time.monotonic() - started) * 1000,
+                messages.append({"role": "assistant", "content": reply.text or "*(stopped before any text arrived)*",
+                                 "meta": {"tier": Tier.PROVIDER.value, "complete": False, "stopped": True,
+                                          "switches": switches, "attempts": [],
+                                          "elapsed_ms": (time.monotonic() - started) * 1000,
                                           "notice": "Stopped by you: the text above is what had arrived."}})
-    meta = result.as_dict()
+    meta = reply.result.as_dict()
     meta.pop("text")
     meta["switches"] = switches
-    messages.append({"role": "assistant", "content": result.text, "meta": meta})
+    messages.append({"role": "assistant", "content": reply.result.text, "meta": meta})
     st.rerun()
 
 

@@ -6,30 +6,15 @@ from __future__ import annotations
 import hmac
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
 
-from core.config import ConfigError, load_config
-from core.demo import Demo
 from core.router import Router
+from core.runtime import Runtime, build
 
 ADMIN_ENV = "UNDERSTUDY_ADMIN_PASSWORD"
 ADMIN_UNLOCKED = "admin_unlocked"  # the st.session_state flag: this session entered the password
-
-
-@dataclass
-class Runtime:
-    router: Router
-    demo: Demo | None
-    config_error: str | None
-    source: str
-
-    def close(self) -> None:
-        self.router.close()
-        if self.demo is not None:
-            self.demo.close()
 
 
 def secrets() -> Mapping[str, Any]:
@@ -43,23 +28,7 @@ def secrets() -> Mapping[str, Any]:
 @st.cache_resource(show_spinner="Starting the router…", on_release=Runtime.close)
 def runtime() -> Runtime:
     """Built once per process and shared by every session (and the ops endpoints)."""
-    error = None
-    try:
-        config = load_config(None, env=os.environ, secrets=secrets())
-    except ConfigError as e:
-        config, error = None, str(e)
-    demo = None
-    if config is None or not config.providers:
-        demo = Demo()
-        config = demo.config(policy=config.policy if config is not None else None)
-    try:
-        router = Router(config)
-    except ConfigError as e:  # e.g. an unreadable offline FAQ file
-        error = str(e)
-        demo = demo or Demo()
-        router = Router(demo.config())
-    router.start_probing()
-    return Runtime(router, demo, error, config.source)
+    return build(None, env=os.environ, secrets=secrets(), demo=True, probing=True)
 
 
 def router() -> Router:
@@ -111,16 +80,6 @@ def banners() -> None:
             sc = state["scenario"]
             parts.insert(0, f"scenario *{sc['title']}* at {sc['elapsed']:.0f} s of {sc['duration']:.0f} s")
         st.warning("**Simulated outage:** " + "; ".join(parts) + ". Reset it on the Chaos page.", icon="🧨")
-
-
-TIER_LABEL = {
-    "provider": "",
-    "cache": "🗄️ cached",
-    "stale_cache": "⏳ stale cache",
-    "offline": "📴 offline answer",
-    "declined": "🚫 declined",
-    "unavailable": "⚠️ unavailable",
-}
 
 
 def seconds(ms: float | None) -> str:

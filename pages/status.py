@@ -11,6 +11,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.health import verdict
 from core.metrics import AttemptEvent, RequestEvent, TransitionEvent, as_row
 from pages.shared import admin_unlocked, banners, router, seconds
 
@@ -60,7 +61,7 @@ def frame(events: list, kind: type) -> pd.DataFrame:
 
 
 def tiles() -> None:
-    summary = r.metrics.summary(r.config.policy["metrics"]["window"])
+    summary = r.metrics.summary(r.config.policy.metrics.window)
     top = st.columns(5)
     top[0].metric("Requests", summary["requests"])
     ratio = summary["cache_hit_ratio"]
@@ -68,9 +69,12 @@ def tiles() -> None:
     top[2].metric("Failovers", summary["failovers"])
     top[3].metric("Hedges (won)", f"{summary['hedges']} ({summary['hedges_won']})")
     top[4].metric("Mid-answer switches", summary["restarts"])
-    st.caption(f"Over the last {summary['window_s'] / 60:.0f} min · updated {datetime.now():%H:%M:%S}")
+    rows = r.status(probe=False)
+    overall = verdict(rows, r.followups.health())  # the same verdict /healthz reports
+    st.caption(f"{HEALTH_ICON[overall]} Overall: **{overall}** · over the last {summary['window_s'] / 60:.0f} min · "
+               f"updated {datetime.now():%H:%M:%S}")
     cols = st.columns(len(r.providers) or 1)
-    for col, status in zip(cols, r.status(probe=False)):
+    for col, status in zip(cols, rows):
         stats = summary["providers"].get(status.name, {})
         with col.container(border=True):
             st.markdown(f"**{HEALTH_ICON.get(status.health, '⚪')} {status.name}**  \n`{status.kind}` · `{status.model}`")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 import threading
 import time
 
@@ -57,6 +58,17 @@ def wait_until(condition, what: str, timeout: float = 30.0) -> None:
         if time.monotonic() > end:
             raise AssertionError(f"gave up waiting for {what}")
         time.sleep(0.005)
+
+
+def inside(thread: threading.Thread, function) -> bool:
+    """Is `thread` running `function` right now (e.g. blocked in it, waiting on a condition)? Reads
+    the thread's stack; changes nothing."""
+    frame = sys._current_frames().get(thread.ident)
+    while frame is not None:
+        if frame.f_code is function.__code__:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def finishes(target, what: str, timeout: float = 30.0):

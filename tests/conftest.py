@@ -126,12 +126,8 @@ def toml_for(servers: list[SimServer], extra: str = "", key_env: str = "SIM_KEY"
 
 
 def policy(**overrides) -> Policy:
-    values = {s: dict(v) for s, v in Policy.defaults().values.items()}
-    for key, value in overrides.items():
-        section, setting = key.split("__")
-        assert setting in values[section], key
-        values[section][setting] = value
-    return Policy(values)
+    """The default policy with `section__key=value` settings changed."""
+    return Policy.defaults().with_(**overrides)
 
 
 @pytest.fixture

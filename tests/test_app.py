@@ -259,3 +259,15 @@ def test_without_a_password_the_chaos_page_is_open(app):
     at, _ = app("anthropic")
     at.switch_page("pages/chaos.py").run()
     assert [b for b in at.button if b.key == "apply_0"]
+
+
+def test_status_page_shows_the_verdict_healthz_reports(app):
+    at, (first, _) = app("anthropic", "openai")
+    at.switch_page("pages/status.py").run()
+    assert any("Overall: **ok**" in c.value for c in at.caption)
+    first.set_default(Fault.http(500))
+    at.switch_page("pages/chat.py").run()
+    for i in range(2):
+        chat(at, f"q{i}")
+    at.switch_page("pages/status.py").run()
+    assert any("Overall: **degraded**" in c.value for c in at.caption)  # one breaker open, one provider left

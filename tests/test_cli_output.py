@@ -121,10 +121,9 @@ def test_a_stale_cached_answer_is_printed(sims):
     # One process keeps one router, so the stale tier is reached through the same function the
     # CLI streams with, on a router whose cache has gone stale.
     server = sims("openai")
-    values = {s: dict(v) for s, v in Policy.defaults().values.items()}
-    values["cache"]["ttl"] = 60
     clock = Clock()
-    router = Router(Config(providers=(entry_for(server, name="gpt"),), policy=Policy(values)), clock=clock)
+    router = Router(Config(providers=(entry_for(server, name="gpt"),), policy=Policy.defaults().with_(cache__ttl=60)),
+                    clock=clock)
     request = ChatRequest.ask(Q)
     try:
         fresh = router.ask(request)
@@ -253,3 +252,12 @@ def test_the_terminal_erasure_covers_exactly_the_rows_written(partial):
     screen.show(Change("FINAL", replaced=True))
     as_shown = screen_of(out.getvalue().replace("\n", "\r\n").encode(), cols=80)
     assert as_shown == screen_of(b"ABOVE\r\nFINAL", cols=80)
+
+
+def test_a_decline_is_not_counted_as_a_failed_attempt(sims, tmp_path):
+    # "failed" has one meaning (Outcome.failed): the chain had to move past a provider. A decline is an answer.
+    first, second = sims("anthropic"), sims("openai")
+    first.push(Fault.http(400, "content_filter"))
+    proc = ask(tmp_path, [first, second])
+    assert proc.returncode == 0 and "declined by anthropic-0" in proc.stdout
+    assert "[declined: anthropic-0 (anthropic-test), " in proc.stderr and "0 failed attempt(s)" in proc.stderr

@@ -75,7 +75,7 @@ def test_any_other_ending_is_a_broken_stream(kind, reason, sims, adapters):
     with pytest.raises(ProviderError) as caught:
         drain(adapters(server), Q)
     assert caught.value.kind is ErrorKind.STREAM_BROKEN and reason in caught.value.message
-    assert caught.value.kind.health and caught.value.kind.fallover
+    assert caught.value.kind.health and caught.value.kind.fails_over
 
 
 # -- the router ------------------------------------------------------------------------------------------------

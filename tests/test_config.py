@@ -49,9 +49,9 @@ def test_loads_a_chain_with_the_same_kind_twice_and_policy(tmp_path):
     assert opus.api_key == Secret("fake-ant-aaaaaaaaaaaaaa")
     assert sonnet.first_token_timeout == 3.0 and opus.first_token_timeout == 8.0
     assert vllm.api_key.reveal() == "vllm-secret-value-123" and vllm.endpoint == "http://127.0.0.1:8000/v1"
-    assert config.policy["timeouts"]["request"] == 30.0
-    assert config.policy["cache"]["enabled"] is False
-    assert config.policy["cache"]["max_entries"] == 1000  # documented default
+    assert config.policy.timeouts.request == 30.0
+    assert config.policy.cache.enabled is False
+    assert config.policy.cache.max_entries == 1000  # documented default
 
 
 def test_file_discovery_order(tmp_path, monkeypatch):
@@ -155,3 +155,18 @@ def test_the_shipped_example_file_loads():
     config = load_config(str(path), env={"OPENAI_API_KEY": "sk-0123456789abcdef"})
     assert [p.name for p in config.providers] == ["claude", "gpt", "vllm", "gemini", "local"]
     assert config.policy == Policy.defaults()  # the values it shows are the documented defaults
+
+
+def test_policy_sections_are_typed_and_copied_with_changes():
+    policy = Policy.defaults().with_(hedging__enabled=False, timeouts__first_token=1.5)
+    assert policy.hedging.enabled is False and policy.timeouts.first_token == 1.5
+    assert Policy.defaults().hedging.enabled is True  # the original is untouched (frozen)
+    with pytest.raises(KeyError):
+        Policy.defaults().with_(hedging__quantil=0.9)
+
+
+def test_an_entry_s_timeouts_are_its_overrides_over_the_section(tmp_path):
+    text = ('[timeouts]\nfirst_token = 3\nidle = 4\n[[providers]]\nname = "a"\nkind = "openai"\nmodel = "m"\n'
+            'idle_timeout = 2\n')
+    entry = load_config(write(tmp_path, text), env={"OPENAI_API_KEY": "sk-0123456789abcdef"}).providers[0]
+    assert (entry.connect_timeout, entry.first_token_timeout, entry.idle_timeout) == (5.0, 3.0, 2.0)

@@ -113,8 +113,8 @@ def test_values_at_the_bounds_are_accepted(tmp_path):
     path.write_text("[hedging]\nquantile = 1.0\nfloor = 2.0\ncap = 2.0\n[health]\nprobe_interval = 0\n"
                     "[offline]\nmin_similarity = 1\n[timeouts]\nrequest = 3600\n", encoding="utf-8")
     policy = load_config(str(path), env={}).policy
-    assert policy["hedging"]["quantile"] == 1.0 and policy["health"]["probe_interval"] == 0.0
-    assert policy["offline"]["min_similarity"] == 1.0
+    assert policy.hedging.quantile == 1.0 and policy.health.probe_interval == 0.0
+    assert policy.offline.min_similarity == 1.0
 
 
 @pytest.mark.parametrize("url", ["http://[::1]:11434", "https://proxy.internal:8443/v1", "http://ollama_box:11434",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from core.config import POLICY_SCHEMA
 from core.errors import ErrorKind
-from core.router import TIERS
+from core.tiers import Tier
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -18,7 +18,7 @@ def test_every_setting_is_documented_with_its_default():
 
 def test_every_error_kind_and_tier_is_documented():
     assert all(f"`{k.value}`" in README for k in ErrorKind)
-    assert all(f"`{t}`" in README for t in TIERS)
+    assert all(f"`{t.value}`" in README for t in Tier)
 
 
 def test_the_two_commands_are_there():

@@ -46,7 +46,7 @@ def test_health_and_request_errors_are_told_apart():
     sick = {k for k in ErrorKind if k.health}
     assert sick == {ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED, ErrorKind.SERVER, ErrorKind.TIMEOUT,
                     ErrorKind.CONNECTION, ErrorKind.STREAM_BROKEN}
-    assert {k for k in ErrorKind if not k.fallover} == {ErrorKind.CONTENT_FILTERED}
+    assert {k for k in ErrorKind if not k.fails_over} == {ErrorKind.CONTENT_FILTERED}
     # A silent provider is not retried within a request; a context-length error never resends.
     assert not ErrorKind.TIMEOUT.retry and not ErrorKind.CONTEXT_LENGTH.retry
     assert ErrorKind.RATE_LIMITED.retry and ErrorKind.SERVER.retry and ErrorKind.CONNECTION.retry

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import threading
 
-from core.cache import cache_key
+from core.cache import Flight
 from core.chat import ChatRequest
 from core.router import Delta, Done
+from tests.clock import inside, wait_until
 
 
 Q = ChatRequest.ask("Why do identical questions share one answer?")
@@ -22,7 +23,7 @@ def follow(router):
     got = []
     follower = threading.Thread(target=lambda: got.append(router.ask(Q)))
     follower.start()
-    assert router.cache.in_flight(cache_key(Q)).followed.wait(10)  # the follower waits on the leader
+    wait_until(lambda: inside(follower, Flight.wait), "the follower to wait on the leader")
     return follower, got
 
 
@@ -39,7 +40,7 @@ def test_a_follower_waits_past_its_deadline_while_the_leader_is_still_streaming(
     assert done.result.tier == "provider" and done.result.complete
     assert result.tier == "cache" and result.complete and result.text == done.result.text
     assert len(server.chat_requests()) == 1  # the follower asked no provider itself
-    assert router.followups.items() == []  # and nothing was kept as if nobody could answer
+    assert router.followups.list() == []  # and nothing was kept as if nobody could answer
 
 
 def test_a_follower_gets_the_result_even_if_the_leaders_caller_never_closes_its_stream(chain):
@@ -52,7 +53,7 @@ def test_a_follower_gets_the_result_even_if_the_leaders_caller_never_closes_its_
     follower.join(timeout=30)
     (result,) = got
     assert result.tier == "cache" and result.complete and result.text == event.result.text
-    assert len(server.chat_requests()) == 1 and router.followups.items() == []
+    assert len(server.chat_requests()) == 1 and router.followups.list() == []
     leader.close()
 
 
@@ -64,5 +65,5 @@ def test_a_follower_asks_on_its_own_when_the_leader_goes_quiet(chain):
     follower.join(timeout=30)
     (result,) = got
     assert result.tier == "provider" and result.complete and result.provider == "gemini-0"
-    assert len(server.chat_requests()) == 2 and router.followups.items() == []
+    assert len(server.chat_requests()) == 2 and router.followups.list() == []
     leader.close()

@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.chat import ChatRequest
 from core.config import Config, Policy
-from core.ops import healthz
+from core.endpoints import healthz
 from core.router import Router
 from core.simulator import Fault
 from core.store import SqlFollowUpStore, StoreError, database_url
@@ -165,9 +165,8 @@ def outage(sims, adapters):
         server = sims("openai")
         server.set_default(Fault.http(503))
         provider = adapters(server, name="openai-0")
-        values = {s: dict(v) for s, v in Policy.defaults().values.items()}
-        values["offline"].update(offline)
-        router = Router(Config(providers=(provider.entry,), policy=Policy(values)), providers=[provider])
+        policy = Policy.defaults().with_(**{f"offline__{key}": value for key, value in offline.items()})
+        router = Router(Config(providers=(provider.entry,), policy=policy), providers=[provider])
         routers.append(router)
         return router
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+
 from core.chat import ChatRequest
 from core.config import Config, Policy
+from core.health import ProviderStatus, verdict
 from core.router import Router
 from core.simulator import Fault
 from tests.clock import ManualClock, NoJitter
@@ -76,11 +80,51 @@ def test_missing_key_is_reported_not_probed(sims):
 
 def test_background_probing_runs_on_its_interval(sims):
     server = sims("gemini")
-    values = {s: dict(v) for s, v in Policy.defaults().values.items()}
-    values["health"]["probe_interval"] = 0.05
-    router = Router(Config(providers=(entry_for(server),), policy=Policy(values)))
+    router = Router(Config(providers=(entry_for(server),), policy=Policy.defaults().with_(health__probe_interval=0.05)))
     try:
         router.start_probing()
         assert len(server.wait_for(3, method="GET", timeout=10)) >= 3
     finally:
         router.close()
+
+
+def test_one_verdict_for_the_whole_chain():
+    def row(health="ok", breaker="closed"):
+        return ProviderStatus("p", "openai", "m", "http://x", "k", health, breaker)
+
+    ok, failing = {"status": "ok"}, {"status": "failing"}
+    assert verdict([row(), row()], ok) == "ok"
+    assert verdict([row(), row()], failing) == "degraded"  # questions can't be kept
+    assert verdict([row(), row(breaker="open")], ok) == "degraded"
+    assert verdict([row(health="degraded"), row()], ok) == "degraded"
+    assert verdict([row(breaker="open"), row(health="no key")], ok) == "down"
+    assert verdict([], ok) == "down"
+
+
+def test_probing_starts_once_however_many_threads_ask_at_the_same_time(sims):
+    server = sims("gemini")
+    policy = Policy.defaults().with_(health__probe_interval=3600.0)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, so a check-then-set race shows
+    try:
+        for _ in range(20):
+            router = Router(Config(providers=(entry_for(server),), policy=policy))
+            before = set(threading.enumerate())
+            ready = threading.Barrier(8)
+
+            def start() -> None:
+                ready.wait()
+                router.start_probing()
+
+            starters = [threading.Thread(target=start) for _ in range(8)]
+            for t in starters:
+                t.start()
+            for t in starters:
+                t.join()
+            probers = [t for t in threading.enumerate() if t.name == "understudy-prober" and t not in before]
+            router.close()
+            for t in probers:
+                t.join(timeout=10)
+            assert len(probers) == 1
+    finally:
+        sys.setswitchinterval(interval)

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from core.chat import ChatRequest
 from core.config import Config
 from core.metrics import AttemptEvent
-from core.ops import prometheus
+from core.endpoints import prometheus
 from core.router import Router
 from core.simulator import Fault
 from tests.conftest import policy

@@ -85,7 +85,7 @@ def test_in_band_refusal_is_content_filtered(kind, after, sims, adapters):
     with pytest.raises(ProviderError) as caught:
         drain(provider, REQUEST)
     assert caught.value.kind is ErrorKind.CONTENT_FILTERED
-    assert not caught.value.kind.fallover and not caught.value.kind.health
+    assert not caught.value.kind.fails_over and not caught.value.kind.health
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -101,10 +101,8 @@ def test_a_key_of_no_known_shape_is_masked_too(kind, adapters):
 
 # -- everything derived from the error ----------------------------------------------------------
 def _policy(**sections) -> Policy:
-    values = {s: dict(v) for s, v in Policy.defaults().values.items()}
-    for section, settings in sections.items():
-        values[section].update(settings)
-    return Policy(values)
+    return Policy.defaults().with_(**{f"{section}__{key}": value for section, settings in sections.items()
+                                      for key, value in settings.items()})
 
 
 def test_attempts_breaker_reasons_metrics_and_logs_carry_no_key(sims, adapters, caplog):

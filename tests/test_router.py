@@ -7,12 +7,12 @@ import threading
 
 import pytest
 
-from core.cache import cache_key
+from core.cache import Flight
 from core.chat import ChatRequest, Message
 from core.router import Delta, Done, Restart
 from core.metrics import AttemptEvent
 from core.simulator import Fault
-from tests.clock import FakeClock, ManualClock, finishes, wait_until
+from tests.clock import FakeClock, ManualClock, finishes, inside, wait_until
 from tests.conftest import KINDS
 
 Q = ChatRequest.ask("Explain the understudy pattern briefly.")
@@ -397,7 +397,7 @@ def test_unanswerable_questions_are_kept_for_follow_up(chain):
     servers[0].set_default(Fault.http(503))
     result = router.ask(ChatRequest.ask("Which moon of Saturn has methane lakes?"))
     assert result.tier == "unavailable" and "Which moon of Saturn has methane lakes?" in result.text
-    assert [f["question"] for f in router.followups.items()] == ["Which moon of Saturn has methane lakes?"]
+    assert [f.question for f in router.followups.list()] == ["Which moon of Saturn has methane lakes?"]
 
 
 def test_partial_text_is_withdrawn_when_every_provider_breaks_mid_answer(chain):
@@ -407,7 +407,7 @@ def test_partial_text_is_withdrawn_when_every_provider_breaks_mid_answer(chain):
     evs = events(router, ChatRequest.ask("Which moon of Saturn has methane lakes?"))
     kinds = [type(e).__name__ for e in evs if not isinstance(e, Delta)]
     assert kinds == ["Restart", "Restart", "Done"]
-    assert evs[-2] == Restart("ollama-1", "", "no provider could answer")
+    assert evs[-2] == Restart("ollama-1", None, "no provider could answer")
     assert evs[-1].result.tier == "unavailable"
 
 
@@ -525,7 +525,7 @@ def test_a_follower_answers_itself_when_the_identical_leader_is_stopped(chain):
     got = []
     follower = threading.Thread(target=lambda: got.append(router.ask(Q)))
     follower.start()
-    assert router.cache.in_flight(cache_key(Q)).followed.wait(10)  # the follower waits on the leader
+    wait_until(lambda: inside(follower, Flight.wait), "the follower to wait on the leader")
     assert len(first.chat_requests()) == 1
     leader.close()  # the user pressed Stop
     follower.join(timeout=30)

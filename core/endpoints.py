@@ -6,6 +6,7 @@ import math
 from dataclasses import astuple
 
 from .breaker import CLOSED, HALF_OPEN, OPEN
+from .health import verdict
 from .metrics import AttemptKey, TierKey, TokenKey, TransitionKey
 from .router import Router
 
@@ -18,16 +19,8 @@ def healthz(router: Router, *, demo: bool = False) -> tuple[int, dict]:
 
     Reads state only: no provider is called, so a load balancer polling it costs nothing."""
     rows = router.status(probe=False)
-    usable = [r for r in rows if r.breaker != OPEN and r.health != "no key"]
-    if not rows or not usable:
-        overall = "down"
-    elif len(usable) < len(rows) or any(r.health in ("degraded", "down") for r in rows):
-        overall = "degraded"
-    else:
-        overall = "ok"
     followups = router.followups.health()
-    if followups["status"] != "ok" and overall == "ok":
-        overall = "degraded"
+    overall = verdict(rows, followups)
     body = {
         "status": overall,
         "demo": demo,
@@ -87,7 +80,7 @@ def prometheus(router: Router) -> str:
     family("understudy_breaker_state", "gauge", "0 closed, 1 half-open, 2 open.",
            [({"provider": name}, _BREAKER_VALUE[b.state]) for name, b in router.breakers.items()])
     family("understudy_cache_entries", "gauge", "Answers in the cache.", [({}, len(router.cache))])
-    window = router.config.policy["metrics"]["window"]
+    window = router.config.policy.metrics.window
     summary = router.metrics.summary(window)["providers"]
     for metric, field in (("latency", "latency_ms"), ("ttft", "ttft_ms")):
         samples = []

@@ -1,0 +1,144 @@
+"""Health of the chain: active probes (also in the background), each provider's status, and the
+one overall verdict that `/healthz` and the Status page both show.
+
+A provider's health is passive (the success rate of recent traffic) and active (its last probe,
+a list-models call that costs no tokens). Reading it calls no provider unless asked to probe.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .breaker import OPEN, Breaker
+from .errors import ProviderError
+from .metrics import Metrics, ProbeEvent
+from .providers import Provider
+from .redact import redact
+
+log = logging.getLogger("understudy")
+
+
+@dataclass(frozen=True)
+class ProviderStatus:
+    name: str
+    kind: str
+    model: str
+    endpoint: str
+    key: str  # masked
+    health: str  # "ok" | "degraded" | "down" | "no key" | "unknown"
+    breaker: str  # "closed" | "open" | "half-open"
+    retry_in_s: float = 0.0  # while open: seconds until a trial call is let through
+    detail: str = ""
+    probe_ms: float | None = None
+    success_rate: float | None = None
+
+
+def verdict(rows: Sequence[ProviderStatus], followups: Mapping) -> str:
+    """"ok", "degraded" or "down": down when no provider can take traffic; degraded when some
+    can't, one is sick, or questions can't be kept (the follow-up store is failing)."""
+    usable = [r for r in rows if r.breaker != OPEN and r.health != "no key"]
+    if not rows or not usable:
+        return "down"
+    if len(usable) < len(rows) or any(r.health in ("degraded", "down") for r in rows):
+        return "degraded"
+    return "ok" if followups["status"] == "ok" else "degraded"
+
+
+class Health:
+    """Probes and status for a router's providers; thread-safe."""
+
+    def __init__(self, providers: Sequence[Provider], breakers: Mapping[str, Breaker], metrics: Metrics, *,
+                 interval: float, window: float, wall: Callable[[], float] = time.time) -> None:
+        self.providers = providers
+        self.breakers = breakers
+        self.metrics = metrics
+        self.interval = interval
+        self.window = window
+        self.wall = wall
+        self._last_probe: dict[str, ProbeEvent] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._prober: threading.Thread | None = None
+
+    def probe(self, names: Sequence[str] | None = None) -> list[ProbeEvent]:
+        """Cheap active checks (list-models calls, no tokens), in parallel. A success lets an open
+        breaker try a real call at once; a failure alone never opens one (probes can be wrong)."""
+        targets = [p for p in self.providers if names is None or p.name in names]
+
+        def one(p: Provider) -> ProbeEvent:
+            t0 = time.monotonic()
+            try:
+                p.probe()
+            except ProviderError as e:
+                event = ProbeEvent(self.wall(), p.name, False, _ms(time.monotonic() - t0), e.kind.value)
+            else:
+                event = ProbeEvent(self.wall(), p.name, True, _ms(time.monotonic() - t0))
+                self.breakers[p.name].probe_succeeded()
+            with self._lock:
+                self._last_probe[p.name] = event
+            self.metrics.record(event)
+            return event
+
+        if not targets:
+            return []
+        with ThreadPoolExecutor(max_workers=len(targets)) as pool:
+            return list(pool.map(one, targets))
+
+    def start(self) -> None:
+        """Probe every provider in the background every `interval` seconds; once, however many
+        threads ask at the same time."""
+        with self._lock:
+            if self.interval <= 0 or self._prober is not None or self._stop.is_set():
+                return
+            self._prober = threading.Thread(target=self._loop, name="understudy-prober", daemon=True)
+        self._prober.start()
+
+    def _loop(self) -> None:
+        while True:  # probe at once, then on the interval
+            try:
+                self.probe()
+            except Exception:  # noqa: BLE001 — a probe bug must not kill the prober
+                log.exception("probe failed")
+            if self._stop.wait(self.interval):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def status(self, *, probe: bool = True) -> list[ProviderStatus]:
+        """Each entry's configuration, breaker and health (passive from traffic, active from probes)."""
+        if probe:
+            self.probe()
+        summary = self.metrics.summary(self.window)["providers"]
+        with self._lock:
+            probes = dict(self._last_probe)
+        rows = []
+        for p in self.providers:
+            e, b = p.entry, self.breakers[p.name]
+            key = e.api_key.masked() if e.api_key else ("missing" if p.info.needs_key else "not needed")
+            last = probes.get(p.name)
+            rate = summary.get(p.name, {}).get("success_rate")
+            if p.info.needs_key and e.api_key is None:
+                health, detail = "no key", f"set {e.api_key_env or ' or '.join(p.info.key_envs)}"
+            elif b.state == OPEN:
+                health, detail = "down", f"breaker open, trial call in {b.retry_in():.0f}s"
+            elif last is not None and not last.ok:
+                health, detail = "down" if rate is None else "degraded", f"probe failed: {last.error_kind}"
+            elif rate is not None and rate < 0.8:
+                health, detail = "degraded", f"{rate:.0%} of recent calls succeeded"
+            elif last is not None or rate is not None:
+                health, detail = "ok", ""
+            else:
+                health, detail = "unknown", "no traffic or probe yet"
+            rows.append(ProviderStatus(p.name, p.kind, p.model, redact(e.endpoint), key, health, b.state,
+                                       round(b.retry_in(), 1), detail, last.latency_ms if last else None, rate))
+        return rows
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
