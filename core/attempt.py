@@ -20,7 +20,7 @@ from . import cancel
 from .breaker import Permit
 from .chat import ChatRequest, TextDelta
 from .errors import ErrorKind, ProviderError
-from .providers import Provider
+from .providers.base import Provider
 
 log = logging.getLogger("understudy")
 

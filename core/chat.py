@@ -159,13 +159,3 @@ class StreamEnd:
     model: str
     usage: Usage | None = None
     native_reason: str = ""  # the provider's own word for it, e.g. "refusal", "SAFETY"
-
-
-@dataclass(frozen=True)
-class Completion:
-    """A whole answer, derived from a stream (see `Provider.complete`)."""
-
-    text: str
-    finish_reason: FinishReason
-    model: str
-    usage: Usage | None = None

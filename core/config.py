@@ -194,9 +194,11 @@ POLICY_SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], Any, str]]] = {
 }
 # Rules between settings: (section, lower key, section, higher key).
 _ORDERED = (
+    ("timeouts", "first_token", "timeouts", "request"),  # else a silent primary uses up the fallbacks' time
     ("hedging", "floor", "hedging", "cap"),
     ("retries", "backoff_base", "retries", "backoff_max"),
 )
+_DATABASE_URL = re.compile(r"(?:sqlite|postgresql(?:\+psycopg)?)://[^\s]*")
 MIN_PROBE_INTERVAL = 1.0  # below this, background probes would flood the providers
 PROVIDER_KEYS = {
     "name": "unique label shown in the UI, traces and metrics",
@@ -341,6 +343,11 @@ def _parse_policy(data: Mapping[str, Any], where: str) -> Policy:
             raise ConfigError(where, f"{low_section}.{low_key}",
                               f"is {low:g}, more than {high_section}.{high_key} ({high:g})",
                               f"make {low_key} at most {high_key}")
+    url = values["store"]["database_url"].strip()
+    if url and not _DATABASE_URL.fullmatch(url):
+        raise ConfigError(where, "store.database_url", "is not a database URL this app can use (value not shown: "
+                          "it may hold a password)", 'write sqlite:///PATH or postgresql+psycopg://USER@HOST/DB, '
+                          'or leave it empty for the embedded store')
     interval = values["health"]["probe_interval"]
     if 0 < interval < MIN_PROBE_INTERVAL:
         raise ConfigError(where, "health.probe_interval", f"must be 0 (off) or at least {MIN_PROBE_INTERVAL:g}, "
@@ -399,6 +406,11 @@ def _parse_entry(raw, key, where, policy, env, secrets) -> ProviderEntry:
         if k in raw:
             _, types, bounds, _ = POLICY_SCHEMA["timeouts"][k.removesuffix("_timeout")]
             overrides[k] = _check_value(raw[k], types, bounds, f"{key}.{k}", where, PROVIDER_KEYS[k])
+    first_token = overrides.get("first_token_timeout", policy.timeouts.first_token)
+    if first_token > policy.timeouts.request:
+        raise ConfigError(where, f"{key}.first_token_timeout", f"is {first_token:g}, more than timeouts.request "
+                          f"({policy.timeouts.request:g})", "make it at most [timeouts] request, so the providers "
+                          "after this one still get their turn")
     return _entry(name, kind, model, base_url, key_env, api_key, policy, overrides, env)
 
 

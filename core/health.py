@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from .breaker import OPEN, Breaker
 from .errors import ProviderError
 from .metrics import Metrics, ProbeEvent
-from .providers import Provider
+from .providers.base import Provider
 from .redact import redact
 
 log = logging.getLogger("understudy")

@@ -47,6 +47,10 @@ BAD = {
     "space in host": ("", "", "http://local host:8000/v1", "providers[0].base_url"),
     "no host": ("", "", "http:///v1", "providers[0].base_url"),
     "deep nesting": (DEEP, "", None, "syntax"),
+    "first_token > request": ("[timeouts]\nfirst_token = 30\nrequest = 10", "", None, "timeouts.first_token"),
+    "entry first_token > request": ("", "first_token_timeout = 100", None, "providers[0].first_token_timeout"),
+    "database_url not a url": ('[store]\ndatabase_url = "not a url"', "", None, "store.database_url"),
+    "database_url other engine": ('[store]\ndatabase_url = "mysql://u:hunter22@h/db"', "", None, "store.database_url"),
 }
 
 
@@ -86,6 +90,7 @@ def test_bad_value_is_a_config_error_naming_the_key(case, tmp_path):
         load_config(path, env={"SIM_KEY": KEY})
     assert caught.value.key == BAD[case][3]
     assert "\n" not in str(caught.value) and "Fix:" in str(caught.value)
+    assert "hunter22" not in str(caught.value)  # a database password is never echoed
 
 
 @pytest.mark.parametrize("case", list(BAD))
