@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-
-from core.chat import ChatRequest
+from core.messages import ChatRequest
 from core.metrics import quantile
+
 from .harness import chain, fmt, table
 
 

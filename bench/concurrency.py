@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
-
-from core.chat import ChatRequest
-from core.metrics import quantile
 from core.faults import Fault
-from .harness import chain, fmt, table, direct_caller
+from core.messages import ChatRequest
+from core.metrics import quantile
+
+from .harness import chain, direct_caller, fmt, table
 
 
 def bench_concurrency(sessions: int, turns: int) -> dict:

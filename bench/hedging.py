@@ -7,10 +7,10 @@ import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-
-from core.chat import ChatRequest
-from core.metrics import quantile
 from core.faults import Fault
+from core.messages import ChatRequest
+from core.metrics import quantile
+
 from .harness import chain, fmt, table
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import gc
 from concurrent.futures import ThreadPoolExecutor
 
+from core.messages import ChatRequest
 
-from core.chat import ChatRequest
-from .harness import chain, rss_mb, fmt, table
+from .harness import chain, fmt, rss_mb, table
 
 
 def bench_memory(small: int, large: int) -> dict:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import statistics
 import time
 
-from core.chat import ChatRequest
+from core.messages import ChatRequest
 from core.metrics import quantile
-from .harness import KINDS, SIXTY, sixty, chain, fmt, table, direct_caller
+
+from .harness import KINDS, SIXTY, chain, direct_caller, fmt, sixty, table
 
 
 def bench_overhead(n: int) -> dict:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import statistics
 import time
 
-
-from core.chat import ChatRequest
 from core.faults import Fault
-from .harness import sixty, chain, fmt, table
+from core.messages import ChatRequest
 
+from .harness import chain, fmt, sixty, table
 
 RESCUES = {
     "healthy baseline": None,

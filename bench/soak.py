@@ -6,12 +6,12 @@ import random
 import threading
 import time
 
-from core.chat import ChatRequest
-from core.metrics import AttemptKey
 from core.faults import Fault
+from core.messages import ChatRequest
+from core.metrics import AttemptKey
 from core.tiers import Tier
-from .harness import KINDS, echo, chain, fmt, table
 
+from .harness import KINDS, chain, echo, fmt, table
 
 SOAK_FAULTS = [Fault.http(429, retry_after=0.2), Fault.http(429), Fault.http(503), Fault.http(529), Fault.http(500),
                Fault.http(401), Fault.http(flavour="context_length"), Fault.http(flavour="content_filter"),

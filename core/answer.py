@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from .attempt import Attempt
-from .chat import Usage
+from .messages import Usage
 from .tiers import Tier
 
 

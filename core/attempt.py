@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field
 
 from . import cancel
 from .breaker import Permit
-from .chat import ChatRequest, TextDelta
 from .errors import ErrorKind, ProviderError
+from .messages import ChatRequest, TextDelta
 from .providers.base import Provider
 
 log = logging.getLogger("understudy")

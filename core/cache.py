@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import cachetools
 
-from .chat import ChatRequest, Usage
+from .messages import ChatRequest, Usage
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from datetime import datetime, timezone
 from typing import TextIO
 
 from .answer import Answer, Change, Restart, Result
-from .chat import MAX_INPUT_CHARS, ChatRequest, InvalidRequest, Message, clean_text, messages_from
 from .config import ConfigError, load_config
+from .messages import MAX_INPUT_CHARS, ChatRequest, InvalidRequest, Message, clean_text, messages_from
 from .router import Router  # light: SDKs load only when a chain needs them
 from .runtime import NoProviders, build
 from .store import SqlFollowUpStore, StoreError, database_url

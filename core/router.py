@@ -38,11 +38,11 @@ from .answer import Answer, Delta, Done, Event, Restart, Result
 from .attempt import HANDOFF, Attempt, LiveAttempt, Outcome
 from .breaker import OPEN, Breaker, Permit
 from .cache import AnswerCache, Flight, cache_key
-from .chat import ChatRequest, StreamEnd, TextDelta, Usage
 from .chaos import Chaos, transport_for
 from .config import Config, ConfigError
 from .errors import ErrorKind, ProviderError
 from .health import Health, ProviderStatus
+from .messages import ChatRequest, StreamEnd, TextDelta, Usage
 from .metrics import AttemptEvent, Metrics, ProbeEvent, RequestEvent
 from .offline import Faq, FollowUps
 from .policies import FailoverPolicy, HedgePolicy, RetryPolicy

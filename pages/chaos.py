@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import streamlit as st
 
-from core.chat import ChatRequest
 from core.chaos import SCENARIOS
 from core.faults import MID_STREAM, Fault
+from core.messages import ChatRequest
 from pages.shared import admin_unlocked, banners, router, seconds
 
 r = router()

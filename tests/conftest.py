@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from core.chat import TextDelta
 from core.config import Config, Policy, ProviderEntry, Secret
 from core.errors import ErrorKind
 from core.faults import Fault
+from core.messages import TextDelta
 from core.providers import build, kinds
 from core.router import Router
 from core.simulator import SimServer

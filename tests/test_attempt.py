@@ -7,8 +7,8 @@ import inspect
 import threading
 
 from core.answer import Restart
-from core.chat import ChatRequest
 from core.config import Config
+from core.messages import ChatRequest
 from core.router import Router
 from core.simulator import Fault
 from tests.clock import wait_until

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 
 from core.breaker import Breaker
-from core.chat import ChatRequest
+from core.messages import ChatRequest
 from core.router import Delta, Done
 from core.simulator import Fault
 from tests.clock import FakeClock

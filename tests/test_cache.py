@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from core.cache import AnswerCache, cache_key
-from core.chat import ChatRequest, Message
+from core.messages import ChatRequest, Message
 
 
 class Clock:

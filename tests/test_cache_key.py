@@ -4,8 +4,7 @@ in indentation or inner spacing (code!) must not share an answer; trailing white
 from __future__ import annotations
 
 from core.cache import cache_key
-from core.chat import ChatRequest
-
+from core.messages import ChatRequest
 
 FOUR = "Why does this fail?\n\nif x:\n    y = 1\n  z = 2\n"
 TWO = "Why does this fail?\n\nif x:\n  y = 1\n  z = 2\n"

@@ -7,13 +7,13 @@ import threading
 
 import pytest
 
-from core.chat import ChatRequest
 from core.chaos import SCENARIOS, Chaos, Injection, transport_for
 from core.config import Config, Policy
 from core.errors import ErrorKind, ProviderError
+from core.faults import TRANSPORT_FAULTS
+from core.messages import ChatRequest
 from core.providers import build
 from core.router import Router
-from core.faults import TRANSPORT_FAULTS
 from core.simulator import Fault
 from tests.conftest import FAULTS, KINDS, drain, entry_for
 

@@ -19,8 +19,8 @@ import pytest
 
 from core.answer import Change
 from core.cli import _Screen, _stream_text
-from core.chat import ChatRequest
 from core.config import Config, Policy
+from core.messages import ChatRequest
 from core.offline import Faq
 from core.router import Router
 from core.simulator import Fault

@@ -9,12 +9,11 @@ import warnings
 
 import pytest
 
-from core.chat import ChatRequest, StreamEnd
 from core.errors import ErrorKind, ProviderError
+from core.messages import ChatRequest, StreamEnd
 from core.router import Delta, Done, Restart
 from core.simulator import Fault
 from tests.conftest import drain
-
 
 NORMAL = {"anthropic": ("end_turn", "stop_sequence"), "openai": ("stop",), "gemini": ("STOP",), "ollama": ("stop",)}
 LIMIT = {"anthropic": "max_tokens", "openai": "length", "gemini": "MAX_TOKENS", "ollama": "length"}

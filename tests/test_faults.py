@@ -7,10 +7,10 @@ import importlib
 
 import pytest
 
-from core.chat import ChatRequest
 from core.chaos import Chaos, transport_for
 from core.errors import ErrorKind, ProviderError
 from core.faults import Fault
+from core.messages import ChatRequest
 from core.providers import build, kinds
 from tests.conftest import KEY, KINDS, drain, entry_for
 

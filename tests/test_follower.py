@@ -7,10 +7,9 @@ from __future__ import annotations
 import threading
 
 from core.cache import Flight
-from core.chat import ChatRequest
+from core.messages import ChatRequest
 from core.router import Delta, Done
 from tests.clock import inside, wait_until
-
 
 Q = ChatRequest.ask("Why do identical questions share one answer?")
 # The request deadline is short next to how long the leader streams (about 60 pieces, 50 ms

@@ -16,9 +16,9 @@ import sqlalchemy as sa
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from core.chat import ChatRequest
 from core.config import Config, Policy
 from core.endpoints import healthz
+from core.messages import ChatRequest
 from core.router import Router
 from core.simulator import Fault
 from core.store import SqlFollowUpStore, StoreError, database_url

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 import threading
 
-from core.chat import ChatRequest
 from core.config import Config, Policy
 from core.health import ProviderStatus, verdict
+from core.messages import ChatRequest
 from core.router import Router
 from core.simulator import Fault
 from tests.clock import ManualClock, NoJitter

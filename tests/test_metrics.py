@@ -6,10 +6,21 @@ import json
 import logging
 import threading
 
-from core.chat import ChatRequest
 from core.config import Config, Policy
-from core.metrics import (AttemptEvent, AttemptKey, Metrics, ProbeEvent, RequestEvent, TierKey, TokenKey,
-                          TransitionEvent, TransitionKey, as_row, quantile)
+from core.messages import ChatRequest
+from core.metrics import (
+    AttemptEvent,
+    AttemptKey,
+    Metrics,
+    ProbeEvent,
+    RequestEvent,
+    TierKey,
+    TokenKey,
+    TransitionEvent,
+    TransitionKey,
+    as_row,
+    quantile,
+)
 from core.router import Router
 from core.simulator import Fault
 from tests.conftest import KEY, entry_for

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.chat import ChatRequest
 from core.config import Config
-from core.metrics import AttemptEvent
 from core.endpoints import prometheus
+from core.messages import ChatRequest
+from core.metrics import AttemptEvent
 from core.router import Router
 from core.simulator import Fault
 from tests.conftest import policy

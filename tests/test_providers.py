@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from core.chat import ChatRequest, Message, StreamEnd, TextDelta
 from core.errors import ErrorKind, ProviderError
+from core.messages import ChatRequest, Message, StreamEnd, TextDelta
 from core.simulator import Fault
 from tests.conftest import FAULTS, KEY, KINDS, ROOT, drain
 

@@ -11,9 +11,9 @@ import logging
 import pytest
 
 from core import cli
-from core.chat import ChatRequest
 from core.config import Config, Policy, Secret
 from core.errors import ProviderError
+from core.messages import ChatRequest
 from core.metrics import TransitionEvent, as_row
 from core.redact import looks_like_key, mask, redact
 from core.router import Router

@@ -9,12 +9,11 @@ import json
 
 import pytest
 
-from core.chat import ChatRequest, InvalidRequest, Message
 from core.errors import ErrorKind, ProviderError
+from core.messages import ChatRequest, InvalidRequest, Message
 from core.simulator import Fault
 from tests.conftest import KINDS
 from tests.test_cli import config, run
-
 
 NAN, INF = float("nan"), float("inf")
 

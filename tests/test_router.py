@@ -8,9 +8,9 @@ import threading
 import pytest
 
 from core.cache import Flight
-from core.chat import ChatRequest, Message
-from core.router import Delta, Done, Restart
+from core.messages import ChatRequest, Message
 from core.metrics import AttemptEvent
+from core.router import Delta, Done, Restart
 from core.simulator import Fault
 from tests.clock import FakeClock, ManualClock, finishes, inside, wait_until
 from tests.conftest import KINDS

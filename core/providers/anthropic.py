@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import httpx2
 
-from ..chat import StreamEnd, TextDelta, Usage
 from ..errors import ErrorKind, kind_for_status, retry_after_from_headers
 from ..faults import AnthropicDialect
+from ..messages import StreamEnd, TextDelta, Usage
 from .base import DEFAULT_MAX_TOKENS, Provider, ProviderKind
 
 KIND = ProviderKind("anthropic", label="claude", default_model="claude-sonnet-4-5", key_envs=("ANTHROPIC_API_KEY",),

@@ -29,9 +29,9 @@ import httpx
 import httpx2
 
 from .. import cancel
-from ..chat import ChatRequest, StreamEnd, TextDelta
 from ..config import ProviderEntry
 from ..errors import ErrorKind, ProviderError
+from ..messages import ChatRequest, StreamEnd, TextDelta
 from ..redact import redact
 
 if TYPE_CHECKING:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 import warnings
 
-from ..chat import StreamEnd, TextDelta, Usage
 from ..errors import ErrorKind, kind_for_status, retry_after_from_google_details, retry_after_from_headers
 from ..faults import GeminiDialect
+from ..messages import StreamEnd, TextDelta, Usage
 from .base import Provider, ProviderKind
 
 # google-genai itself prefers GOOGLE_API_KEY when both are set; so do we.

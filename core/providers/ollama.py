@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..chat import StreamEnd, TextDelta, Usage
 from ..errors import ErrorKind, kind_for_status, retry_after_from_headers
 from ..faults import OllamaDialect
+from ..messages import StreamEnd, TextDelta, Usage
 from .base import Provider, ProviderKind
 
 # No key of its own (a proxy in front may want one); OLLAMA_HOST names the server, as for the ollama CLI.

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import httpx2
 
-from ..chat import StreamEnd, TextDelta, Usage
 from ..errors import ErrorKind, kind_for_status, retry_after_from_headers
 from ..faults import OpenAIDialect
+from ..messages import StreamEnd, TextDelta, Usage
 from .base import Provider, ProviderKind
 
 KIND = ProviderKind("openai", label="gpt", default_model="gpt-5-mini", key_envs=("OPENAI_API_KEY",), sdk="openai",
