@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 
 import streamlit as st
 
-from dataclasses import asdict
-
 from core.answer import Answer, Delta, Restart
 from core.attempt import Outcome
-from core.chat import MAX_INPUT_CHARS, ChatRequest, Message, clean_text
+from core.messages import MAX_INPUT_CHARS, ChatRequest, Message, clean_text
 from core.tiers import Tier
 from pages.shared import banners, router, seconds
 
