@@ -157,6 +157,9 @@ class _Run:
         self.active: dict[int, LiveAttempt] = {}
         self.leader: LiveAttempt | None = None
         self.next_index = 0
+        # Providers cancelled only because another won the race (healthy, not failed): if the
+        # winner breaks off mid-answer, they are next in line again, before the rest of the chain.
+        self.spare: list[Provider] = []
         self.tries: Counter = Counter()
         self.retry_at: list[tuple[float, Provider]] = []
         self.attempts: list[Attempt] = []
@@ -329,7 +332,10 @@ class _Run:
 
     def _can_hedge(self, live: LiveAttempt) -> bool:
         return (self.r.hedge.enabled and self.leader is None and len(self.active) == 1 and not live.backed_up
-                and live.first_at is None and self.next_index < len(self.r.providers))
+                and live.first_at is None and self._more_to_try())
+
+    def _more_to_try(self) -> bool:
+        return bool(self.spare) or self.next_index < len(self.r.providers)
 
     def _start_hedge(self, live: LiveAttempt) -> None:
         if live.id not in self.active or not self._can_hedge(live):
@@ -366,6 +372,7 @@ class _Run:
                 for other in list(self.active.values()):
                     if other is not live:
                         self._cancel(other, "lost the hedge race" if (other.is_hedge or live.is_hedge) else "not needed")
+                        self.spare.append(other.provider)
             if live is self.leader:
                 if self.pending_restart is not None:
                     self.pending_restart = None
@@ -453,9 +460,12 @@ class _Run:
 
     def _launch_next(self, *, hedge: bool = False) -> bool:
         providers = self.r.providers
-        while self.next_index < len(providers):
-            p = providers[self.next_index]
-            self.next_index += 1
+        while self._more_to_try():
+            if self.spare:
+                p = self.spare.pop(0)
+            else:
+                p = providers[self.next_index]
+                self.next_index += 1
             breaker = self.r.breakers[p.name]
             if self.clock() >= self.deadline:
                 self.attempts.append(Attempt(p.name, p.model, Outcome.SKIPPED, detail="request deadline reached"))

@@ -321,6 +321,23 @@ def test_if_the_primary_wins_the_race_the_hedge_is_cancelled(chain):
     attempt_threads_end()
 
 
+def test_when_the_race_winner_breaks_off_the_loser_answers(chain):
+    """The hedge wins the race, the slow primary is cancelled (healthy, just slower), then the hedge
+    breaks off mid-answer: the primary is next in line again, not "no provider could answer"."""
+    router, (first, second) = chain("anthropic", "openai", timeouts={"first_token_timeout": 8.0},
+                                    hedging__default_delay=0.3, offline__enabled=False)
+    first.push(Fault("slow_first", seconds=20))  # only the first call: the second answers at once
+    second.push(Fault("cut", after=3))
+    evs = events(router)
+    result = evs[-1].result
+    assert result.tier == "provider" and result.complete and result.provider == "anthropic-0", result
+    assert [e for e in evs if isinstance(e, Restart)] == [Restart("openai-1", "anthropic-0", "stream_broken")]
+    assert [(a.provider, a.outcome) for a in result.attempts] == [
+        ("anthropic-0", "cancelled"), ("openai-1", "error"), ("anthropic-0", "ok")]
+    assert len(first.chat_requests()) == 2 and router.followups.list() == []
+    attempt_threads_end()
+
+
 # -- breakers ---------------------------------------------------------------------------------------------
 
 def test_request_errors_never_open_a_breaker(chain):
