@@ -46,9 +46,10 @@ class Flight:
 
     def alive(self, until: float) -> None:
         """The leader is making progress: it will land or report progress again by `until`.
-        Followers aren't woken for it: they look again when their current wait runs out."""
-        with self._changed:
-            self.alive_until = until
+        Followers aren't woken for it: they look again when their current wait runs out. Called for
+        every chunk, so no lock: one float assignment is atomic, and a follower that reads the value
+        just before it changes only looks again a little sooner."""
+        self.alive_until = until
 
     def finish(self, result) -> None:
         with self._changed:

@@ -24,7 +24,8 @@ from typing import TextIO
 
 from .answer import Answer, Change, Restart, Result
 from .config import ConfigError, load_config
-from .messages import MAX_INPUT_CHARS, ChatRequest, InvalidRequest, Message, clean_text, messages_from
+from .messages import (MAX_INPUT_CHARS, TEMPERATURE_RANGE, ChatRequest, InvalidRequest, Message, clean_text,
+                       messages_from)
 from .router import Router  # light: SDKs load only when a chain needs them
 from .runtime import NoProviders, build
 from .store import SqlFollowUpStore, StoreError, database_url
@@ -124,8 +125,9 @@ def _checked_settings(system, temperature, max_tokens, *, name) -> dict:
     if temperature is not None:
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
             raise UsageError(f"{name('temperature')} must be a number")
-        if not 0 <= temperature <= 2:  # also refuses NaN and infinities
-            raise UsageError(f"{name('temperature')} must be between 0 and 2")
+        low, high = TEMPERATURE_RANGE  # the request's own rule, spelled as the user typed the setting
+        if not low <= temperature <= high:  # also refuses NaN and infinities
+            raise UsageError(f"{name('temperature')} must be between {low:g} and {high:g}")
     if max_tokens is not None:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
             raise UsageError(f"{name('max_tokens')} must be a whole number")

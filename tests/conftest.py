@@ -58,6 +58,14 @@ def service_missing(why: str) -> None:
     pytest.skip(why)
 
 
+def app_without_configuration(monkeypatch, tmp_path) -> None:
+    """Run the app as a new user would: no provider keys, no admin password, an empty directory."""
+    for var in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "OLLAMA_HOST",
+                "UNDERSTUDY_ADMIN_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(autouse=True)
 def _data_dir(tmp_path, monkeypatch):
     """Every Router keeps its questions under this test's tmp_path, never in the working tree."""

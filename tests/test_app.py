@@ -7,7 +7,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core.simulator import Fault
-from tests.conftest import KEY, ROOT, toml_for
+from tests.conftest import KEY, ROOT, app_without_configuration, toml_for
 
 APP = str(ROOT / "app.py")
 
@@ -15,10 +15,7 @@ APP = str(ROOT / "app.py")
 @pytest.fixture
 def app(sims, tmp_path, monkeypatch):
     """app("anthropic", "openai") -> (AppTest after its first run, [servers])."""
-    for var in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "OLLAMA_HOST",
-                "UNDERSTUDY_ADMIN_PASSWORD"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.chdir(tmp_path)
+    app_without_configuration(monkeypatch, tmp_path)
 
     def make(*kinds, env=None):
         servers = [sims(k) for k in kinds]

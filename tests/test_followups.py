@@ -22,7 +22,7 @@ from core.messages import ChatRequest
 from core.router import Router
 from core.simulator import Fault
 from core.store import SqlFollowUpStore, StoreError, database_url
-from tests.conftest import KEY, ROOT, service_missing, toml_for
+from tests.conftest import KEY, ROOT, app_without_configuration, service_missing, toml_for
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 QUESTION = "Which moon of Saturn has methane lakes? 100% _serious_"
@@ -325,10 +325,7 @@ def test_cli_says_in_one_line_when_the_store_is_unusable(tmp_path):
 @pytest.fixture
 def page(sims, tmp_path, monkeypatch):
     """page(password=None) -> AppTest on the Follow-ups page, with two kept questions."""
-    for var in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "OLLAMA_HOST",
-                "UNDERSTUDY_ADMIN_PASSWORD"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.chdir(tmp_path)
+    app_without_configuration(monkeypatch, tmp_path)
     seeded = SqlFollowUpStore(database_url())
     seeded.add("How do I export my invoices?", asked_at=1_700_000_000.0, why="no provider could answer")
     seeded.add(QUESTION, asked_at=1_700_000_100.0, why="request deadline reached")
