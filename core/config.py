@@ -147,8 +147,10 @@ class MetricsPolicy:
 @dataclass(frozen=True)
 class Store:
     path: str = _setting("", None, "data directory for SQLite (default ./data); $UNDERSTUDY_DATA_DIR wins")
-    database_url: str = _setting("", None, "a database URL instead (postgresql+psycopg://…); "
+    database_url: str = _setting("", None, "a database URL instead (postgresql://…); "
                                            "$UNDERSTUDY_DATABASE_URL wins")
+    redis_url: str = _setting("", None, "a Redis URL (redis://HOST:6379/0) shared by every replica: breakers, cache, "
+                                        "chaos, live metrics, probes; $UNDERSTUDY_REDIS_URL wins")
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,8 @@ _ORDERED = (
     ("hedging", "floor", "hedging", "cap"),
     ("retries", "backoff_base", "retries", "backoff_max"),
 )
-_DATABASE_URL = re.compile(r"(?:sqlite|postgresql(?:\+psycopg)?)://[^\s]*")
+_DATABASE_URL = re.compile(r"(?:sqlite|postgres|postgresql(?:\+psycopg)?)://[^\s]*")
+_REDIS_URL = re.compile(r"(?:redis|rediss|unix)://[^\s]+")
 MIN_PROBE_INTERVAL = 1.0  # below this, background probes would flood the providers
 PROVIDER_KEYS = {
     "name": "unique label shown in the UI, traces and metrics",
@@ -348,6 +351,10 @@ def _parse_policy(data: Mapping[str, Any], where: str) -> Policy:
         raise ConfigError(where, "store.database_url", "is not a database URL this app can use (value not shown: "
                           "it may hold a password)", 'write sqlite:///PATH or postgresql+psycopg://USER@HOST/DB, '
                           'or leave it empty for the embedded store')
+    redis = values["store"]["redis_url"].strip()
+    if redis and not _REDIS_URL.fullmatch(redis):
+        raise ConfigError(where, "store.redis_url", "is not a Redis URL (value not shown: it may hold a password)",
+                          "write redis://HOST:6379/0 (or rediss:// for TLS), or leave it empty for one process")
     interval = values["health"]["probe_interval"]
     if 0 < interval < MIN_PROBE_INTERVAL:
         raise ConfigError(where, "health.probe_interval", f"must be 0 (off) or at least {MIN_PROBE_INTERVAL:g}, "

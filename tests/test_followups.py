@@ -98,11 +98,11 @@ def test_contract_mark_answered_filters_and_is_idempotent(store):
 def test_contract_survives_a_restart_and_migrates_once(store_url):
     s = SqlFollowUpStore(store_url)
     kept = s.add(QUESTION, asked_at=5.0, why="request deadline reached")
-    assert s.schema_version() == 1
+    assert s.schema_version() == 4
     s.close()
     again = SqlFollowUpStore(store_url)
     try:
-        assert again.schema_version() == 1
+        assert again.schema_version() == 4
         assert [(f.id, f.question, f.why) for f in again.list()] == [(kept, QUESTION, "request deadline reached")]
     finally:
         again.close()
@@ -318,7 +318,7 @@ def test_cli_says_in_one_line_when_the_store_is_unusable(tmp_path):
     (tmp_path / "file").write_text("x")
     proc = cli(["followups"], tmp_path, {"UNDERSTUDY_DATA_DIR": str(tmp_path / "file" / "data")})
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("understudy: can't open the follow-up store") and len(proc.stderr.splitlines()) == 1
+    assert proc.stderr.startswith("understudy: can't open the store") and len(proc.stderr.splitlines()) == 1
 
 
 # -- the Follow-ups page --------------------------------------------------------------------------
