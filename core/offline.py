@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .files import NotAFile, read_regular_file
-from .store import FollowUp, FollowUpStore, SqlFollowUpStore, StoreError, shown_url
+from .store import Database, FollowUp, FollowUpStore, SqlFollowUpStore, StoreError
 
 log = logging.getLogger("understudy")
 
@@ -103,15 +103,15 @@ class FollowUps:
     failure is logged (never the question: it is user content) and shows in `health()`.
     """
 
-    def __init__(self, url: str, *, file: str | None = None, wall: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: Database | str, *, file: str | None = None, wall: Callable[[], float] = time.time) -> None:
         self.file = Path(file) if file else None
         self.wall = wall
         self._lock = threading.Lock()
         self._failing: set[str] = set()  # "store", "file": which sinks failed at their last use
-        self._health = {"status": "ok", "store": shown_url(url), "failed": 0, "last_error": None, "last_error_at": None}
-        self.store: FollowUpStore | None = None
+        self.store: FollowUpStore = SqlFollowUpStore(db)
+        self._health = {"status": "ok", "store": self.store.where, "failed": 0, "last_error": None,
+                        "last_error_at": None}
         try:
-            self.store = SqlFollowUpStore(url)
             self.store.migrate()  # the schema is made or updated on start, not at the first lost question
         except StoreError as e:
             self._failed("store", e)
@@ -122,7 +122,7 @@ class FollowUps:
         errors: list[tuple[str, StoreError]] = []
         item_id, in_file = None, False
         try:
-            item_id = self._store().add(question, asked_at=at, why=why, conversation_id=conversation_id, who=who)
+            item_id = self.store.add(question, asked_at=at, why=why, conversation_id=conversation_id, who=who)
         except StoreError as e:
             errors.append(("store", e))
         if self.file is not None:
@@ -161,17 +161,11 @@ class FollowUps:
             return dict(self._health)
 
     def close(self) -> None:
-        if self.store is not None:
-            self.store.close()
-
-    def _store(self) -> FollowUpStore:
-        if self.store is None:
-            raise StoreError(self._health["last_error"] or "the follow-up store could not be opened")
-        return self.store
+        self.store.close()
 
     def _call(self, op):
         try:
-            out = op(self._store())
+            out = op(self.store)
         except StoreError as e:
             self._failed("store", e)
             raise

@@ -48,10 +48,10 @@ from .offline import Faq, FollowUps
 from .policies import FailoverPolicy, HedgePolicy, RetryPolicy
 from .providers import build
 from .providers.base import Provider
-from .store import database_url
-from .tiers import Tier, declined_text, degraded_answer
+from .store import Database, database_url
+from .tiers import Origin, Tier, declined_text, degraded_answer
 
-__all__ = ["Attempt", "Delta", "Done", "Event", "ProviderStatus", "Restart", "Result", "Router"]  # re-exported
+__all__ = ["Attempt", "Delta", "Done", "Event", "Origin", "ProviderStatus", "Restart", "Result", "Router"]  # re-exported
 
 log = logging.getLogger("understudy")
 
@@ -97,21 +97,25 @@ class Router:
             self.faq = Faq.load(o.faq_file or None, o.min_similarity) if o.enabled else None
         except ValueError as e:
             raise ConfigError(config.source, "offline.faq_file", str(e), "fix the FAQ file or point to another") from None
-        self.followups = FollowUps(database_url(asdict(policy.store)), file=o.followup_file or None, wall=wall)
+        # The durable store (SQLite in the data directory, or PostgreSQL): kept questions,
+        # conversations, metrics history, stale answers.
+        self.database = Database(database_url(asdict(policy.store)))
+        self.followups = FollowUps(self.database, file=o.followup_file or None, wall=wall)
         self.health = Health(self.providers, self.breakers, self.metrics, interval=policy.health.probe_interval,
                              window=policy.metrics.window, wall=wall)
 
     # -- answering ------------------------------------------------------------------------------
-    def ask(self, request: ChatRequest, *, fresh: bool = False) -> Result:
+    def ask(self, request: ChatRequest, *, fresh: bool = False, origin: Origin | None = None) -> Result:
         answer = Answer()
-        for event in self.stream(request, fresh=fresh):
+        for event in self.stream(request, fresh=fresh, origin=origin):
             answer.add(event)
         assert answer.result is not None  # stream() always ends with Done
         return answer.result
 
-    def stream(self, request: ChatRequest, *, fresh: bool = False) -> Iterator[Event]:
-        """`fresh=True` skips the cached answer (a "regenerate"); the new answer still updates it."""
-        run = _Run(self, request, fresh=fresh)
+    def stream(self, request: ChatRequest, *, fresh: bool = False, origin: Origin | None = None) -> Iterator[Event]:
+        """`fresh=True` skips the cached answer (a "regenerate"); the new answer still updates it.
+        `origin` says who asked, in which conversation: kept with the question if nothing answers."""
+        run = _Run(self, request, fresh=fresh, origin=origin)
         try:
             yield from run.events()
         finally:
@@ -140,13 +144,16 @@ class Router:
         for p in self.providers:
             p.close()
         self.followups.close()
+        self.database.close()
 
 
 class _Run:
     """The state of one request while it is being answered (used by one thread only)."""
 
-    def __init__(self, router: Router, request: ChatRequest, *, fresh: bool = False) -> None:
+    def __init__(self, router: Router, request: ChatRequest, *, fresh: bool = False,
+                 origin: Origin | None = None) -> None:
         self.fresh = fresh
+        self.origin = origin or Origin()
         self.r = router
         self.request = request
         self.clock = router.clock
@@ -511,7 +518,7 @@ class _Run:
             self.out.append(Restart(self.shown_from, None, reason))
             self.shown_from = None
         d = degraded_answer(self.request.last_user_text(), reason, cache=self.r.cache, key=self.key, faq=self.r.faq,
-                            followups=self.r.followups, now=self.clock())
+                            followups=self.r.followups, now=self.clock(), origin=self.origin)
         self._finish(tier=d.tier, text=d.text, complete=d.complete, provider=d.provider, model=d.model,
                      finish_reason=d.finish_reason, notice=d.notice)
 

@@ -54,6 +54,14 @@ _LABELS = {
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Who asked, and in which conversation: kept with a question nobody could answer."""
+
+    conversation_id: str = ""
+    who: str = ""
+
+
+@dataclass(frozen=True)
 class Degraded:
     """A degraded tier's answer: what the caller reads and why it is not a normal one."""
 
@@ -67,7 +75,7 @@ class Degraded:
 
 
 def degraded_answer(question: str, reason: str, *, cache: AnswerCache, key: str | None, faq: Faq | None,
-                    followups: FollowUps, now: float) -> Degraded:
+                    followups: FollowUps, now: float, origin: Origin | None = None) -> Degraded:
     """The best answer left when no provider could answer (`reason` says why). Keeps the question
     when nothing else answers it."""
     hit = cache.get(key) if key is not None else None
@@ -82,7 +90,8 @@ def degraded_answer(question: str, reason: str, *, cache: AnswerCache, key: str 
         return Degraded(Tier.OFFLINE, entry.answer, True,
                         f"No provider could answer just now; this is an offline answer to “{entry.question}” "
                         f"({score:.0%} match).", finish_reason="stop")
-    kept = followups.add(question, why=reason)
+    origin = origin or Origin()
+    kept = followups.add(question, why=reason, conversation_id=origin.conversation_id, who=origin.who)
     return Degraded(Tier.UNAVAILABLE, unavailable_text(question, kept=kept), False,
                     f"No provider could answer ({reason}); " + (
                         "the question was kept for follow-up." if kept

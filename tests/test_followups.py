@@ -136,8 +136,10 @@ def test_contract_failures_raise_store_error_naming_the_store_not_the_data(tmp_p
     with pytest.raises(StoreError) as e:
         s.add(QUESTION, asked_at=1.0)
     assert str(blocker) in str(e.value) and "methane" not in str(e.value)
-    with pytest.raises(StoreError, match="malformed"):
-        SqlFollowUpStore("not a url")
+    unusable = SqlFollowUpStore("not a url")  # reported at every use, so its holder can show it
+    for _ in range(2):
+        with pytest.raises(StoreError, match="malformed"):
+            unusable.list()
 
 
 def test_a_database_password_is_never_shown(tmp_path):

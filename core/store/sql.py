@@ -64,17 +64,22 @@ class Database:
         self._clock = clock
         self._ready = False
         self._lock = threading.Lock()
+        self._unusable: StoreError | None = None
         try:
             self.url = sa.make_url(url)
             self.engine = _engine(self.url)
         except Exception as e:  # noqa: BLE001 — a malformed URL, a missing driver
-            raise StoreError(f"can't use the database at {self.where} ({describe(e)})") from e
+            # Raised at every use rather than here, so whoever holds the database can report it.
+            self._unusable = StoreError(f"can't use the database at {self.where} ({describe(e)})")
+            self.url, self.engine = sa.make_url("sqlite://"), None
 
     @property
     def is_sqlite(self) -> bool:
         return self.url.get_backend_name() == "sqlite"
 
     def migrate(self) -> None:
+        if self._unusable is not None:
+            raise self._unusable
         if self._ready:
             return
         with self._lock:
@@ -114,7 +119,8 @@ class Database:
         return _map_errors(f"can't {doing} {what} at {self.where}")
 
     def close(self) -> None:
-        self.engine.dispose()
+        if self.engine is not None:
+            self.engine.dispose()
 
 
 class _map_errors:
