@@ -23,7 +23,7 @@ import threading
 from bisect import bisect_left, insort
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import ClassVar
 
 log = logging.getLogger("understudy")
@@ -41,6 +41,7 @@ class AttemptEvent:
     hedge: bool = False
     input_tokens: int | None = None
     output_tokens: int | None = None
+    replica: str = ""  # which process of the fleet recorded it (stamped by Metrics.record)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class RequestEvent:
     hedges: int
     hedge_won: bool
     restarted: bool  # a provider failed mid-answer and another took over
+    replica: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class ProbeEvent:
     ok: bool
     latency_ms: float
     error_kind: str | None = None
+    replica: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class TransitionEvent:
     new: str
     reason: str
     cooldown_s: float = 0.0
+    replica: str = ""
 
 
 Event = AttemptEvent | RequestEvent | ProbeEvent | TransitionEvent
@@ -131,7 +135,8 @@ def _sorted_quantile(data: Sequence[float], q: float) -> float | None:
 
 
 class Metrics:
-    def __init__(self, *, max_events: int = 20_000, wall: Callable[[], float]) -> None:
+    def __init__(self, *, max_events: int = 20_000, wall: Callable[[], float], replica: str = "") -> None:
+        self.replica = replica  # stamped on every event recorded without one
         self._events: deque[Event] = deque(maxlen=max_events)
         self._recorded = 0  # events ever recorded: the next one's sequence number
         self._ttfts: dict[str, deque[float]] = {}  # recent first-token times per provider, for hedging
@@ -142,6 +147,8 @@ class Metrics:
 
     # -- writing -------------------------------------------------------------------------------------
     def record(self, event: Event) -> None:
+        if self.replica and not event.replica:
+            event = replace(event, replica=self.replica)
         with self._lock:
             if self._events.maxlen and len(self._events) == self._events.maxlen:
                 evicted, seq = self._events[0], self._recorded - len(self._events)
@@ -364,10 +371,28 @@ def _json_totals(totals: Counter[Total]) -> dict:
     return out
 
 
+_EVENT_TYPES: dict[str, type] = {cls.__name__.removesuffix("Event").lower(): cls
+                                 for cls in (AttemptEvent, RequestEvent, ProbeEvent, TransitionEvent)}
+
+
 def as_row(event: Event) -> dict:
+    """The event as a flat JSON-ready dict with its "type" (attempt, request, probe, transition)."""
     row = {"type": type(event).__name__.removesuffix("Event").lower()}
     row.update({f.name: getattr(event, f.name) for f in fields(event)})
     return row
+
+
+def from_row(row: dict) -> Event:
+    """The event `as_row` wrote (e.g. read back from the history or another replica's stream).
+    Unknown keys are ignored, so an older reader can read a newer writer's rows. Raises ValueError
+    for a row that is not an event."""
+    cls = _EVENT_TYPES.get(row.get("type")) if isinstance(row, dict) else None
+    if cls is None:
+        raise ValueError("not a metrics event")
+    try:
+        return cls(**{f.name: row[f.name] for f in fields(cls) if f.name in row})
+    except TypeError as e:
+        raise ValueError(f"not a metrics event ({e})") from None
 
 
 def _log(event: Event) -> None:

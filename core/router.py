@@ -32,7 +32,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 from .answer import Answer, Delta, Done, Event, Restart, Result
 from .attempt import HANDOFF, Attempt, LiveAttempt, Outcome
@@ -48,7 +48,7 @@ from .offline import Faq, FollowUps
 from .policies import FailoverPolicy, HedgePolicy, RetryPolicy
 from .providers import build
 from .providers.base import Provider
-from .store import Database, database_url
+from .store.stores import Stores, open_stores
 from .tiers import Origin, Tier, declined_text, degraded_answer
 
 __all__ = ["Attempt", "Delta", "Done", "Event", "Origin", "ProviderStatus", "Restart", "Result", "Router"]  # re-exported
@@ -68,8 +68,13 @@ class Router:
         wall: Callable[[], float] = time.time,
         chaos: Chaos | None = None,
         rng: random.Random | None = None,
+        stores: Stores | None = None,
     ) -> None:
         policy = config.policy
+        # Where state lives: this process and a SQLite file by default; Redis and PostgreSQL for a
+        # fleet (core/store/stores.py).
+        self.stores = stores or open_stores(policy.store, clock=clock, wall=wall)
+        self.database = self.stores.database
         self.config = config
         self.clock = clock
         self.wall = wall
@@ -81,12 +86,12 @@ class Router:
         if providers is None:
             providers = [build(e, transport=transport_for(e.kind, e.name, self.chaos)) for e in config.providers]
         self.providers = list(providers)
-        self.metrics = Metrics(max_events=policy.metrics.max_events, wall=wall)
+        self.metrics = Metrics(max_events=policy.metrics.max_events, wall=wall, replica=self.stores.replica)
         b = policy.breaker
         self.breakers = {
             p.name: Breaker(p.name, fail_max=b.fail_max, reset_timeout=b.reset_timeout,
                             max_cooldown=b.max_cooldown, clock=clock, wall=wall,
-                            on_transition=self.metrics.record)
+                            on_transition=self.metrics.record, store=self.stores.breakers)
             for p in self.providers
         }
         c = policy.cache
@@ -97,9 +102,6 @@ class Router:
             self.faq = Faq.load(o.faq_file or None, o.min_similarity) if o.enabled else None
         except ValueError as e:
             raise ConfigError(config.source, "offline.faq_file", str(e), "fix the FAQ file or point to another") from None
-        # The durable store (SQLite in the data directory, or PostgreSQL): kept questions,
-        # conversations, metrics history, stale answers.
-        self.database = Database(database_url(asdict(policy.store)))
         self.followups = FollowUps(self.database, file=o.followup_file or None, wall=wall)
         self.health = Health(self.providers, self.breakers, self.metrics, interval=policy.health.probe_interval,
                              window=policy.metrics.window, wall=wall)
@@ -144,7 +146,7 @@ class Router:
         for p in self.providers:
             p.close()
         self.followups.close()
-        self.database.close()
+        self.stores.close()
 
 
 class _Run:
