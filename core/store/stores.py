@@ -9,6 +9,7 @@ durable kinds to PostgreSQL. Whatever the backend, each kind answers the same sm
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -17,6 +18,9 @@ from typing import TYPE_CHECKING, Any
 from . import database_url, redis_url, replica_name
 from .shared import Shared
 from .sql import Database
+
+# Namespaces every key and channel: several fleets (or test runs) can share one Redis.
+REDIS_PREFIX_ENV = "UNDERSTUDY_REDIS_PREFIX"
 
 if TYPE_CHECKING:
     from ..breaker import BreakerStore
@@ -56,5 +60,6 @@ def open_stores(settings: Store | Mapping[str, Any] | None = None, *, env: Mappi
     stores = Stores(database=database, replica=replica or replica_name(env))
     url = redis_url(raw, env)
     if url:
+        prefix = ((env if env is not None else os.environ).get(REDIS_PREFIX_ENV) or prefix).strip() or prefix
         stores.shared = Shared(url, prefix=prefix, clock=clock, wall=wall)
     return stores
