@@ -51,6 +51,7 @@ def serve(config: str) -> int:
         while breaker.state != msg["state"]:
             if time.monotonic() > end:
                 return {"seen": False, "state": breaker.state}
+            time.sleep(0.0002)  # look every 0.2 ms without taking a whole core from the other replica
         return {"seen": True, "at": time.time()}
 
     def fleet(msg: dict) -> dict:

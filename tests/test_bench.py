@@ -17,7 +17,7 @@ def test_quick_bench_runs_every_benchmark_and_writes_json(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     for title in ("1. Router overhead", "2. Rescue time", "3. Hedging", "4. Concurrency", "5. Cache hit latency",
-                  "6. Memory", "7. Soak"):
+                  "6. Memory", "7. Soak", "8. Fleet"):
         assert title in proc.stdout
     figures = json.loads(out.read_text())
     assert set(figures) >= {"machine", "overhead", "rescue", "hedging", "concurrency", "cache", "memory", "soak"}
@@ -28,3 +28,7 @@ def test_quick_bench_runs_every_benchmark_and_writes_json(tmp_path):
     assert soak["exceptions"] == 0 and soak["truncated_marked_complete"] == 0 and soak["unanswered"] == 0
     assert soak["healthy_after"] and soak["attempt_threads_left"] == 0
     assert figures["rescue"]["silent primary"]["served_by"] == ["openai-1"]
+    fleet = figures["fleet"]
+    if "skipped" not in fleet:  # Redis and PostgreSQL answer (always in CI, which checks them first)
+        assert all(fleet[f"concurrency, {s}"]["errors"] == 0 for s in ("embedded", "fleet"))
+        assert fleet["breaker propagation"]["seen"] == fleet["breaker propagation"]["n"]
