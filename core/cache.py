@@ -15,10 +15,14 @@ import threading
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cachetools
 
 from .messages import ChatRequest, Usage
+
+if TYPE_CHECKING:
+    from .store.fleet import SharedAnswers
 
 
 @dataclass(frozen=True)
@@ -96,9 +100,12 @@ class AnswerCache:
         stale_ttl: float,
         clock: Callable[[], float],
         enabled: bool = True,
+        shared: SharedAnswers | None = None,
     ) -> None:
         self.enabled = enabled
         self.ttl = ttl
+        self.keep_for = max(ttl, stale_ttl)
+        self.shared = shared  # a fleet's answers in Redis (core/store/fleet.py); None: this process only
         self._clock = clock
         self._store: cachetools.TTLCache = cachetools.TTLCache(maxsize=max_entries, ttl=max(ttl, stale_ttl),
                                                                timer=clock)
@@ -111,6 +118,11 @@ class AnswerCache:
             return None
         with self._lock:
             answer = self._store.get(key)
+        if answer is None and self.shared is not None:
+            answer = self.shared.get(key)  # another replica's answer, or one kept before a restart
+            if answer is not None and self._clock() - answer.stored_at < self.keep_for:
+                with self._lock:
+                    self._store[key] = answer
         if answer is None:
             return None
         return answer, self._clock() - answer.stored_at < self.ttl
@@ -119,8 +131,11 @@ class AnswerCache:
         """Store a complete answer (callers never pass a partial one)."""
         if not self.enabled:
             return
+        answer = CachedAnswer(text, provider, model, usage, self._clock())
         with self._lock:
-            self._store[key] = CachedAnswer(text, provider, model, usage, self._clock())
+            self._store[key] = answer
+        if self.shared is not None:
+            self.shared.put(key, answer, self.keep_for)
 
     def join(self, key: str) -> tuple[Flight, bool]:
         """(flight, leader?). The leader must call `land()` whatever happens."""
@@ -140,6 +155,8 @@ class AnswerCache:
     def clear(self) -> None:
         with self._lock:
             self._store.clear()
+        if self.shared is not None:
+            self.shared.clear()
 
     def __len__(self) -> int:
         with self._lock:

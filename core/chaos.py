@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, NoReturn
 
 import httpx
@@ -108,6 +108,31 @@ class Chaos:
         self._lock = threading.Lock()
         self._manual: dict[str, Injection] = {}
         self._playing: _Playing | None = None
+        self._watchers: list[Callable[[dict], None]] = []
+
+    # -- sharing (a fleet's replicas keep one chaos setting: core/store/fleet.py) --------------------
+    def watch(self, hook: Callable[[dict], None]) -> None:
+        """Call `hook(snapshot())` after every change made here (not after `restore`)."""
+        self._watchers.append(hook)
+
+    def snapshot(self, shift: float = 0.0) -> dict[str, Any]:
+        """Everything switched on, JSON-ready; times are this chaos clock's plus `shift` (to carry
+        them to another process's clock)."""
+        with self._lock:
+            return _snapshot(self._manual, self._playing, shift)
+
+    def restore(self, snap: dict[str, Any], shift: float = 0.0) -> None:
+        """Replace everything with a snapshot (times minus `shift`). Raises ValueError for one that
+        isn't a chaos snapshot, changing nothing."""
+        manual, playing = _restored(snap, shift)
+        with self._lock:
+            self._manual, self._playing = manual, playing
+
+    def _changed(self) -> None:
+        if self._watchers:
+            snap = self.snapshot()
+            for hook in list(self._watchers):
+                hook(snap)
 
     # -- switching ---------------------------------------------------------------------------------
     def set(self, provider: str, fault: Fault, *, probability: float = 1.0, flap: tuple[float, float] | None = None) -> None:
@@ -115,22 +140,26 @@ class Chaos:
         injection = Injection(fault, probability, down, up, since=self._clock())
         with self._lock:
             self._manual[provider] = injection
+        self._changed()
 
     def clear(self, provider: str) -> None:
         with self._lock:
             self._manual.pop(provider, None)
+        self._changed()
 
     def play(self, name: str, chain: list[str]) -> None:
         """Start a scenario over this chain (names in priority order); replaces any playing one."""
         scenario = SCENARIOS[name]
         with self._lock:
             self._playing = _Playing(scenario, self._clock(), list(chain))
+        self._changed()
 
     def reset(self) -> None:
         """Everything off: manual faults and any scenario."""
         with self._lock:
             self._manual.clear()
             self._playing = None
+        self._changed()
 
     # -- reading (never changes anything) ----------------------------------------------------------
     def injection(self, provider: str) -> Injection | None:
@@ -176,6 +205,29 @@ class Chaos:
         if playing is None or now - playing.started >= playing.scenario.duration:
             return None
         return playing
+
+
+def _snapshot(manual: dict[str, Injection], playing: _Playing | None, shift: float) -> dict[str, Any]:
+    def row(i: Injection) -> dict[str, Any]:
+        return {"fault": asdict(i.fault), "probability": i.probability, "flap_down": i.flap_down,
+                "flap_up": i.flap_up, "since": i.since + shift}
+
+    return {"manual": {name: row(i) for name, i in manual.items()},
+            "playing": None if playing is None else {"scenario": playing.scenario.name,
+                                                     "started": playing.started + shift, "names": playing.names}}
+
+
+def _restored(snap: Any, shift: float) -> tuple[dict[str, Injection], _Playing | None]:
+    try:
+        manual = {str(name): Injection(Fault(**row["fault"]), float(row["probability"]), float(row["flap_down"]),
+                                       float(row["flap_up"]), float(row["since"]) - shift)
+                  for name, row in snap["manual"].items()}
+        p = snap["playing"]
+        playing = None if p is None else _Playing(SCENARIOS[p["scenario"]], float(p["started"]) - shift,
+                                                  [str(n) for n in p["names"]])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"not a chaos snapshot ({type(e).__name__}: {e})") from None
+    return manual, playing
 
 
 def _scheduled(provider: str, now: float, playing: _Playing | None) -> Injection | None:

@@ -13,12 +13,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .breaker import OPEN, Breaker
 from .errors import ProviderError
 from .metrics import Metrics, ProbeEvent
 from .providers.base import Provider
 from .redact import redact
+
+if TYPE_CHECKING:
+    from .store.fleet import ProbeLeases
 
 log = logging.getLogger("understudy")
 
@@ -53,8 +57,10 @@ class Health:
     """Probes and status for a router's providers; thread-safe."""
 
     def __init__(self, providers: Sequence[Provider], breakers: Mapping[str, Breaker], metrics: Metrics, *,
-                 interval: float, window: float, wall: Callable[[], float] = time.time) -> None:
+                 interval: float, window: float, wall: Callable[[], float] = time.time,
+                 leases: ProbeLeases | None = None) -> None:
         self.providers = providers
+        self.leases = leases  # a fleet's: one replica probes each provider per interval
         self.breakers = breakers
         self.metrics = metrics
         self.interval = interval
@@ -65,10 +71,14 @@ class Health:
         self._stop = threading.Event()
         self._prober: threading.Thread | None = None
 
-    def probe(self, names: Sequence[str] | None = None) -> list[ProbeEvent]:
+    def probe(self, names: Sequence[str] | None = None, *, leased: bool = False) -> list[ProbeEvent]:
         """Cheap active checks (list-models calls, no tokens), in parallel. A success lets an open
-        breaker try a real call at once; a failure alone never opens one (probes can be wrong)."""
+        breaker try a real call at once; a failure alone never opens one (probes can be wrong).
+        `leased` (the background prober): in a fleet, only the providers whose lease for this
+        interval this replica took."""
         targets = [p for p in self.providers if names is None or p.name in names]
+        if leased and self.leases is not None:
+            targets = [p for p in targets if self.leases.take(p.name, self.interval)]
 
         def one(p: Provider) -> ProbeEvent:
             t0 = time.monotonic()
@@ -82,6 +92,8 @@ class Health:
             with self._lock:
                 self._last_probe[p.name] = event
             self.metrics.record(event)
+            if self.leases is not None:
+                self.leases.share(event)
             return event
 
         if not targets:
@@ -101,7 +113,7 @@ class Health:
     def _loop(self) -> None:
         while True:  # probe at once, then on the interval
             try:
-                self.probe()
+                self.probe(leased=True)
             except Exception:  # noqa: BLE001 — a probe bug must not kill the prober
                 log.exception("probe failed")
             if self._stop.wait(self.interval):
@@ -117,6 +129,10 @@ class Health:
         summary = self.metrics.summary(self.window)["providers"]
         with self._lock:
             probes = dict(self._last_probe)
+        if self.leases is not None:  # another replica's probe may be the latest
+            for name, event in self.leases.latest().items():
+                if name not in probes or event.at > probes[name].at:
+                    probes[name] = event
         rows = []
         for p in self.providers:
             e, b = p.entry, self.breakers[p.name]

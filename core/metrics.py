@@ -143,7 +143,13 @@ class Metrics:
         self._totals: Counter[Total] = Counter()
         self._windows: OrderedDict[float, _Window] = OrderedDict()  # by span, least recently read first
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[Event], None]] = []
         self.wall = wall
+
+    def listen(self, listener: Callable[[Event], None]) -> None:
+        """Also hand every event recorded from now on to `listener` (on the recording thread, so it
+        must be quick: e.g. the fleet's stream only queues it)."""
+        self._listeners.append(listener)
 
     # -- writing -------------------------------------------------------------------------------------
     def record(self, event: Event) -> None:
@@ -159,6 +165,8 @@ class Metrics:
                 window.add(self._recorded, event)
             self._recorded += 1
             self._count(event)
+        for listener in self._listeners:
+            listener(event)
         _log(event)
 
     def _count(self, event: Event) -> None:

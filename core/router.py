@@ -83,10 +83,14 @@ class Router:
         self.hedge = HedgePolicy(policy.hedging)
         self.failover = FailoverPolicy()
         self.chaos = chaos or Chaos(clock)
+        self.stores.share_chaos(self.chaos)
         if providers is None:
             providers = [build(e, transport=transport_for(e.kind, e.name, self.chaos)) for e in config.providers]
         self.providers = list(providers)
         self.metrics = Metrics(max_events=policy.metrics.max_events, wall=wall, replica=self.stores.replica)
+        # What the Status page shows: the whole fleet's traffic (this process's alone when there is
+        # no fleet). `metrics` stays this process's own: hedge delays learn from it.
+        self.fleet_metrics = self.stores.share_metrics(self.metrics, max_events=policy.metrics.max_events)
         b = policy.breaker
         self.breakers = {
             p.name: Breaker(p.name, fail_max=b.fail_max, reset_timeout=b.reset_timeout,
@@ -96,7 +100,7 @@ class Router:
         }
         c = policy.cache
         self.cache = AnswerCache(ttl=c.ttl, max_entries=c.max_entries, stale_ttl=c.stale_ttl, clock=clock,
-                                 enabled=c.enabled)
+                                 enabled=c.enabled, shared=self.stores.answers)
         o = policy.offline
         try:
             self.faq = Faq.load(o.faq_file or None, o.min_similarity) if o.enabled else None
@@ -104,7 +108,7 @@ class Router:
             raise ConfigError(config.source, "offline.faq_file", str(e), "fix the FAQ file or point to another") from None
         self.followups = FollowUps(self.database, file=o.followup_file or None, wall=wall)
         self.health = Health(self.providers, self.breakers, self.metrics, interval=policy.health.probe_interval,
-                             window=policy.metrics.window, wall=wall)
+                             window=policy.metrics.window, wall=wall, leases=self.stores.leases)
 
     # -- answering ------------------------------------------------------------------------------
     def ask(self, request: ChatRequest, *, fresh: bool = False, origin: Origin | None = None) -> Result:

@@ -58,8 +58,13 @@ def serve(config: str) -> int:
         metrics = getattr(router, "fleet_metrics", None)
         if metrics is None:
             return {"fleet": False}
+        from collections import Counter
+
+        from core.metrics import RequestEvent
+
         events = metrics.events()
         return {"fleet": True, "replicas": sorted({e.replica for e in events}),
+                "requests_by_replica": Counter(e.replica for e in events if isinstance(e, RequestEvent)),
                 "requests": metrics.summary(msg.get("window", 900.0))["requests"]}
 
     ops = {

@@ -149,5 +149,6 @@ def test_every_replica_dashboard_shows_the_whole_fleet_traffic(fleet):
     a("ask", q="asked on A")
     b("ask", q="asked on B")
     for replica in (a, b):
-        wait_until(lambda r=replica: {"A", "B"} <= set(r("fleet")["replicas"]), f"{replica.name} to see both")
-        assert replica("fleet")["requests"] >= 2
+        wait_until(lambda r=replica: r("fleet")["requests_by_replica"] == {"A": 1, "B": 1},
+                   f"{replica.name} to see one request from each")
+        assert replica("fleet")["requests"] == 2

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import database_url, redis_url, replica_name
+from .breakers import RedisBreakerStore
+from .fleet import FleetEvents, ProbeLeases, SharedAnswers, SharedChaos
 from .shared import Shared
 from .sql import Database
 
@@ -24,7 +26,9 @@ REDIS_PREFIX_ENV = "UNDERSTUDY_REDIS_PREFIX"
 
 if TYPE_CHECKING:
     from ..breaker import BreakerStore
+    from ..chaos import Chaos
     from ..config import Store
+    from ..metrics import Metrics
 
 
 @dataclass
@@ -33,7 +37,28 @@ class Stores:
     replica: str  # this process's name in the fleet's metrics
     shared: Shared | None = None  # the fleet's Redis; None: one process
     breakers: BreakerStore | None = None  # None: in this process (core.breaker.MemoryBreakerStore)
+    answers: SharedAnswers | None = None  # the fleet's answer cache; None: this process's only
+    leases: ProbeLeases | None = None  # who probes which provider this interval; None: this process does
+    events: FleetEvents | None = None  # the fleet's metrics stream (`share_metrics`)
+    chaos: SharedChaos | None = None  # keeps this process's chaos in step (`share_chaos`)
     extras: dict[str, Any] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+
+    def share_chaos(self, chaos: Chaos) -> None:
+        """In a fleet, keep `chaos` the same on every replica."""
+        if self.shared is not None and self.chaos is None:
+            self.chaos = SharedChaos(chaos, self.shared, clock=self.clock, wall=self.wall)
+
+    def share_metrics(self, metrics: Metrics, *, max_events: int) -> Metrics:
+        """In a fleet, send `metrics`' events to the fleet's stream; the Metrics that shows the whole
+        fleet (just `metrics` for one process)."""
+        if self.shared is None:
+            return metrics
+        if self.events is None:
+            self.events = FleetEvents(self.shared, max_events=max_events, wall=self.wall)
+            metrics.listen(self.events.record)
+        return self.events.view
 
     @property
     def fleet(self) -> bool:
@@ -45,6 +70,8 @@ class Stores:
                 "shared": self.shared.health() if self.shared is not None else {"status": "off"}}
 
     def close(self) -> None:
+        if self.events is not None:
+            self.events.close()
         if self.shared is not None:
             self.shared.close()
         self.database.close()
@@ -57,9 +84,12 @@ def open_stores(settings: Store | Mapping[str, Any] | None = None, *, env: Mappi
     its failures when used, and Redis reconnects by itself."""
     raw = settings if isinstance(settings, Mapping) or settings is None else asdict(settings)
     database = Database(database_url(raw, env))
-    stores = Stores(database=database, replica=replica or replica_name(env))
+    stores = Stores(database=database, replica=replica or replica_name(env), clock=clock, wall=wall)
     url = redis_url(raw, env)
     if url:
         prefix = ((env if env is not None else os.environ).get(REDIS_PREFIX_ENV) or prefix).strip() or prefix
-        stores.shared = Shared(url, prefix=prefix, clock=clock, wall=wall)
+        shared = stores.shared = Shared(url, prefix=prefix, clock=clock, wall=wall)
+        stores.breakers = RedisBreakerStore(shared, clock=clock, wall=wall)
+        stores.answers = SharedAnswers(shared, clock=clock, wall=wall)
+        stores.leases = ProbeLeases(shared, stores.replica)
     return stores
