@@ -21,9 +21,19 @@ def healthz(router: Router, *, demo: bool = False) -> tuple[int, dict]:
     rows = router.status(probe=False)
     followups = router.followups.health()
     overall = verdict(rows, followups)
+    stores = router.stores.health()
+    problems = []
+    if stores["shared"]["status"] == "unavailable":
+        # Every replica keeps answering on its own state; the fleet just isn't one right now.
+        problems.append("shared state unavailable")
+        overall = "degraded" if overall == "ok" else overall
     body = {
         "status": overall,
+        "problems": problems,
         "demo": demo,
+        "replica": router.stores.replica,
+        "shared_state": {k: stores["shared"].get(k) for k in ("status", "where", "since", "last_error")
+                         if k in stores["shared"]},
         "providers": [{"name": r.name, "kind": r.kind, "model": r.model, "health": r.health, "breaker": r.breaker,
                        "retry_in_s": r.retry_in_s} for r in rows],
         "chaos": router.chaos.state(),

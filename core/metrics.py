@@ -188,6 +188,21 @@ class Metrics:
             t[TransitionKey(event.provider, event.new)] += 1
 
     # -- reading -------------------------------------------------------------------------------------
+    def replicas(self) -> list[str]:
+        """The fleet's processes whose events are here, sorted."""
+        with self._lock:
+            return sorted({e.replica for e in self._events})
+
+    def only(self, replicas: Iterable[str]) -> Metrics:
+        """A copy holding only these replicas' events (the Status page's replica filter)."""
+        keep = set(replicas)
+        with self._lock:
+            picked = [e for e in self._events if e.replica in keep]
+        copy = Metrics(max_events=max(1, len(picked)), wall=self.wall)
+        for e in picked:
+            copy.record(e)
+        return copy
+
     def events(self, kind: type | None = None, since: float | None = None) -> list[Event]:
         with self._lock:
             items = list(self._events)

@@ -73,6 +73,11 @@ def banners() -> None:
                 "Ollama) run on this machine and every answer is labelled *Simulated*. To use real models, set "
                 "`ANTHROPIC_API_KEY`, `OPENAI_API_KEY`, `GEMINI_API_KEY` or `OLLAMA_HOST` (or put them in "
                 "`.streamlit/secrets.toml`), or write an `understudy.toml`, then restart.", icon="🎭")
+    shared = rt.router.stores.health()["shared"]
+    if shared["status"] == "unavailable":
+        st.warning("**Degraded: shared state unavailable** — this replica can't reach the fleet's Redis "
+                   f"({shared['where']}), so it answers on its own breakers, cache and chaos settings and this "
+                   "page shows its own traffic only. It reconnects by itself.", icon="🔌")
     state = rt.router.chaos.state()
     if state["providers"] or state["scenario"]:
         parts = [f"**{name}** forced to fail ({what})" for name, what in sorted(state["providers"].items())]

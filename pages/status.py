@@ -38,7 +38,25 @@ if controls[2].button("Clear cache", key="clear_cache", width="stretch", disable
     r.clear_cache()
     st.toast("Answer cache cleared.")
 
-events = r.metrics.events()
+def traffic():
+    """Whose traffic this page shows: the whole fleet's (with a replica filter) when the fleet's Redis
+    answers, else this process's own (the banner above says so)."""
+    fleet = r.stores.fleet and r.stores.health()["shared"]["status"] == "ok"
+    metrics = r.fleet_metrics if fleet else r.metrics
+    if not fleet:
+        return metrics
+    names = metrics.replicas()
+    picked = st.session_state.get("replicas") or []
+    if picked and set(picked) != set(names):
+        return metrics.only(picked)
+    return metrics
+
+
+if r.stores.fleet:
+    st.multiselect("Replicas", r.fleet_metrics.replicas(), key="replicas", placeholder="The whole fleet",
+                   help=f"Every replica on this Redis. This page is served by **{r.stores.replica}**.")
+
+events = traffic().events()
 buffer = io.StringIO()
 rows = [as_row(e) for e in events]
 if rows:
@@ -60,8 +78,8 @@ def frame(events: list, kind: type) -> pd.DataFrame:
     return df
 
 
-def tiles() -> None:
-    summary = r.metrics.summary(r.config.policy.metrics.window)
+def tiles(metrics) -> None:
+    summary = metrics.summary(r.config.policy.metrics.window)
     top = st.columns(5)
     top[0].metric("Requests", summary["requests"])
     ratio = summary["cache_hit_ratio"]
@@ -90,8 +108,8 @@ def tiles() -> None:
                 st.caption(status.detail)
 
 
-def charts() -> None:
-    events = r.metrics.events()  # one copy of the store per refresh, split by kind below
+def charts(metrics) -> None:
+    events = metrics.events()  # one copy of the store per refresh, split by kind below
     attempts = frame(events, AttemptEvent)
     requests = frame(events, RequestEvent)
     if attempts.empty and requests.empty:
@@ -179,8 +197,9 @@ def over_time(df: pd.DataFrame, column: str, title: str) -> go.Figure:
 
 @st.fragment(run_every=interval if auto else None)
 def live() -> None:
-    tiles()
-    charts()
+    metrics = traffic()
+    tiles(metrics)
+    charts(metrics)
 
 
 live()

@@ -70,7 +70,32 @@ def app_without_configuration(monkeypatch, tmp_path) -> None:
 def _data_dir(tmp_path, monkeypatch):
     """Every Router keeps its questions under this test's tmp_path, never in the working tree."""
     monkeypatch.setenv("UNDERSTUDY_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("UNDERSTUDY_DATABASE_URL", raising=False)
+    for var in ("UNDERSTUDY_DATABASE_URL", "UNDERSTUDY_REDIS_URL", "UNDERSTUDY_REDIS_PREFIX", "UNDERSTUDY_REPLICA"):
+        monkeypatch.delenv(var, raising=False)  # a test that wants a fleet asks for one
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def redis_prefix():
+    """A fresh key prefix on the real Redis (127.0.0.1:6379); its keys are deleted afterwards."""
+    import uuid
+
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as e:
+        service_missing(f"Redis at 127.0.0.1:6379 does not answer ({type(e).__name__}): the shared-state tests "
+                        "need it")
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    for key in client.scan_iter(match=f"{prefix}*"):
+        client.delete(key)
+    client.close()
 
 
 @pytest.fixture
