@@ -81,7 +81,7 @@ def test_the_readme_says_how_to_scale_out_before_the_benchmarks():
 
 @pytest.mark.skipif(not shutil.which("nginx"), reason="nginx is not installed (apt-get install nginx-light): "
                     "nginx -t and the live fleet behind it are not run")
-def test_nginx_accepts_the_config(tmp_path):
+def test_nginx_accepts_the_config():
     report = check.Report()
     check.run_tools(report)
     lines = [line for line in report.lines if line[1].startswith("nginx -t")]
