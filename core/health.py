@@ -70,6 +70,7 @@ class Health:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._prober: threading.Thread | None = None
+        self.rounds = 0  # background probe rounds run (in a fleet, a round may find every lease taken)
 
     def probe(self, names: Sequence[str] | None = None, *, leased: bool = False) -> list[ProbeEvent]:
         """Cheap active checks (list-models calls, no tokens), in parallel. A success lets an open
@@ -116,6 +117,7 @@ class Health:
                 self.probe(leased=True)
             except Exception:  # noqa: BLE001 — a probe bug must not kill the prober
                 log.exception("probe failed")
+            self.rounds += 1
             if self._stop.wait(self.interval):
                 return
 

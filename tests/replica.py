@@ -81,6 +81,8 @@ def serve(config: str) -> int:
         "reset_breakers": lambda m: router.reset_breakers() or {},
         "healthz": lambda m: dict(zip(("code", "body"), healthz(router))),
         "fleet": fleet,
+        "probes": lambda m: {"rounds": router.health.rounds,
+                             "probe_ms": {row.name: row.probe_ms for row in router.status(probe=False)}},
         "stop": None,
     }
     print(json.dumps({"ready": True, "replica": router.stores.replica}), flush=True)

@@ -152,3 +152,15 @@ def test_every_replica_dashboard_shows_the_whole_fleet_traffic(fleet):
         wait_until(lambda r=replica: r("fleet")["requests_by_replica"] == {"A": 1, "B": 1},
                    f"{replica.name} to see one request from each")
         assert replica("fleet")["requests"] == 2
+
+
+def test_only_one_replica_probes_a_provider_per_interval(fleet):
+    # A long interval: each replica's prober runs one round at start, and only the first to take a
+    # provider's lease probes it. The other's round finds the leases taken and shows that probe.
+    a, b, servers = fleet("[hedging]\nenabled = false\n[health]\nprobe_interval = 3600\n")
+    for replica in (a, b):
+        wait_until(lambda r=replica: r("probes")["rounds"] >= 1, f"{replica.name}'s first probe round")
+    for server in servers:
+        assert len([r for r in server.requests if r.method == "GET"]) == 1  # one list-models call, fleet-wide
+    for replica in (a, b):
+        assert all(ms is not None for ms in replica("probes")["probe_ms"].values())  # both show it
