@@ -187,6 +187,38 @@ def _propagation(n: int, schema: _Schema, prefix: str, url: str) -> dict:
             "max_ms": max(delays) if delays else None}
 
 
+def _redis_down(url: str, n: int, scratch: str) -> dict:
+    """The same router while its Redis answers, then frozen (SIGSTOP: every call would time out):
+    the first request meets the store's timeout once; the others must not wait on Redis at all."""
+    sys.path.insert(0, str(ROOT))
+    from tests.redis_server import RedisServer
+
+    server = RedisServer().start()
+    stores = open_stores({"path": scratch, "redis_url": server.url}, env={}, prefix="bench-down")
+    router = _router(url, "openai", stores, cache__enabled=True)
+    counter = iter(range(10**9))
+
+    def ask() -> float:
+        t0 = time.perf_counter()
+        result = router.ask(ChatRequest.ask(f"down {next(counter)}"))
+        assert result.complete, result.notice
+        return (time.perf_counter() - t0) * 1000
+
+    try:
+        for _ in range(max(5, n // 10)):
+            ask()
+        up = [ask() for _ in range(n)]
+        server.freeze()
+        first = ask()
+        down = [ask() for _ in range(n)]
+        health = stores.health()["shared"]
+    finally:
+        server.close()
+        router.close()
+    return {"n": n, "up_median_ms": statistics.median(up), "first_ms": first, "down_median_ms": statistics.median(down),
+            "down_max_ms": max(down), "timeouts": health["failures"], "status": health["status"]}
+
+
 def bench_fleet(n: int, sessions: int, turns: int, trials: int) -> dict:
     why = _services()
     if why is not None:
@@ -216,6 +248,7 @@ def bench_fleet(n: int, sessions: int, turns: int, trials: int) -> dict:
             for r in routers.values():
                 r.close()
         out["breaker propagation"] = _propagation(trials, schema, prefix, url)
+        out["redis down"] = _redis_down(url, n, scratch.name)
     finally:
         upstream.close()
         slow.close()
@@ -237,6 +270,12 @@ def bench_fleet(n: int, sessions: int, turns: int, trials: int) -> dict:
     table("8. Fleet: a breaker opened on replica A, seen open on replica B (two processes; target ≤ 1 s p99)",
           ["trials", "seen", "p50", "p99", "max"],
           [[p["n"], p["seen"], fmt(p["p50_ms"], " ms"), fmt(p["p99_ms"], " ms"), fmt(p["max_ms"], " ms")]])
+    d = out["redis down"]
+    table("8. Fleet: the same router while its Redis answers, then frozen (target: only the first request waits, "
+          "≤ 0.1 s; the rest add ≤ 1 ms median)",
+          ["n", "Redis up median", "first after freeze", "frozen median", "frozen max", "timeouts met"],
+          [[d["n"], fmt(d["up_median_ms"], " ms"), fmt(d["first_ms"], " ms"), fmt(d["down_median_ms"], " ms"),
+            fmt(d["down_max_ms"], " ms"), d["timeouts"]]])
     return out
 
 

@@ -135,8 +135,10 @@ def _sorted_quantile(data: Sequence[float], q: float) -> float | None:
 
 
 class Metrics:
-    def __init__(self, *, max_events: int = 20_000, wall: Callable[[], float], replica: str = "") -> None:
+    def __init__(self, *, max_events: int = 20_000, wall: Callable[[], float], replica: str = "",
+                 log_events: bool = True) -> None:
         self.replica = replica  # stamped on every event recorded without one
+        self.log_events = log_events  # False for a copy of events already logged where they happened
         self._events: deque[Event] = deque(maxlen=max_events)
         self._recorded = 0  # events ever recorded: the next one's sequence number
         self._ttfts: dict[str, deque[float]] = {}  # recent first-token times per provider, for hedging
@@ -167,7 +169,8 @@ class Metrics:
             self._count(event)
         for listener in self._listeners:
             listener(event)
-        _log(event)
+        if self.log_events:
+            _log(event)
 
     def _count(self, event: Event) -> None:
         t = self._totals
@@ -198,7 +201,7 @@ class Metrics:
         keep = set(replicas)
         with self._lock:
             picked = [e for e in self._events if e.replica in keep]
-        copy = Metrics(max_events=max(1, len(picked)), wall=self.wall)
+        copy = Metrics(max_events=max(1, len(picked)), wall=self.wall, log_events=False)
         for e in picked:
             copy.record(e)
         return copy

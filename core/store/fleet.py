@@ -197,7 +197,8 @@ class FleetEvents:
         self.key = shared.key("events")
         self.max_events = max_events
         self.every = every
-        self.view = Metrics(max_events=max_events, wall=wall)  # the whole fleet, for the Status page
+        # The whole fleet, for the Status page; each event was logged by the replica that recorded it.
+        self.view = Metrics(max_events=max_events, wall=wall, log_events=False)
         self._outbox: deque[str] = deque(maxlen=backlog)
         self._wake = threading.Event()
         self._stop = threading.Event()
