@@ -15,6 +15,7 @@ from typing import Any
 
 from .attempt import Outcome
 from .messages import MAX_INPUT_CHARS, clean_text
+from .store.conversations import Conversation, new_id
 from .tiers import Tier
 
 FORMAT = "understudy.conversation"
@@ -93,6 +94,13 @@ def parse_export(data: bytes) -> Parsed:
     title = doc.get("title")
     title = " ".join(clean_text(title).split())[:200] if isinstance(title, str) else ""
     return Parsed(messages=messages, settings=_settings(doc), title=title)
+
+
+def conversation_from_export(data: bytes, *, owner: str, now: float) -> Conversation:
+    """A new conversation (new id, `owner`'s) holding what the export holds."""
+    parsed = parse_export(data)
+    return Conversation(id=new_id(), owner=owner, created_at=now, updated_at=now, messages=parsed.messages,
+                        settings=parsed.settings, title=parsed.title)
 
 
 def _no_constant(name: str):

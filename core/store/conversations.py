@@ -201,13 +201,10 @@ class SqlConversationStore:
                                 .returning(t.c.id)).first() is not None
 
     def import_json(self, data: bytes, *, owner: str, now: float) -> Conversation:
-        """A conversation from the JSON export (checked by core.transcript.parse_export: raises
-        BadImport with a message for people), saved under a new id for `owner`."""
-        from ..transcript import parse_export  # the file format lives with the export
+        """A JSON export, checked whole (BadImport says why it can't be read), saved under a new id for `owner`."""
+        from ..transcript import conversation_from_export  # the file format lives with the export
 
-        parsed = parse_export(data)
-        conversation = Conversation(id=new_id(), owner=owner, created_at=now, updated_at=now,
-                                    messages=parsed.messages, settings=parsed.settings, title=parsed.title)
+        conversation = conversation_from_export(data, owner=owner, now=now)
         self.save(conversation)
         return conversation
 
