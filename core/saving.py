@@ -80,6 +80,11 @@ class ConversationSaver:
         with self._cond:
             return self._cond.wait_for(lambda: not self._due and not self._busy, timeout)
 
+    def wait_saved(self, id: str, timeout: float) -> bool:
+        """Wait until nothing of this conversation is waiting to be written; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: id not in self._pending, timeout)
+
     def health(self) -> dict:
         with self._cond:
             return {"status": "failing" if self._errors else "ok", "waiting": len(self._pending),
