@@ -192,6 +192,13 @@ def delete_conversation(cid: str) -> None:
 
 with st.sidebar:
     st.subheader("Your conversations")
+    user = st.user.to_dict()
+    if user.get("is_logged_in"):
+        st.caption(f"Signed in as **{who}**: your conversations follow you to any browser.")
+        st.button("Log out", key="logout", on_click=st.logout)
+    elif "is_logged_in" in user:  # login is configured ([auth] in secrets.toml), nobody is logged in
+        st.caption("Listed for this browser only. Log in to find them on any device.")
+        st.button("Log in", key="login", on_click=st.login)
     search = st.text_input("Search", key="conv_search", placeholder="Search titles and messages",
                            label_visibility="collapsed")
     items = recent(search)

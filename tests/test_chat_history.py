@@ -185,6 +185,15 @@ def test_nobody_lists_another_owners_conversations_and_login_follows_the_user(se
     assert listed(anonymous) == {}
 
 
+def test_login_is_offered_when_it_is_configured(session):
+    signed_out = session(user={"is_logged_in": False})  # what st.user is with [auth] set up, before login
+    assert [b.label for b in signed_out.sidebar.button if b.key == "login"] == ["Log in"]
+    signed_in = session(user=ADA)
+    assert [b.key for b in signed_in.sidebar.button if b.key in ("login", "logout")] == ["logout"]
+    assert any("ada@example.com" in c.value for c in signed_in.sidebar.caption)
+    assert not [b for b in session().sidebar.button if b.key in ("login", "logout")]  # no login configured
+
+
 def test_a_link_opened_by_someone_else_is_read_as_is_and_continued_as_their_copy(session):
     ada = session(user=ADA)
     chat(ada, "How do lighthouses work?")
