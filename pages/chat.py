@@ -219,12 +219,12 @@ with st.sidebar:
             no.button("Cancel", key="confirm_delete_no", width="stretch",
                       on_click=st.session_state.__setitem__, args=("confirm_delete", None))
             continue
-        name, more = st.columns([5, 1], vertical_alignment="center")
+        name, more = st.columns([3, 1], vertical_alignment="center")
         name.button(item.title or "New chat", key=f"open_{item.id}", width="stretch",
                     type="primary" if item.id == conv["id"] else "secondary",
                     help=f"{item.message_count} messages · last {time.strftime('%Y-%m-%d %H:%M', time.localtime(item.updated_at))}",
                     on_click=open_conversation, args=(item.id,))
-        with more.popover("⋯", help="Rename or delete"):
+        with more.popover("", icon=":material/more_horiz:", help="Rename or delete"):
             title = st.text_input("Title", item.title, key=f"title_{item.id}", max_chars=200)
             if st.button("Rename", key=f"rename_{item.id}", width="stretch"):
                 try:

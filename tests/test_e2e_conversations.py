@@ -17,7 +17,8 @@ def test_f5_brings_the_conversation_back_and_the_list_follows_the_browser(server
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})  # one browser, its cookies
+            page = context.new_page()
             page.set_default_timeout(30_000)
             page.goto(base + "/")
             ask(page, "What is an understudy?")
@@ -35,12 +36,17 @@ def test_f5_brings_the_conversation_back_and_the_list_follows_the_browser(server
             expect(messages.nth(1)).to_contain_text("w49")
             expect(messages.nth(1)).to_contain_text("anthropic-0")  # the badge came back too
             messages.nth(1).get_by_text("How it got here").click()
-            expect(messages.nth(1).get_by_role("table")).to_contain_text("anthropic-0")
+            row = messages.nth(1).get_by_role("table").get_by_role("row").nth(1)
+            expect(row).to_contain_text("anthropic-0")
+            expect(row).to_be_visible()
             assert page.url.endswith(f"?c={cid}")
             expect(sidebar.get_by_role("button", name="What is an understudy?")).to_be_visible()
+            sidebar.get_by_test_id("stPopover").first.get_by_role("button").click()  # the ⋯ next to it
+            expect(page.get_by_role("button", name="Delete…")).to_be_visible()
             page.screenshot(path=str(SHOTS / "7-after-f5.png"))
+            page.keyboard.press("Escape")
 
-            same = browser.new_page(viewport={"width": 1400, "height": 1000})  # same browser: same cookie
+            same = context.new_page()  # another tab of the same browser: the same cookie
             same.goto(base + "/")
             expect(same.get_by_test_id("stChatMessage")).to_have_count(0)  # a new chat...
             item = same.get_by_test_id("stSidebar").get_by_role("button", name="What is an understudy?")
@@ -61,6 +67,8 @@ def test_f5_brings_the_conversation_back_and_the_list_follows_the_browser(server
 
             stranger.goto(base + "/?c=not-a-conversation")
             expect(stranger.get_by_text("conversation id is not valid")).to_be_visible()
+            expect(stranger.get_by_placeholder("Ask anything…")).to_be_visible()
+            expect(stranger.get_by_text("Nothing yet: your conversations will be listed here.")).to_be_visible()
             stranger.screenshot(path=str(SHOTS / "10-bad-link.png"))
         finally:
             browser.close()
