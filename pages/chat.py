@@ -100,7 +100,8 @@ if "conv" not in st.session_state:
     start_new()
 link = st.query_params.get("c")
 current = st.session_state.conv["id"]
-if link is not None and (link != current or st.session_state.pop("conv_retry", None) == link):
+retry = st.session_state.pop("conv_retry", None)  # a link the database could not open last time
+if link is not None and (link != current or retry == link):
     open_link(link)
 elif link is None and current is not None:
     st.query_params["c"] = current  # back from another page: the URL names this conversation again

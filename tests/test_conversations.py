@@ -314,6 +314,32 @@ def test_the_saver_writes_in_the_background_newest_snapshot_wins(tmp_path):
         store.close()
 
 
+def test_the_saver_from_many_threads_at_once(tmp_path):
+    store = SqlConversationStore(f"sqlite:///{tmp_path}/db/understudy.db")
+    saver = ConversationSaver(store)
+    try:
+        own = [conversation(at=float(n)) for n in range(8)]
+        shared = conversation(at=1000.0)
+
+        def session(n: int) -> None:  # each browser session is a thread
+            for i in range(20):
+                saver.submit(own[n].with_(updated_at=100.0 + i, messages=own[n].messages[:1] * (i + 1)))
+                saver.submit(shared.with_(updated_at=2000.0 + n * 20 + i))
+
+        threads = [threading.Thread(target=session, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for c in own + [shared]:
+            assert saver.wait_saved(c.id, timeout=10)
+        assert all(len(store.load(c.id).messages) == 20 for c in own)
+        assert store.load(shared.id).updated_at == 2000.0 + 7 * 20 + 19
+    finally:
+        saver.close()
+        store.close()
+
+
 def test_the_saver_keeps_what_it_could_not_write_and_writes_it_when_the_database_is_back(pg_schema):
     url = sa.make_url(pg_schema)
     cut = NetCut("127.0.0.1", url.port)
