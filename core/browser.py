@@ -37,7 +37,8 @@ def owner_for(user: Mapping[str, Any], cookie: str | None) -> tuple[str, str] | 
         if isinstance(ident, str) and ident:
             return f"user:{ident}", ident
     if valid_token(cookie):
-        return browser_owner(cookie), "this browser"
+        owner = browser_owner(cookie)
+        return owner, owner  # kept questions name the browser by its hash, never by its token
     return None
 
 
