@@ -1,15 +1,17 @@
 """Understudy: `streamlit run app.py`. Page navigation, the ops endpoints, nothing else.
 
 `streamlit run` finds the `app` below (an st.App) and serves it with uvicorn: the Streamlit UI
-plus /healthz (JSON) and /metrics (Prometheus text). Each browser session then runs this file as
-its script (`__main__`), which draws the navigation.
+plus /healthz (JSON) and /metrics (Prometheus text), and sets a browser-token cookie. Each
+browser session then runs this file as its script (`__main__`), which draws the navigation.
 """
 
 import streamlit as st
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
+from core.browser import BrowserCookie
 from core.endpoints import healthz, prometheus
 from pages.shared import runtime
 
@@ -26,7 +28,10 @@ async def _metrics(request):
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-app = st.App("app.py", routes=[Route("/healthz", _healthz), Route("/metrics", _metrics)])
+# BrowserCookie gives each browser a random token (st.context.cookies can only read): without
+# login, it is whose conversations these are (core/browser.py).
+app = st.App("app.py", routes=[Route("/healthz", _healthz), Route("/metrics", _metrics)],
+             middleware=[Middleware(BrowserCookie)])
 
 if __name__ == "__main__":
     st.set_page_config(page_title="Understudy", page_icon="🎭", layout="wide")

@@ -8,11 +8,13 @@ line (`ConfigError`, `NoProviders`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .config import ConfigError, load_config
 from .router import Router
+from .saving import ConversationSaver
+from .store.conversations import SqlConversationStore
 
 if TYPE_CHECKING:  # the simulator loads only in demo mode
     from .demo import Demo
@@ -27,8 +29,16 @@ class Runtime:
     router: Router
     demo: Demo | None = None  # the simulated providers, in demo mode
     config_error: str | None = None  # why the configuration could not be used (the app shows it)
+    # Conversations live in the router's database; the saver writes them off the request thread.
+    conversations: SqlConversationStore = field(init=False)
+    saver: ConversationSaver = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.conversations = SqlConversationStore(self.router.database)
+        self.saver = ConversationSaver(self.conversations)
 
     def close(self) -> None:
+        self.saver.close()  # what is still waiting is written before the database closes
         self.router.close()
         if self.demo is not None:
             self.demo.close()

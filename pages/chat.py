@@ -1,8 +1,14 @@
-"""Chat: answers stream in; each one says who answered and how it got there."""
+"""Chat: answers stream in; each one says who answered and how it got there.
+
+Every conversation is kept (core/store/conversations.py): its id is in the URL (`?c=`), so a
+reload, a restart or a bookmark brings it back exactly. Saving happens off this thread
+(core/saving.py): the user's message when it is sent, the answer when it is complete; if the
+database is down the messages stay in this tab and are saved when it is back.
+"""
 
 from __future__ import annotations
 
-import json
+import secrets
 import time
 from dataclasses import asdict
 
@@ -10,59 +16,255 @@ import streamlit as st
 
 from core.answer import Answer, Delta, Restart
 from core.attempt import Outcome
+from core.browser import COOKIE, owner_for
 from core.messages import MAX_INPUT_CHARS, ChatRequest, Message, clean_text
-from core.tiers import Tier
-from pages.shared import banners, router, seconds
+from core.store import StoreError
+from core.store.conversations import BadConversationId, Conversation, Summary, new_id, parse_id, title_for
+from core.tiers import Origin, Tier
+from core.transcript import (DEFAULT_SETTINGS, MAX_IMPORT_BYTES, MAX_TOKENS_RANGE, TEMPERATURE_RANGE, BadImport,
+                             conversation_from_export, to_json, to_markdown)
+from pages.shared import banners, router, runtime, seconds
 
-st.session_state.setdefault("messages", [])
-st.session_state.setdefault("kept_input", None)
+NOT_SAVED = ("History is temporarily not being saved — your messages are kept in this tab and will be saved "
+             "when the database is back.")
+SETTINGS = ("system", "temperature", "max_tokens")
+
+store, saver = runtime().conversations, runtime().saver
+
+
+def me() -> tuple[str, str]:
+    """(owner, who): the logged-in user, else this browser's cookie, else (no cookie) this tab alone."""
+    found = owner_for(st.user.to_dict(), st.context.cookies.get(COOKIE))
+    if found is not None:
+        return found
+    tab = st.session_state.setdefault("tab_owner", "tab:" + secrets.token_hex(16))
+    return tab, tab
+
+
+owner, who = me()
+
+
+# -- which conversation: the URL says -------------------------------------------------------------
+def start_new() -> None:
+    st.session_state.conv = {"id": None, "owner": owner, "created_at": None}
+    st.session_state.messages = []
+    st.session_state.kept_input = None
+    st.session_state.settings = dict(DEFAULT_SETTINGS)
+    for key in SETTINGS:
+        st.session_state[key] = DEFAULT_SETTINGS[key]
+
+
+def show_conversation(c: Conversation) -> None:
+    st.session_state.conv = {"id": c.id, "owner": c.owner, "created_at": c.created_at}
+    st.session_state.messages = list(c.messages)
+    st.session_state.kept_input = None
+    settings = {**DEFAULT_SETTINGS, **{k: v for k, v in c.settings.items() if k in SETTINGS}}
+    settings.update(temperature=float(settings["temperature"]), max_tokens=int(settings["max_tokens"]))
+    st.session_state.settings = settings
+    for key in SETTINGS:
+        st.session_state[key] = settings[key]
+    st.query_params["c"] = c.id
+
+
+def open_link(raw: str) -> None:
+    """Show the conversation the URL names; say plainly why not when it can't be."""
+    try:
+        cid = parse_id(raw)
+    except BadConversationId as e:
+        st.session_state.link_problem = str(e)
+        start_new()
+        st.query_params.pop("c", None)
+        return
+    waiting = saver.pending(cid)  # written yet or not: this process's newest copy wins
+    try:
+        stored = store.load(cid)
+    except StoreError:
+        stored = None
+        if waiting is None:
+            st.session_state.link_problem = ("This conversation can't be opened right now: the database is not "
+                                             "answering. Reload the page in a moment.")
+            start_new()
+            st.session_state.conv_retry = raw  # try again on the next rerun
+            return
+    found = waiting if waiting is not None and (stored is None or waiting.updated_at >= stored.updated_at) else stored
+    if found is None:
+        st.session_state.link_problem = ("There is no conversation with that id: it may have been deleted, or "
+                                         "the link is incomplete.")
+        start_new()
+        st.query_params.pop("c", None)
+        return
+    show_conversation(found)
+
+
+if "conv" not in st.session_state:
+    start_new()
+link = st.query_params.get("c")
+current = st.session_state.conv["id"]
+retry = st.session_state.pop("conv_retry", None)  # a link the database could not open last time
+if link is not None and (link != current or retry == link):
+    open_link(link)
+elif link is None and current is not None:
+    st.query_params["c"] = current  # back from another page: the URL names this conversation again
+for key in SETTINGS:  # a widget's value is forgotten while another page shows; the conversation keeps it
+    if key not in st.session_state:
+        st.session_state[key] = st.session_state.settings[key]
+
 messages: list[dict] = st.session_state.messages
+conv: dict = st.session_state.conv
+mine = conv["owner"] == owner
+
+
+def snapshot() -> Conversation:
+    return Conversation(id=conv["id"], owner=owner, created_at=conv["created_at"], updated_at=time.time(),
+                        messages=list(messages), settings=dict(st.session_state.settings))
+
+
+def save() -> None:
+    """Hand the conversation to the writer (never waits for the database)."""
+    if conv["id"] is not None and mine and messages:
+        saver.submit(snapshot())
+
+
+def make_mine() -> None:
+    """Before the first message, or when continuing someone else's conversation: a new id of ours."""
+    global mine
+    if conv["id"] is not None and mine:
+        return
+    conv.update(id=new_id(), owner=owner, created_at=time.time())
+    mine = True
+    st.query_params["c"] = conv["id"]
+
 
 st.title("💬 Understudy")
 banners()
+if problem := st.session_state.pop("link_problem", None):
+    st.error(problem, icon="🔗")
+if conv["id"] is not None and not mine:
+    st.info("This conversation was shared with you by its link. It stays as its owner left it: if you carry on, "
+            "your messages go into a copy of your own.", icon="🔗")
 
 # -- sidebar -----------------------------------------------------------------------------------------
 with st.sidebar:
     st.subheader("Conversation")
-    system = st.text_area("System prompt", key="system", value="You are a helpful, concise assistant.",
-                          height=100)
-    temperature = st.slider("Temperature", 0.0, 2.0, 0.7, 0.1, key="temperature",
+    system = st.text_area("System prompt", key="system", height=100)
+    temperature = st.slider("Temperature", *TEMPERATURE_RANGE, step=0.1, key="temperature",
                             help="Not sent to Anthropic models: their current API has no temperature.")
-    max_tokens = st.number_input("Max tokens", 16, 32000, 1024, 64, key="max_tokens")
+    max_tokens = st.number_input("Max tokens", *MAX_TOKENS_RANGE, step=64, key="max_tokens")
+    chosen = {"system": system, "temperature": float(temperature), "max_tokens": int(max_tokens)}
+    if chosen != st.session_state.settings:
+        st.session_state.settings = chosen
+        save()
     left, right = st.columns(2)
-    new_chat = left.button("New chat", key="new_chat", width="stretch", disabled=not messages)
+    new_chat = left.button("New chat", key="new_chat", width="stretch", disabled=not messages,
+                           on_click=lambda: (start_new(), st.query_params.pop("c", None)))
     can_regenerate = bool(messages) and messages[-1]["role"] == "assistant"
     regenerate = right.button("Regenerate", key="regenerate", width="stretch", disabled=not can_regenerate)
 
+def recent(search: str) -> list[Summary] | None:
+    """This owner's conversations, newest first; None when the database can't say."""
+    try:
+        items = store.list(owner, search=search, limit=30)
+    except StoreError:
+        return None
+    waiting = saver.pending(conv["id"]) if conv["id"] else None
+    if waiting is not None and mine and not search.strip() and all(i.id != waiting.id for i in items):
+        # Not written yet (the writer is at it, or the database is down): it is still ours to show.
+        items.insert(0, Summary(waiting.id, title_for(waiting.messages), waiting.created_at, waiting.updated_at,
+                                len(waiting.messages)))
+    return items
 
-def transcript_markdown() -> str:
-    lines = ["# Understudy conversation", ""]
-    if system.strip():
-        lines += [f"*System prompt:* {system.strip()}", ""]
-    for m in messages:
-        who = "You" if m["role"] == "user" else "Assistant"
-        meta = m.get("meta") or {}
-        via = f" ({meta.get('provider') or meta.get('tier')}, {meta.get('model') or ''})".replace(", )", ")") \
-            if m["role"] == "assistant" else ""
-        lines += [f"**{who}{via}:**", "", m["content"], ""]
-    return "\n".join(lines)
+
+def open_conversation(cid: str) -> None:
+    st.query_params["c"] = cid  # the next run opens it, the way a link does
 
 
-def transcript_json() -> str:
-    return json.dumps({"system": system, "temperature": temperature, "max_tokens": int(max_tokens),
-                       "messages": messages}, ensure_ascii=False, indent=2)
+def delete_conversation(cid: str) -> None:
+    try:
+        store.delete(cid, owner=owner)
+    except StoreError:
+        st.session_state.list_problem = "That conversation could not be deleted: the database is not answering."
+        return
+    saver.discard(cid)
+    st.session_state.confirm_delete = None
+    if cid == conv["id"]:
+        start_new()
+        st.query_params.pop("c", None)
 
 
 with st.sidebar:
-    st.download_button("Download Markdown", transcript_markdown(), "understudy-chat.md", "text/markdown",
-                       key="dl_md", width="stretch", disabled=not messages)
-    st.download_button("Download JSON", transcript_json(), "understudy-chat.json", "application/json",
-                       key="dl_json", width="stretch", disabled=not messages)
+    st.subheader("Your conversations")
+    user = st.user.to_dict()
+    if user.get("is_logged_in"):
+        st.caption(f"Signed in as **{who}**: your conversations follow you to any browser.")
+        st.button("Log out", key="logout", on_click=st.logout)
+    elif "is_logged_in" in user:  # login is configured ([auth] in secrets.toml), nobody is logged in
+        st.caption("Listed for this browser only. Log in to find them on any device.")
+        st.button("Log in", key="login", on_click=st.login)
+    search = st.text_input("Search", key="conv_search", placeholder="Search titles and messages",
+                           label_visibility="collapsed")
+    items = recent(search)
+    if problem := st.session_state.pop("list_problem", None):
+        st.error(problem)
+    if items is None:
+        st.caption("Your conversations can't be listed right now: the database is not answering.")
+    elif not items:
+        st.caption("No conversation matches." if search.strip() else "Nothing yet: your conversations will be "
+                   "listed here.")
+    confirm = st.session_state.get("confirm_delete")
+    for item in items or []:
+        if confirm == item.id:
+            st.warning(f"Delete “{item.title or 'New chat'}”? This can't be undone.")
+            yes, no = st.columns(2)
+            yes.button("Delete", key="confirm_delete_yes", type="primary", width="stretch",
+                       on_click=delete_conversation, args=(item.id,))
+            no.button("Cancel", key="confirm_delete_no", width="stretch",
+                      on_click=st.session_state.__setitem__, args=("confirm_delete", None))
+            continue
+        name, more = st.columns([3, 1], vertical_alignment="center")
+        name.button(item.title or "New chat", key=f"open_{item.id}", width="stretch",
+                    type="primary" if item.id == conv["id"] else "secondary",
+                    help=f"{item.message_count} messages · last {time.strftime('%Y-%m-%d %H:%M', time.localtime(item.updated_at))}",
+                    on_click=open_conversation, args=(item.id,))
+        with more.popover("", icon=":material/more_horiz:", help="Rename or delete"):
+            title = st.text_input("Title", item.title, key=f"title_{item.id}", max_chars=200)
+            if st.button("Rename", key=f"rename_{item.id}", width="stretch"):
+                try:
+                    store.rename(item.id, owner=owner, title=title)
+                except StoreError:
+                    st.session_state.list_problem = "That conversation could not be renamed: the database is not answering."
+                st.rerun()
+            st.button("Delete…", key=f"delete_{item.id}", width="stretch",
+                      on_click=st.session_state.__setitem__, args=("confirm_delete", item.id))
 
-if new_chat:
-    messages.clear()
-    st.session_state.kept_input = None
-    st.rerun()
+    st.subheader("Export and import")
+    title_now = title_for(messages) or "Understudy conversation"
+    name_now = f"understudy-{conv['id'][:8]}" if conv["id"] else "understudy-chat"
+    settings_now = st.session_state.settings
+    st.download_button("Download Markdown", to_markdown(messages, settings_now, id=conv["id"] or "", title=title_now),
+                       f"{name_now}.md", "text/markdown", key="dl_md", width="stretch", disabled=not messages)
+    st.download_button("Download JSON", to_json(messages, settings_now, id=conv["id"] or "", title=title_now,
+                                                created_at=conv["created_at"], updated_at=time.time(),
+                                                exported_at=time.time()),
+                       f"{name_now}.json", "application/json", key="dl_json", width="stretch", disabled=not messages)
+    upload = st.file_uploader("Import a JSON export", type=["json"], key="import_file",
+                              help="A file from “Download JSON”: it opens as a new conversation of yours.")
+    if upload is not None and upload.file_id != st.session_state.get("imported_file"):
+        st.session_state.imported_file = upload.file_id  # each upload is imported once
+        try:
+            if upload.size > MAX_IMPORT_BYTES:
+                raise BadImport(f"The file is {upload.size:,} bytes; the limit is {MAX_IMPORT_BYTES:,}.")
+            imported = conversation_from_export(upload.getvalue(), owner=owner, now=time.time())
+        except BadImport as e:
+            st.session_state.import_problem = f"“{upload.name}” can't be imported: {e}"
+        else:
+            saver.submit(imported)
+            st.query_params["c"] = imported.id  # the next run opens it (from the writer if not written yet)
+            st.session_state.import_done = f"Imported “{imported.shown_title}” as a new conversation."
+        st.rerun()
+    if problem := st.session_state.pop("import_problem", None):
+        st.error(problem)
+    if done := st.session_state.pop("import_done", None):
+        st.success(done)
 
 
 # -- rendering ----------------------------------------------------------------------------------------
@@ -132,6 +334,10 @@ def show(message: dict) -> None:
 for message in messages:
     show(message)
 
+if conv["id"] is not None and saver.failing(conv["id"]) is not None:
+    st.warning(NOT_SAVED, icon="💾")
+    saver.nudge()  # this rerun is a good moment to try again
+
 if st.session_state.kept_input:
     st.warning(f"That message is {len(st.session_state.kept_input):,} characters; the limit is "
                f"{MAX_INPUT_CHARS:,}. It was not sent — here it is, so nothing is lost. Shorten it and send again.")
@@ -154,7 +360,7 @@ def answer(*, fresh: bool = False) -> None:
         body.markdown("⏳ *thinking…*")
         st.button("⏹ Stop", key=f"stop_{len(messages)}", help="Stop this answer; what arrived so far is kept.")
         reply, last_paint, started = Answer(), 0.0, time.monotonic()
-        stream = router().stream(request, fresh=fresh)
+        stream = router().stream(request, fresh=fresh, origin=Origin(conv["id"] or "", who))
         try:
             for event in stream:
                 reply.add(event)
@@ -163,8 +369,8 @@ def answer(*, fresh: bool = False) -> None:
                         body.markdown(reply.text + " ▌")
                         last_paint = time.monotonic()
                 elif isinstance(event, Restart):
-                    who = f"**{event.provider}** is answering from the start" if event.provider else "falling back"
-                    note.info(f"🔀 **{event.failed}** broke off mid-answer ({event.reason}); {who}.")
+                    who_now = f"**{event.provider}** is answering from the start" if event.provider else "falling back"
+                    note.info(f"🔀 **{event.failed}** broke off mid-answer ({event.reason}); {who_now}.")
                     body.markdown("⏳ *switching…*")
         finally:
             switches = [asdict(s) for s in reply.switches]
@@ -172,14 +378,17 @@ def answer(*, fresh: bool = False) -> None:
                 # Interrupted: the Stop button, another message, or leaving the page. Keep what arrived.
                 stream.close()
                 messages.append({"role": "assistant", "content": reply.text or "*(stopped before any text arrived)*",
+                                 "at": time.time(),
                                  "meta": {"tier": Tier.PROVIDER.value, "complete": False, "stopped": True,
                                           "switches": switches, "attempts": [],
                                           "elapsed_ms": (time.monotonic() - started) * 1000,
                                           "notice": "Stopped by you: the text above is what had arrived."}})
+                save()
     meta = reply.result.as_dict()
     meta.pop("text")
     meta["switches"] = switches
-    messages.append({"role": "assistant", "content": reply.result.text, "meta": meta})
+    messages.append({"role": "assistant", "content": reply.result.text, "meta": meta, "at": time.time()})
+    save()  # the answer is complete: now, not per chunk
     st.rerun()
 
 
@@ -192,10 +401,13 @@ if prompt is not None:
         st.rerun()
     else:
         st.session_state.kept_input = None
-        message = {"role": "user", "content": clean_text(prompt)}
+        make_mine()
+        message = {"role": "user", "content": clean_text(prompt), "at": time.time()}
         messages.append(message)
+        save()  # what the user typed is handed to the writer before anything else happens
         show(message)
         answer()
 elif regenerate and can_regenerate:
+    make_mine()
     messages.pop()
     answer(fresh=True)

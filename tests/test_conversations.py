@@ -1,0 +1,426 @@
+"""Conversations: the store's contract (the same tests on SQLite and on a real PostgreSQL), the JSON
+export read back strictly, the background saver through a real database outage, and who owns what."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.responses import HTMLResponse, JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from core.browser import COOKIE, BrowserCookie, browser_owner, owner_for
+from core.saving import ConversationSaver
+from core.store import StoreError
+from core.store.conversations import (BadConversationId, Conversation, SqlConversationStore, new_id, parse_id,
+                                      title_for)
+from core.transcript import MAX_IMPORT_BYTES, BadImport, parse_export, to_json, to_markdown
+from tests.conftest import service_missing
+from tests.netcut import NetCut
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+ADA, BOB = "user:ada@example.com", "browser:" + "b" * 32
+
+META = {"tier": "provider", "complete": True, "provider": "anthropic-0", "model": "claude-test",
+        "usage": {"input_tokens": 10, "output_tokens": 3}, "elapsed_ms": 812.5, "finish_reason": "stop",
+        "notice": "", "ttft_ms": 120.0, "switches": [{"failed": "openai-1", "provider": "anthropic-0",
+                                                       "reason": "stream broke"}],
+        "attempts": [{"provider": "openai-1", "model": "gpt-test", "outcome": "error", "error_kind": "overloaded",
+                      "latency_ms": 40.0, "ttft_ms": None, "detail": "529", "hedge": False},
+                     {"provider": "anthropic-0", "model": "claude-test", "outcome": "ok", "error_kind": None,
+                      "latency_ms": 700.0, "ttft_ms": 120.0, "detail": "", "hedge": True}]}
+
+
+def conversation(owner=ADA, *, at=100.0, question="Which moon of Saturn has methane lakes? 100% _serious_",
+                 **kw) -> Conversation:
+    messages = [{"role": "user", "content": question, "at": at},
+                {"role": "assistant", "content": "Titan — ünïcode ✓\nsecond line", "meta": META, "at": at + 1}]
+    fields = dict(id=new_id(), owner=owner, created_at=at, updated_at=at + 1, messages=messages,
+                  settings={"system": "Answer like a pirate.", "temperature": 0.2, "max_tokens": 256})
+    fields.update(kw)
+    return Conversation(**fields)
+
+
+# -- the contract, against every backend ----------------------------------------------------------
+@pytest.fixture
+def pg_schema():
+    """A fresh schema on the real PostgreSQL (dropped afterwards): its URL."""
+    admin = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
+    schema = f"conversations_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    except sa.exc.OperationalError as e:
+        admin.dispose()
+        service_missing(f"PostgreSQL at 127.0.0.1:5432 does not answer ({type(e.orig).__name__}); the SQLite "
+                        "run of the same contract still ran")
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/store/understudy.db"
+    return request.getfixturevalue("pg_schema")
+
+
+@pytest.fixture
+def store(store_url):
+    s = SqlConversationStore(store_url)
+    yield s
+    s.close()
+
+
+def test_contract_save_then_load_gives_back_exactly_what_was_saved(store):
+    c = conversation()
+    assert store.save(c) is True
+    back = store.load(c.id)
+    assert back == c.with_(title=title_for(c.messages))
+    assert back.messages[1]["meta"] == META  # badges and the "How it got here" timeline, whole
+    assert back.title == "Which moon of Saturn has methane lakes? 100% _serious_"
+    assert store.load(new_id()) is None
+
+
+def test_contract_save_is_one_upsert_that_never_goes_backwards_or_over_another_owner(store):
+    c = conversation()
+    store.save(c)
+    longer = c.with_(updated_at=200.0, messages=c.messages + [{"role": "user", "content": "and Enceladus?"}],
+                     settings={**c.settings, "temperature": 1.3})
+    assert store.save(longer) is True
+    assert store.load(c.id) == longer.with_(title=title_for(c.messages))
+    assert store.save(c.with_(updated_at=150.0)) is False  # an older snapshot arriving late
+    assert store.save(longer.with_(owner=BOB, updated_at=300.0, messages=[])) is False  # not Bob's
+    assert store.load(c.id).messages == longer.messages and store.load(c.id).owner == ADA
+
+
+def test_contract_list_is_the_owners_newest_first(store):
+    old = conversation(at=100.0, question="old question")
+    new = conversation(at=300.0, question="new question")
+    mid = conversation(at=200.0, question="middle question")
+    bobs = conversation(BOB, at=400.0, question="Bob's question")
+    for c in (old, new, mid, bobs):
+        store.save(c)
+    mine = store.list(ADA)
+    assert [s.id for s in mine] == [new.id, mid.id, old.id]
+    assert (mine[0].title, mine[0].message_count, mine[0].updated_at) == ("new question", 2, 301.0)
+    assert [s.id for s in store.list(ADA, limit=2)] == [new.id, mid.id]
+    assert [s.id for s in store.list(BOB)] == [bobs.id]
+    assert store.list("user:nobody@example.com") == []
+
+
+def test_contract_search_is_case_insensitive_literal_and_reads_the_messages(store):
+    moon = conversation(at=100.0)
+    other = conversation(at=200.0, question="What is a circuit breaker?")
+    quoted = conversation(at=300.0, question='She said "hello" \\ back')
+    for c in (moon, other, quoted):
+        store.save(c)
+    assert [s.id for s in store.list(ADA, search="METHANE")] == [moon.id]  # the title
+    assert [s.id for s in store.list(ADA, search="second line")] == [quoted.id, other.id, moon.id]  # answers
+    assert [s.id for s in store.list(ADA, search="100%")] == [moon.id]  # % and _ are literal
+    assert [s.id for s in store.list(ADA, search="_serious_")] == [moon.id]
+    assert store.list(ADA, search="100%_") == []
+    assert [s.id for s in store.list(ADA, search='"hello" \\')] == [quoted.id]  # JSON-escaped characters
+    assert store.list(ADA, search="content") == [] and store.list(ADA, search="anthropic-0") == []  # not the JSON
+    assert store.list(BOB, search="methane") == []
+    assert [s.id for s in store.list(ADA, search="second line", limit=1)] == [quoted.id]
+
+
+def test_contract_rename_sticks_and_only_for_the_owner(store):
+    c = conversation()
+    store.save(c)
+    assert store.rename(c.id, owner=BOB, title="Bob was here") is False
+    assert store.rename(c.id, owner=ADA, title="  Saturn\n moons ") is True
+    assert store.rename(c.id, owner=ADA, title="   ") is False
+    store.save(c.with_(updated_at=500.0))  # later saves keep the chosen title
+    assert store.load(c.id).title == "Saturn moons" and store.list(ADA)[0].title == "Saturn moons"
+    assert store.rename(new_id(), owner=ADA, title="x") is False
+
+
+def test_contract_delete_only_for_the_owner(store):
+    c, keep = conversation(), conversation(at=50.0)
+    store.save(c), store.save(keep)
+    assert store.delete(c.id, owner=BOB) is False and store.load(c.id) is not None
+    assert store.delete(c.id, owner=ADA) is True
+    assert store.load(c.id) is None and [s.id for s in store.list(ADA)] == [keep.id]
+    assert store.delete(c.id, owner=ADA) is False
+
+
+def test_contract_import_from_the_json_export(store):
+    c = conversation()
+    exported = to_json(c.messages, c.settings, id=c.id, title="Moons", created_at=c.created_at,
+                       updated_at=c.updated_at, exported_at=999.0).encode()
+    imported = store.import_json(exported, owner=BOB, now=1000.0)
+    assert imported.id != c.id and parse_id(imported.id) == imported.id
+    back = store.load(imported.id)
+    assert (back.owner, back.title, back.created_at, back.settings) == (BOB, "Moons", 1000.0, c.settings)
+    assert back.messages == c.messages
+    with pytest.raises(BadImport):
+        store.import_json(b"{}", owner=BOB, now=1.0)
+    assert [s.id for s in store.list(BOB)] == [imported.id]
+
+
+def test_contract_many_threads_and_two_store_instances(store, store_url):
+    other = SqlConversationStore(store_url)  # another process, as far as the database can tell
+    try:
+        shared = conversation()
+        errors: list[BaseException] = []
+
+        def work(n: int) -> None:
+            try:
+                for i in range(5):
+                    store.save(conversation(at=float(n * 10 + i)))
+                    (store if n % 2 else other).save(shared.with_(updated_at=float(n * 10 + i)))
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert len(other.list(ADA, limit=100)) == 31
+        assert other.load(shared.id).updated_at == 54.0  # the newest snapshot won
+    finally:
+        other.close()
+
+
+def test_contract_a_dead_database_is_one_store_error(tmp_path):
+    cut = NetCut("127.0.0.1", 9)  # nothing listens on the discard port: every connection fails
+    cut.cut()
+    try:
+        s = SqlConversationStore(f"postgresql+psycopg://postgres@127.0.0.1:{cut.port}/test")
+        for call in (lambda: s.save(conversation()), lambda: s.load(new_id()), lambda: s.list(ADA)):
+            with pytest.raises(StoreError) as e:
+                call()
+            assert "store at postgresql" in str(e.value) and "Saturn" not in str(e.value)
+        s.close()
+    finally:
+        cut.close()
+
+
+# -- ids ------------------------------------------------------------------------------------------
+def test_ids_are_128_random_bits_and_links_are_checked_strictly():
+    ids = {new_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    good = new_id()
+    assert parse_id(good) == good
+    for bad in ("", good[:-1], good + "0", good.upper(), good[:31] + "g", f" {good}", "../etc/passwd",
+                "x" * 10_000, None, 42, [good]):
+        with pytest.raises(BadConversationId) as e:
+            parse_id(bad)
+        assert "not valid" in str(e.value) and "passwd" not in str(e.value)
+
+
+def test_title_is_the_first_question_on_one_line():
+    assert title_for([{"role": "assistant", "content": "hi"}, {"role": "user", "content": " a\n\n b "}]) == "a b"
+    long = title_for([{"role": "user", "content": "word " * 50}])
+    assert len(long) == 80 and long.endswith("…")
+    assert title_for([]) == ""
+
+
+# -- the export, read back ------------------------------------------------------------------------
+def test_export_round_trip_and_the_markdown_names_the_conversation():
+    c = conversation()
+    text = to_json(c.messages, c.settings, id=c.id, title="Moons", created_at=1.0, updated_at=2.0, exported_at=3.0)
+    doc = json.loads(text)
+    assert (doc["id"], doc["created_at"], doc["updated_at"], doc["exported_at"]) == (c.id, 1.0, 2.0, 3.0)
+    assert doc["messages"][0]["at"] == 100.0
+    parsed = parse_export(text.encode())
+    assert parsed.messages == c.messages and parsed.settings == c.settings and parsed.title == "Moons"
+    md = to_markdown(c.messages, c.settings, id=c.id, title="Moons")
+    assert md.startswith("# Moons") and c.id in md and "**Assistant (anthropic-0, claude-test):**" in md
+
+
+def test_an_export_from_before_ids_still_imports():
+    old = {"system": "Be brief.", "temperature": 0.7, "max_tokens": 1024,
+           "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    parsed = parse_export(json.dumps(old).encode("utf-8-sig"))
+    assert parsed.settings == {"system": "Be brief.", "temperature": 0.7, "max_tokens": 1024}
+    assert parsed.messages == old["messages"]
+
+
+BAD_FILES = {
+    "empty": (b"", "empty"),
+    "huge": (b" " * (MAX_IMPORT_BYTES + 1), "limit"),
+    "not UTF-8": (b'{"messages": ["\xff\xfe"]}', "not UTF-8"),
+    "not JSON": (b"# Understudy conversation\n", "not valid JSON"),
+    "deep nesting": (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    "nesting past the limit": (b'{"messages": [], "x": ' + b"[" * 40 + b"]" * 40 + b"}", "nested too deeply"),
+    "NaN": (b'{"messages": [], "temperature": NaN}', "NaN"),
+    "Infinity": (b'{"messages": [], "temperature": -Infinity}', "Infinity"),
+    "a list": (b"[]", "\"messages\" list"),
+    "no messages": (b'{"system": "x"}', "\"messages\" list"),
+    "messages not a list": (b'{"messages": {"role": "user"}}', "\"messages\" list"),
+    "a message not an object": (b'{"messages": ["hi"]}', "messages[0] must be an object"),
+    "a bad role": (b'{"messages": [{"role": "system", "content": "x"}]}', "messages[0].role"),
+    "content not text": (b'{"messages": [{"role": "user", "content": {"a": 1}}]}', "messages[0].content"),
+    "temperature out of range": (b'{"messages": [], "temperature": 5}', "temperature"),
+    "max_tokens a boolean": (b'{"messages": [], "max_tokens": true}', "max_tokens"),
+    "max_tokens too big": (b'{"messages": [], "max_tokens": 10000000}', "max_tokens"),
+    "system not text": (b'{"messages": [], "system": 3}', "system"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_FILES)
+def test_bad_files_are_refused_with_a_reason(name):
+    data, why = BAD_FILES[name]
+    with pytest.raises(BadImport) as e:
+        parse_export(data)
+    assert why in str(e.value)
+
+
+def test_hand_edited_badges_are_rebuilt_from_known_fields():
+    doc = {"messages": [{"role": "user", "content": "q\ud800\x00"},
+                        {"role": "assistant", "content": "a", "at": "yesterday",
+                         "meta": {"tier": "bogus", "elapsed_ms": "fast", "attempts": [
+                             {"outcome": "exploded", "latency_ms": -1, "provider": 7}, "junk"],
+                             "switches": "none", "script": "<script>"}}]}
+    parsed = parse_export(json.dumps(doc).encode())
+    assert parsed.messages[0] == {"role": "user", "content": "q\ufffd"}
+    meta = parsed.messages[1]["meta"]
+    assert "at" not in parsed.messages[1] and "script" not in meta
+    assert (meta["tier"], meta["elapsed_ms"], meta["switches"]) == ("provider", None, [])
+    assert meta["attempts"] == [{"provider": "", "model": "", "outcome": "error", "error_kind": None,
+                                 "latency_ms": 0.0, "ttft_ms": None, "detail": "", "hedge": False}]
+
+
+# -- the saver: writes off the request thread, through a real outage ---------------------------------
+def test_the_saver_writes_in_the_background_newest_snapshot_wins(tmp_path):
+    store = SqlConversationStore(f"sqlite:///{tmp_path}/db/understudy.db")
+    saver = ConversationSaver(store)
+    try:
+        c = conversation()
+        for i in range(20):
+            saver.submit(c.with_(updated_at=200.0 + i, messages=c.messages[:1] * (i + 1)))
+        saver.submit(c.with_(updated_at=150.0))  # older than what is waiting: ignored
+        assert saver.wait_saved(c.id, timeout=10)
+        assert store.load(c.id).updated_at == 219.0 and len(store.load(c.id).messages) == 20
+        assert saver.pending(c.id) is None and saver.failing(c.id) is None
+        assert saver.health()["status"] == "ok"
+    finally:
+        saver.close()
+        store.close()
+
+
+def test_the_saver_from_many_threads_at_once(tmp_path):
+    store = SqlConversationStore(f"sqlite:///{tmp_path}/db/understudy.db")
+    saver = ConversationSaver(store)
+    try:
+        own = [conversation(at=float(n)) for n in range(8)]
+        shared = conversation(at=1000.0)
+
+        def session(n: int) -> None:  # each browser session is a thread
+            for i in range(20):
+                saver.submit(own[n].with_(updated_at=100.0 + i, messages=own[n].messages[:1] * (i + 1)))
+                saver.submit(shared.with_(updated_at=2000.0 + n * 20 + i))
+
+        threads = [threading.Thread(target=session, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for c in own + [shared]:
+            assert saver.wait_saved(c.id, timeout=10)
+        assert all(len(store.load(c.id).messages) == 20 for c in own)
+        assert store.load(shared.id).updated_at == 2000.0 + 7 * 20 + 19
+    finally:
+        saver.close()
+        store.close()
+
+
+def test_the_saver_keeps_what_it_could_not_write_and_writes_it_when_the_database_is_back(pg_schema):
+    url = sa.make_url(pg_schema)
+    cut = NetCut("127.0.0.1", url.port)
+    proxied = SqlConversationStore(url.set(port=cut.port).render_as_string(hide_password=False))
+    direct = SqlConversationStore(pg_schema)
+    saver = ConversationSaver(proxied, backoff=(3600.0,))  # only a nudge retries: the test says when
+    try:
+        proxied.migrate()
+        first = conversation()
+        saver.submit(first)
+        assert saver.wait_saved(first.id, timeout=10)
+        cut.cut()  # PostgreSQL becomes unreachable
+        c = conversation(at=500.0)
+        saver.submit(c)
+        assert saver.settle(timeout=10)
+        assert isinstance(saver.failing(c.id), StoreError) and saver.pending(c.id) == c
+        assert saver.health()["status"] == "failing" and "Saturn" not in saver.health()["last_error"]
+        assert direct.load(c.id) is None
+        saver.nudge()  # still down: still kept
+        assert saver.settle(timeout=10) and saver.pending(c.id) == c
+        cut.restore()
+        saver.nudge()
+        assert saver.wait_saved(c.id, timeout=10)
+        assert direct.load(c.id) == c.with_(title=title_for(c.messages))
+        assert saver.failing(c.id) is None and saver.health()["status"] == "ok"
+    finally:
+        saver.close(timeout=1)
+        proxied.close(), direct.close()
+        cut.close()
+
+
+def test_the_saver_retries_on_its_own_with_backoff(pg_schema):
+    url = sa.make_url(pg_schema)
+    cut = NetCut("127.0.0.1", url.port)
+    proxied = SqlConversationStore(url.set(port=cut.port).render_as_string(hide_password=False))
+    saver = ConversationSaver(proxied, backoff=(0.05,))
+    try:
+        cut.cut()
+        c = conversation()
+        saver.submit(c)
+        assert saver.settle(timeout=10) and saver.pending(c.id) == c
+        cut.restore()  # no nudge: the writer's own retry finds the database back
+        assert saver.wait_saved(c.id, timeout=10)
+        assert SqlConversationStore(pg_schema).load(c.id).messages == c.messages
+    finally:
+        saver.close(timeout=1)
+        proxied.close()
+        cut.close()
+
+
+# -- who owns a conversation ---------------------------------------------------------------------
+def test_the_owner_is_the_logged_in_user_else_the_browser_token():
+    token = "0123456789abcdef" * 2
+    assert owner_for({"is_logged_in": True, "email": "ada@example.com", "sub": "x"}, token) == (
+        "user:ada@example.com", "ada@example.com")
+    assert owner_for({"is_logged_in": True, "sub": "google|42"}, None) == ("user:google|42", "google|42")
+    assert owner_for({"is_logged_in": False, "email": "ada@example.com"}, token) == (browser_owner(token),) * 2
+    assert owner_for({"email": "test@example.com"}, token)[0] == browser_owner(token)  # no login configured
+    assert token not in browser_owner(token)  # the database never holds the cookie itself
+    assert owner_for({}, None) is None and owner_for({}, "not-a-token") is None and owner_for({}, token.upper()) is None
+
+
+def test_the_cookie_middleware_gives_a_browser_one_token_on_the_page_load():
+    async def page(request):
+        return HTMLResponse("<html></html>")
+
+    async def api(request):
+        return JSONResponse({"cookie": request.cookies.get(COOKIE)})
+
+    app = Starlette(routes=[Route("/", page), Route("/api", api)], middleware=[Middleware(BrowserCookie)])
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        assert "set-cookie" not in client.get("/api").headers  # only an HTML page sets it
+        first = client.get("/")
+        header = first.headers["set-cookie"]
+        assert "HttpOnly" in header and "SameSite=Lax" in header and "Path=/" in header and "Secure" not in header
+        token = client.cookies[COOKIE]
+        assert owner_for({}, token) is not None
+        assert "set-cookie" not in client.get("/").headers  # kept, not renewed
+        assert client.get("/api").json() == {"cookie": token}
+        client.cookies.clear()
+        client.cookies.set(COOKIE, "forged")
+        assert client.get("/").headers["set-cookie"] != header  # an invalid token is replaced
+    with TestClient(app, base_url="https://127.0.0.1") as client:
+        assert "Secure" in client.get("/").headers["set-cookie"]

@@ -1,0 +1,74 @@
+"""Conversations in a real browser: chat, press F5, the same conversation is back; this browser's
+cookie lists it, another browser's doesn't. `streamlit run app.py` on simulated providers, driven by
+Playwright in Debian's Chromium. Screenshots go to tests/screenshots/."""
+
+from __future__ import annotations
+
+import re
+
+from tests.test_e2e_browser import ARGS, CHROMIUM, SHOTS, ask, expect, server, sync_playwright  # noqa: F401
+
+CONVERSATION_URL = re.compile(r"\?c=([0-9a-f]{32})$")
+
+
+def test_f5_brings_the_conversation_back_and_the_list_follows_the_browser(server):
+    base, first, second = server
+    SHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})  # one browser, its cookies
+            page = context.new_page()
+            page.set_default_timeout(30_000)
+            page.goto(base + "/")
+            ask(page, "What is an understudy?")
+            messages = page.get_by_test_id("stChatMessage")
+            expect(messages.nth(1)).to_contain_text("w49")
+            expect(page).to_have_url(CONVERSATION_URL)
+            cid = CONVERSATION_URL.search(page.url).group(1)
+            sidebar = page.get_by_test_id("stSidebar")
+            expect(sidebar.get_by_role("button", name="What is an understudy?")).to_be_visible()
+            page.screenshot(path=str(SHOTS / "6-conversation.png"))
+
+            page.reload()  # F5
+            expect(messages).to_have_count(2)
+            expect(messages.nth(0)).to_contain_text("What is an understudy?")
+            expect(messages.nth(1)).to_contain_text("w49")
+            expect(messages.nth(1)).to_contain_text("anthropic-0")  # the badge came back too
+            messages.nth(1).get_by_text("How it got here").click()
+            row = messages.nth(1).get_by_role("table").get_by_role("row").nth(1)
+            expect(row).to_contain_text("anthropic-0")
+            expect(row).to_be_visible()
+            assert page.url.endswith(f"?c={cid}")
+            expect(sidebar.get_by_role("button", name="What is an understudy?")).to_be_visible()
+            sidebar.get_by_test_id("stPopover").first.get_by_role("button").click()  # the ⋯ next to it
+            expect(page.get_by_role("button", name="Delete…")).to_be_visible()
+            page.screenshot(path=str(SHOTS / "7-after-f5.png"))
+            page.keyboard.press("Escape")
+
+            same = context.new_page()  # another tab of the same browser: the same cookie
+            same.goto(base + "/")
+            expect(same.get_by_test_id("stChatMessage")).to_have_count(0)  # a new chat...
+            item = same.get_by_test_id("stSidebar").get_by_role("button", name="What is an understudy?")
+            item.click()  # ...with this browser's conversations listed
+            expect(same.get_by_test_id("stChatMessage")).to_have_count(2)
+            expect(same).to_have_url(re.compile(rf"\?c={cid}$"))
+            same.screenshot(path=str(SHOTS / "8-same-browser-list.png"))
+
+            stranger = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()  # another browser
+            stranger.goto(base + "/")
+            expect(stranger.get_by_text("Nothing yet: your conversations will be listed here.")).to_be_visible()
+            expect(stranger.get_by_test_id("stSidebar").get_by_role("button", name="What is an understudy?")) \
+                .to_have_count(0)
+            stranger.goto(base + f"/?c={cid}")  # but the link itself opens it, read as it is
+            expect(stranger.get_by_test_id("stChatMessage")).to_have_count(2)
+            expect(stranger.get_by_text("shared with you by its link")).to_be_visible()
+            stranger.screenshot(path=str(SHOTS / "9-shared-link.png"))
+
+            stranger.goto(base + "/?c=not-a-conversation")
+            expect(stranger.get_by_text("conversation id is not valid")).to_be_visible()
+            expect(stranger.get_by_placeholder("Ask anything…")).to_be_visible()
+            expect(stranger.get_by_text("Nothing yet: your conversations will be listed here.")).to_be_visible()
+            stranger.screenshot(path=str(SHOTS / "10-bad-link.png"))
+        finally:
+            browser.close()
