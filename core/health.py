@@ -70,6 +70,7 @@ class Health:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._prober: threading.Thread | None = None
+        self.traffic: Callable[[], Metrics] | None = None  # whose traffic passive health reads; None: `metrics`
         self.rounds = 0  # background probe rounds run (in a fleet, a round may find every lease taken)
 
     def probe(self, names: Sequence[str] | None = None, *, leased: bool = False) -> list[ProbeEvent]:
@@ -128,7 +129,7 @@ class Health:
         """Each entry's configuration, breaker and health (passive from traffic, active from probes)."""
         if probe:
             self.probe()
-        summary = self.metrics.summary(self.window)["providers"]
+        summary = (self.traffic() if self.traffic else self.metrics).summary(self.window)["providers"]
         with self._lock:
             probes = dict(self._last_probe)
         if self.leases is not None:  # another replica's probe may be the latest

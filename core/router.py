@@ -109,6 +109,7 @@ class Router:
         self.followups = FollowUps(self.database, file=o.followup_file or None, wall=wall)
         self.health = Health(self.providers, self.breakers, self.metrics, interval=policy.health.probe_interval,
                              window=policy.metrics.window, wall=wall, leases=self.stores.leases)
+        self.health.traffic = self.traffic  # a provider's health from the whole fleet's traffic
 
     # -- answering ------------------------------------------------------------------------------
     def ask(self, request: ChatRequest, *, fresh: bool = False, origin: Origin | None = None) -> Result:
@@ -126,6 +127,12 @@ class Router:
             yield from run.events()
         finally:
             run.close()  # also when the caller stops early (the UI's stop button)
+
+    def traffic(self) -> Metrics:
+        """Whose traffic the dashboard and passive health read: the whole fleet's while its Redis
+        answers, else this process's own."""
+        shared = self.stores.shared
+        return self.fleet_metrics if shared is not None and shared.available else self.metrics
 
     # -- operations -----------------------------------------------------------------------------
     def reset_breakers(self) -> None:

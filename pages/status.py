@@ -38,16 +38,12 @@ if controls[2].button("Clear cache", key="clear_cache", width="stretch", disable
     r.clear_cache()
     st.toast("Answer cache cleared.")
 
+
 def traffic():
-    """Whose traffic this page shows: the whole fleet's (with a replica filter) when the fleet's Redis
-    answers, else this process's own (the banner above says so)."""
-    fleet = r.stores.fleet and r.stores.health()["shared"]["status"] == "ok"
-    metrics = r.fleet_metrics if fleet else r.metrics
-    if not fleet:
-        return metrics
-    names = metrics.replicas()
+    """Whose traffic this page shows (core: Router.traffic), narrowed by the Replicas filter."""
+    metrics = r.traffic()
     picked = st.session_state.get("replicas") or []
-    if picked and set(picked) != set(names):
+    if metrics is r.fleet_metrics and r.stores.fleet and picked and set(picked) != set(metrics.replicas()):
         return metrics.only(picked)
     return metrics
 
