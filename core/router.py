@@ -48,6 +48,8 @@ from .offline import Faq, FollowUps
 from .policies import FailoverPolicy, HedgePolicy, RetryPolicy
 from .providers import build
 from .providers.base import Provider
+from .store.answers import StaleAnswers
+from .store.history import History
 from .store.stores import Stores, open_stores
 from .tiers import Origin, Tier, declined_text, degraded_answer
 
@@ -87,6 +89,12 @@ class Router:
             providers = [build(e, transport=transport_for(e.kind, e.name, self.chaos)) for e in config.providers]
         self.providers = list(providers)
         self.metrics = Metrics(max_events=policy.metrics.max_events, wall=wall, replica=self.stores.replica)
+        # Outlive the process: the metrics history (seeds the dashboard at start) and stale answers,
+        # both written by a background thread, never by a request.
+        self.history = History(self.stores.history, self.metrics, keep_days=policy.metrics.history_days,
+                               window=policy.metrics.window, wall=wall)
+        self.answers = StaleAnswers(self.stores.answers, stale_ttl=policy.cache.stale_ttl,
+                                    max_rows=policy.cache.max_entries, wall=wall)
         b = policy.breaker
         self.breakers = {
             p.name: Breaker(p.name, fail_max=b.fail_max, reset_timeout=b.reset_timeout,
@@ -146,6 +154,8 @@ class Router:
         for p in self.providers:
             p.close()
         self.followups.close()
+        self.history.close()
+        self.answers.close()
         self.stores.close()
 
 
@@ -398,6 +408,7 @@ class _Run:
             text = "".join(live.pieces)
             if complete and self.key is not None:
                 self.r.cache.put(self.key, text, live.name, item.model, item.usage)
+                self.r.answers.put(self.key, text, live.name, item.model, item.usage)
             self._finish(tier=Tier.PROVIDER, text=text, provider=live.name, model=item.model, usage=item.usage,
                          complete=complete, finish_reason=item.finish_reason,
                          notice="" if complete else "The answer stopped at the max-tokens limit.",
@@ -520,7 +531,7 @@ class _Run:
             self.out.append(Restart(self.shown_from, None, reason))
             self.shown_from = None
         d = degraded_answer(self.request.last_user_text(), reason, cache=self.r.cache, key=self.key, faq=self.r.faq,
-                            followups=self.r.followups, now=self.clock(), origin=self.origin)
+                            followups=self.r.followups, now=self.clock(), origin=self.origin, answers=self.r.answers)
         self._finish(tier=d.tier, text=d.text, complete=d.complete, provider=d.provider, model=d.model,
                      finish_reason=d.finish_reason, notice=d.notice)
 

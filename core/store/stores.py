@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import database_url, redis_url, replica_name
+from .answers import AnswerStore, SqlAnswerStore
+from .history import HistoryStore, SqlHistory
 from .shared import Shared
 from .sql import Database
 
@@ -34,6 +36,14 @@ class Stores:
     shared: Shared | None = None  # the fleet's Redis; None: one process
     breakers: BreakerStore | None = None  # None: in this process (core.breaker.MemoryBreakerStore)
     extras: dict[str, Any] = field(default_factory=dict)
+    history: HistoryStore | None = None  # the metrics history; None: on `database`
+    answers: AnswerStore | None = None  # stale answers that outlive the process; None: on `database`
+
+    def __post_init__(self) -> None:
+        if self.history is None:
+            self.history = SqlHistory(self.database)
+        if self.answers is None:
+            self.answers = SqlAnswerStore(self.database)
 
     @property
     def fleet(self) -> bool:
