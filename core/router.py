@@ -138,6 +138,7 @@ class Router:
 
     def clear_cache(self) -> None:
         self.cache.clear()
+        self.answers.clear()
 
     def probe(self, names: Sequence[str] | None = None) -> list[ProbeEvent]:
         return self.health.probe(names)

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -25,6 +25,7 @@ from .sql import Database, create, metadata, migration
 from .writer import BatchWriter
 
 log = logging.getLogger("understudy")
+_CLEAR: Any = object()  # queued by StaleAnswers.clear()
 PRUNE_EVERY = 600.0  # seconds (wall clock) between prunes while answers keep coming
 
 answers_table = sa.Table(
@@ -57,6 +58,9 @@ class AnswerStore(Protocol):
         """Keep these answers, all or none (one transaction); a key's newest answer replaces its older one."""
 
     def get(self, key: str) -> StoredAnswer | None: ...
+
+    def clear(self) -> None:
+        """Delete every answer."""
 
     def prune(self, *, before: float, max_rows: int) -> int:
         """Delete answers stored before `before`, then the oldest beyond `max_rows`; how many."""
@@ -100,6 +104,10 @@ class SqlAnswerStore:
         usage = Usage(**json.loads(m["usage"])) if m["usage"] else None
         return StoredAnswer(m["key"], m["text"], m["provider"], m["model"], usage, m["stored_at"])
 
+    def clear(self) -> None:
+        with self._errors("clear"), self.db.begin() as conn:
+            conn.execute(answers_table.delete())
+
     def prune(self, *, before: float, max_rows: int) -> int:
         t = answers_table
         with self._errors("prune"), self.db.begin() as conn:
@@ -137,6 +145,12 @@ class StaleAnswers:
         if self._writer is not None:
             self._writer.put(StoredAnswer(key, text, provider, model, usage, self.wall()))
 
+    def clear(self) -> None:
+        """Forget every kept answer (the Status page's Clear cache): queued in order with the
+        answers before it, so none of those comes back after it."""
+        if self._writer is not None:
+            self._writer.put(_CLEAR, force=True)
+
     def stale(self, key: str) -> tuple[StoredAnswer, float] | None:
         """(answer, its age in seconds) if one younger than `stale_ttl` is kept; None otherwise,
         also when the store can't be read (logged: the caller carries on to the next tier)."""
@@ -162,7 +176,15 @@ class StaleAnswers:
         if self._writer is not None:
             self._writer.close(timeout)
 
-    def _write(self, answers: list[StoredAnswer]) -> None:
+    def _write(self, items: list[StoredAnswer]) -> None:
+        answers: list[StoredAnswer] = []
+        for item in items:
+            if item is _CLEAR:  # written again on a retry: both steps are idempotent
+                self.store.write(answers)
+                answers = []
+                self.store.clear()
+            else:
+                answers.append(item)
         self.store.write(answers)
         if self.wall() - self._pruned_at >= PRUNE_EVERY:
             try:

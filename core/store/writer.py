@@ -56,10 +56,11 @@ class BatchWriter(Generic[T]):
         self._thread.start()
 
     # -- the request thread's side ------------------------------------------------------------------
-    def put(self, item: T) -> None:
-        """Queue an item. Never blocks on the database, never raises."""
+    def put(self, item: T, *, force: bool = False) -> None:
+        """Queue an item. Never blocks on the database, never raises. `force`: even past the
+        backlog's bound (an operator's one-off command, not traffic)."""
         with self._cond:
-            if self._closing or len(self._queue) >= self._max_backlog:
+            if self._closing or (len(self._queue) >= self._max_backlog and not force):
                 self._health["dropped"] += 1
                 return
             if not self._queue:
