@@ -51,6 +51,7 @@ class BatchWriter(Generic[T]):
         self._delay = backoff
         self._urgent = False  # flush() asked: write now, backoff or not
         self._closing = False
+        self._abandoned = False
         self._health = {"status": "ok", "backlog": 0, "dropped": 0, "written": 0, "last_error": None}
         self._thread = threading.Thread(target=self._run, name=f"understudy-{name}-writer", daemon=True)
         self._thread.start()
@@ -103,6 +104,7 @@ class BatchWriter(Generic[T]):
             self._cond.notify_all()
         self._thread.join(timeout)
         with self._cond:
+            self._abandoned = True  # a write still stuck in the database no longer counts
             self._health["dropped"] += len(self._queue)
             self._queue.clear()
 
@@ -111,7 +113,7 @@ class BatchWriter(Generic[T]):
         while True:
             with self._cond:
                 items = self._next()
-                if items is None:
+                if items is None or self._abandoned:
                     return
                 prepare = not self._prepared and not self._closing  # at close, nothing is read any more
             try:
@@ -151,6 +153,8 @@ class BatchWriter(Generic[T]):
 
     def _succeeded(self, n: int) -> None:
         with self._cond:
+            if self._abandoned:
+                return
             for _ in range(n):
                 self._queue.popleft()  # only this thread takes items off, so these are the ones written
             self._done += n
