@@ -168,11 +168,11 @@ class BatchWriter(Generic[T]):
 
     def _failed(self, e: Exception) -> bool:
         """Back off; True when the writer should stop (it is closing: no retrying for ever)."""
-        why = str(e) if not hasattr(e, "orig") else describe(e)
+        why = describe(e)  # one short line: never the SQL or its parameters (user content)
         with self._cond:
             self._failures += 1
             first = self._health["status"] == "ok"
-            self._health.update(status="failing", last_error=why.splitlines()[0][:300] if why else type(e).__name__)
+            self._health.update(status="failing", last_error=why)
             self._retry_at = time.monotonic() + self._delay
             self._delay = min(self._delay * 2, self._max_backoff)
             self._cond.notify_all()
