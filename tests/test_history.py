@@ -505,17 +505,26 @@ class Proxy:
                     pass
 
 
-def writes_by_thread(router: Router) -> list[str]:
-    """Names of the threads that write history or answers, as the database driver sees them."""
-    names: list[str] = []
+def statements_by_thread(router: Router) -> dict[str, list[str]]:
+    """Thread name -> the statements it ran on the router's database, as the driver sees them."""
+    seen: dict[str, list[str]] = {}
 
     @sa.event.listens_for(router.database.engine, "before_cursor_execute")
     def _seen(conn, cursor, statement, parameters, context, executemany) -> None:
-        s = statement.lstrip().upper()
-        if s.startswith(("INSERT", "UPDATE", "DELETE")) and ("METRICS_EVENTS" in s or "ANSWERS" in s):
-            names.append(threading.current_thread().name)
+        seen.setdefault(threading.current_thread().name, []).append(" ".join(statement.split()[:3]).upper())
 
-    return names
+    return seen
+
+
+WRITERS = {"understudy-metrics history-writer", "understudy-stale answers-writer"}
+
+
+def only_writers_wrote(seen: dict[str, list[str]]) -> None:
+    """The request thread (this one) never touched the database; the writers wrote both tables."""
+    assert threading.current_thread().name not in seen
+    assert set(seen) <= WRITERS
+    inserts = [s for name in WRITERS for s in seen.get(name, []) if s.startswith("INSERT")]
+    assert any("METRICS_EVENTS" in s for s in inserts) and any("ANSWERS" in s for s in inserts)
 
 
 def test_with_the_embedded_database_unusable_requests_complete_and_the_writer_catches_up(
@@ -527,7 +536,7 @@ def test_with_the_embedded_database_unusable_requests_complete_and_the_writer_ca
     provider = adapters(server, name="openai-0")
     router = Router(Config(providers=(provider.entry,)), providers=[provider])
     try:
-        writers = writes_by_thread(router)
+        seen = statements_by_thread(router)
         for i in range(3):
             assert router.ask(ChatRequest.ask(f"question {i}")).tier == "provider"
         assert router.history.flush() is False and router.answers.flush() is False
@@ -539,10 +548,9 @@ def test_with_the_embedded_database_unusable_requests_complete_and_the_writer_ca
         blocker.unlink()  # the directory can be made now
         assert router.history.flush() and router.answers.flush()
         assert router.history.health()["status"] == "ok" and router.history.health()["backlog"] == 0
+        only_writers_wrote(seen)
         stored = SqlHistory(router.database).read(since=0)
         assert sum(isinstance(e, RequestEvent) for e in stored) == 3
-        assert writers and threading.current_thread().name not in writers
-        assert set(writers) <= {"understudy-metrics history-writer", "understudy-stale answers-writer"}
     finally:
         router.close()
 
@@ -563,7 +571,7 @@ def test_with_postgresql_cut_off_requests_complete_and_the_writer_catches_up(sim
     provider = adapters(server, name="openai-0")
     router = Router(Config(providers=(provider.entry,)), providers=[provider])
     try:
-        writers = writes_by_thread(router)
+        seen = statements_by_thread(router)
         assert router.ask(ChatRequest.ask("before")).tier == "provider"
         assert router.history.flush() and router.answers.flush()
 
@@ -582,7 +590,7 @@ def test_with_postgresql_cut_off_requests_complete_and_the_writer_catches_up(sim
             kinds = conn.execute(sa.text(f'SELECT kind, count(*) FROM "{schema}".{events_table.name} GROUP BY kind'))
             assert dict(kinds.all())["request"] == 4
             assert conn.scalar(sa.text(f'SELECT count(*) FROM "{schema}".answers')) == 4
-        assert writers and threading.current_thread().name not in writers
+        only_writers_wrote(seen)
     finally:
         router.close()
         proxy.close()
