@@ -12,6 +12,8 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
+import streamlit as st
+from streamlit.testing.v1 import AppTest
 
 from core.config import Config, Policy
 from core.messages import ChatRequest, Usage
@@ -22,7 +24,8 @@ from core.store import StoreError
 from core.store.answers import SqlAnswerStore, StaleAnswers, StoredAnswer
 from core.store.history import DAY, History, SqlHistory, events_table
 from core.store.writer import BatchWriter
-from tests.conftest import service_missing
+from tests.conftest import KEY as CONFTEST_KEY
+from tests.conftest import ROOT, app_without_configuration, service_missing, toml_for
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 Q = ChatRequest.ask("Explain the understudy pattern briefly.")
@@ -428,6 +431,33 @@ def test_clear_cache_forgets_the_kept_answers_too(restartable):
     first.clear_cache()
     first.close()
     assert restartable(down=True).ask(Q).tier == "unavailable"
+
+
+def test_the_status_page_after_a_restart_shows_the_traffic_from_before(sims, tmp_path, monkeypatch):
+    app_without_configuration(monkeypatch, tmp_path)
+    path = tmp_path / "chain.toml"
+    path.write_text(toml_for([sims("anthropic")], "[hedging]\nenabled = false\n"), encoding="utf-8")
+    monkeypatch.setenv("UNDERSTUDY_CONFIG", str(path))
+    monkeypatch.setenv("SIM_KEY", CONFTEST_KEY)
+
+    def fresh_app() -> AppTest:
+        st.cache_resource.clear()  # the old Router is closed (its history flushed): a restart
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30)
+        at.run()
+        assert not at.exception, at.exception
+        return at
+
+    try:
+        at = fresh_app()
+        at.chat_input[0].set_value("make some traffic").run()
+        assert not at.exception
+        at = fresh_app()
+        at.switch_page("pages/status.py").run()
+        assert not at.exception
+        assert at.metric[0].label == "Requests" and at.metric[0].value == "1"
+        assert len(at.get("plotly_chart")) == 6 and not any("No traffic yet" in i.value for i in at.info)
+    finally:
+        st.cache_resource.clear()
 
 
 # -- the database goes away: requests don't notice, the writer says so and catches up ---------------

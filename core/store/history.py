@@ -105,7 +105,8 @@ class History:
 
     Only events this process recorded (its `replica`) are written: events from other replicas are
     theirs to write, and the seeded ones are already there, so nothing is counted twice. Seeding
-    reads only events from before this process started, and runs before the first write. With
+    reads only events from before this process started, and runs before the first write: at
+    construction, or, if the database is down then, on the writer's thread when it is back. With
     `keep_days` 0 nothing is read or written."""
 
     def __init__(self, store: HistoryStore, metrics: Metrics, *, keep_days: float, window: float,
@@ -119,7 +120,15 @@ class History:
         self._pruned_at = -float("inf")
         self._writer: BatchWriter[Event] | None = None
         if keep_days > 0:
-            self._writer = BatchWriter(self._write, name="metrics history", prepare=self._seed,
+            # Seeded now, so the dashboard's first view after a restart has its history; if the
+            # database can't be read yet, the writer tries again before it writes anything.
+            try:
+                self._seed()
+                retry: Callable[[], None] | None = None
+            except StoreError as e:
+                log.warning("metrics history not read at start (tried again in the background): %s", e)
+                retry = self._seed
+            self._writer = BatchWriter(self._write, name="metrics history", prepare=retry,
                                        max_backlog=max_backlog, batch=batch, interval=interval)
             metrics.add_sink(self._record)
 
