@@ -142,6 +142,8 @@ class Offline:
 class MetricsPolicy:
     max_events: int = _setting(20000, (100, 1_000_000), "events kept in memory (oldest go first)")
     window: float = _setting(900.0, (1.0, 30 * _DAY), "seconds of history in summaries")
+    history_days: float = _setting(7.0, (0.0, 3650.0), "days of metrics history kept in the database (older "
+                                                       "events are pruned); 0 keeps none")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,11 @@ def healthz(router: Router, *, demo: bool = False) -> tuple[int, dict]:
         # Every replica keeps answering on its own state; the fleet just isn't one right now.
         problems.append("shared state unavailable")
         overall = "degraded" if overall == "ok" else overall
+    history, answers = router.history.health(), router.answers.health()
+    if "failing" in (history["status"], answers["status"]):
+        # Chat goes on; what can't be written now waits in a bounded backlog and is retried.
+        problems.append("history temporarily not saved")
+        overall = "degraded" if overall == "ok" else overall
     body = {
         "status": overall,
         "problems": problems,
@@ -38,6 +43,8 @@ def healthz(router: Router, *, demo: bool = False) -> tuple[int, dict]:
                        "retry_in_s": r.retry_in_s} for r in rows],
         "chaos": router.chaos.state(),
         "followups": followups,
+        "history": history,
+        "stale_answers": answers,
     }
     return (503 if overall == "down" else 200), body
 

@@ -145,13 +145,17 @@ class Metrics:
         self._totals: Counter[Total] = Counter()
         self._windows: OrderedDict[float, _Window] = OrderedDict()  # by span, least recently read first
         self._lock = threading.Lock()
-        self._listeners: list[Callable[[Event], None]] = []
+        self._sinks: list[Callable[[Event], None]] = []
         self.wall = wall
 
-    def listen(self, listener: Callable[[Event], None]) -> None:
-        """Also hand every event recorded from now on to `listener` (on the recording thread, so it
-        must be quick: e.g. the fleet's stream only queues it)."""
-        self._listeners.append(listener)
+    @property
+    def max_events(self) -> int:
+        return self._events.maxlen or 0
+
+    def add_sink(self, sink: Callable[[Event], None]) -> None:
+        """Hand every event recorded from now on to `sink` too (the history's writer, the fleet's
+        stream), on the recording thread: it must be cheap and must not block."""
+        self._sinks.append(sink)
 
     # -- writing -------------------------------------------------------------------------------------
     def record(self, event: Event) -> None:
@@ -167,10 +171,32 @@ class Metrics:
                 window.add(self._recorded, event)
             self._recorded += 1
             self._count(event)
-        for listener in self._listeners:
-            listener(event)
         if self.log_events:
             _log(event)
+        for sink in self._sinks:
+            try:
+                sink(event)
+            except Exception:  # noqa: BLE001 — recording never fails a request
+                log.exception("metrics sink failed")
+
+    def seed(self, events: Iterable[Event]) -> int:
+        """Add events from before this process started (read back from the history), so summaries
+        and charts carry on across a restart. They go in time order with the ones recorded since,
+        within `max_events`; they are not handed to sinks (they are already in the history) and
+        don't count in `totals()` (counts since this process started). The number added."""
+        old = list(events)
+        if not old:
+            return 0
+        with self._lock:
+            merged = sorted([*old, *self._events], key=lambda e: e.at)  # stable: ties keep their order
+            if self._events.maxlen:
+                merged = merged[-self._events.maxlen:]
+            self._events.clear()
+            self._events.extend(merged)
+            # New sequence numbers for all of them; every window is rebuilt from the store when next asked.
+            self._recorded += len(merged)
+            self._windows.clear()
+        return len(old)
 
     def _count(self, event: Event) -> None:
         t = self._totals

@@ -48,6 +48,8 @@ from .offline import Faq, FollowUps
 from .policies import FailoverPolicy, HedgePolicy, RetryPolicy
 from .providers import build
 from .providers.base import Provider
+from .store.answers import StaleAnswers
+from .store.history import History
 from .store.stores import Stores, open_stores
 from .tiers import Origin, Tier, declined_text, degraded_answer
 
@@ -91,6 +93,12 @@ class Router:
         # What the Status page shows: the whole fleet's traffic (this process's alone when there is
         # no fleet). `metrics` stays this process's own: hedge delays learn from it.
         self.fleet_metrics = self.stores.share_metrics(self.metrics, max_events=policy.metrics.max_events)
+        # Outlive the process: the metrics history (seeds the dashboard at start) and stale answers,
+        # both written by a background thread, never by a request.
+        self.history = History(self.stores.history, self.metrics, keep_days=policy.metrics.history_days,
+                               window=policy.metrics.window, wall=wall)
+        self.answers = StaleAnswers(self.stores.answers, stale_ttl=policy.cache.stale_ttl,
+                                    max_rows=policy.cache.max_entries, wall=wall)
         b = policy.breaker
         self.breakers = {
             p.name: Breaker(p.name, fail_max=b.fail_max, reset_timeout=b.reset_timeout,
@@ -100,7 +108,7 @@ class Router:
         }
         c = policy.cache
         self.cache = AnswerCache(ttl=c.ttl, max_entries=c.max_entries, stale_ttl=c.stale_ttl, clock=clock,
-                                 enabled=c.enabled, shared=self.stores.answers)
+                                 enabled=c.enabled, shared=self.stores.cached)
         o = policy.offline
         try:
             self.faq = Faq.load(o.faq_file or None, o.min_similarity) if o.enabled else None
@@ -141,6 +149,7 @@ class Router:
 
     def clear_cache(self) -> None:
         self.cache.clear()
+        self.answers.clear()
 
     def probe(self, names: Sequence[str] | None = None) -> list[ProbeEvent]:
         return self.health.probe(names)
@@ -157,6 +166,8 @@ class Router:
         for p in self.providers:
             p.close()
         self.followups.close()
+        self.history.close()
+        self.answers.close()
         self.stores.close()
 
 
@@ -409,6 +420,7 @@ class _Run:
             text = "".join(live.pieces)
             if complete and self.key is not None:
                 self.r.cache.put(self.key, text, live.name, item.model, item.usage)
+                self.r.answers.put(self.key, text, live.name, item.model, item.usage)
             self._finish(tier=Tier.PROVIDER, text=text, provider=live.name, model=item.model, usage=item.usage,
                          complete=complete, finish_reason=item.finish_reason,
                          notice="" if complete else "The answer stopped at the max-tokens limit.",
@@ -531,7 +543,7 @@ class _Run:
             self.out.append(Restart(self.shown_from, None, reason))
             self.shown_from = None
         d = degraded_answer(self.request.last_user_text(), reason, cache=self.r.cache, key=self.key, faq=self.r.faq,
-                            followups=self.r.followups, now=self.clock(), origin=self.origin)
+                            followups=self.r.followups, now=self.clock(), origin=self.origin, answers=self.r.answers)
         self._finish(tier=d.tier, text=d.text, complete=d.complete, provider=d.provider, model=d.model,
                      finish_reason=d.finish_reason, notice=d.notice)
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .cache import AnswerCache
     from .offline import Faq, FollowUps
+    from .store.answers import StaleAnswers
 
 
 class Tier(enum.StrEnum):
@@ -75,14 +76,19 @@ class Degraded:
 
 
 def degraded_answer(question: str, reason: str, *, cache: AnswerCache, key: str | None, faq: Faq | None,
-                    followups: FollowUps, now: float, origin: Origin | None = None) -> Degraded:
+                    followups: FollowUps, now: float, origin: Origin | None = None,
+                    answers: StaleAnswers | None = None) -> Degraded:
     """The best answer left when no provider could answer (`reason` says why). Keeps the question
-    when nothing else answers it."""
+    when nothing else answers it. A stale answer comes from the memory cache, else from the
+    durable `answers` (kept across restarts; its age is judged from wall time)."""
     hit = cache.get(key) if key is not None else None
-    if hit is not None:
-        answer = hit[0]
+    stale = (hit[0], now - hit[0].stored_at) if hit is not None else None
+    if stale is None and key is not None and answers is not None:
+        stale = answers.stale(key)
+    if stale is not None:
+        answer, age = stale
         return Degraded(Tier.STALE_CACHE, answer.text, True,
-                        f"No provider could answer just now; this is a saved answer from {_age(now - answer.stored_at)} ago.",
+                        f"No provider could answer just now; this is a saved answer from {_age(age)} ago.",
                         answer.provider, answer.model, "stop")
     match = faq.match(question) if faq is not None else None
     if match is not None:

@@ -87,6 +87,10 @@ def tiles(metrics) -> None:
     overall = verdict(rows, r.followups.health())  # the same verdict /healthz reports
     st.caption(f"{HEALTH_ICON[overall]} Overall: **{overall}** · over the last {summary['window_s'] / 60:.0f} min · "
                f"updated {datetime.now():%H:%M:%S}")
+    for what, health in (("Metrics history", r.history.health()), ("Stale answers", r.answers.health())):
+        if health["status"] == "failing":  # what is shown is still right; it just won't outlive a restart
+            st.warning(f"{what} can't be saved right now ({health['last_error']}): {health['backlog']} waiting, "
+                       f"{health['dropped']} dropped. It is retried by itself.", icon="💾")
     cols = st.columns(len(r.providers) or 1)
     for col, status in zip(cols, rows):
         stats = summary["providers"].get(status.name, {})

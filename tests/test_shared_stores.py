@@ -230,7 +230,7 @@ def test_every_replica_sees_the_fleet_events_and_the_stream_stays_bounded(replic
     fleets = [FleetEvents(replicas(), max_events=100, wall=wall) for _ in "ab"]
     local = [Metrics(wall=wall, replica=name) for name in "AB"]
     for metrics, fleet in zip(local, fleets):
-        metrics.listen(fleet.record)
+        metrics.add_sink(fleet.record)
     for i in range(150):
         for metrics in local:
             metrics.record(RequestEvent(wall(), "provider", "claude", 10.0, 5.0, True, 1, 0, 0, False, False))

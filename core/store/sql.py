@@ -11,6 +11,7 @@ step once (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: a transaction-scoped advisory 
 from __future__ import annotations
 
 import importlib
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -161,7 +162,7 @@ def _engine(url: sa.URL) -> sa.Engine:
         # SELECT) so every transaction, schema changes included, is real and atomic.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+        _wal(cur)  # readers never block the writer
         cur.execute("PRAGMA synchronous=FULL")  # a kept question survives a power cut, not only a crash
         cur.close()
 
@@ -172,3 +173,18 @@ def _engine(url: sa.URL) -> sa.Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _wal(cur, *, wait: float = 10.0) -> None:
+    """Put the file in WAL mode. SQLite answers "database is locked" at once, without its busy
+    timeout, when two connections switch a new file to WAL together (two processes starting on a
+    fresh data directory): wait and try again, as the busy timeout would."""
+    end = time.monotonic() + wait
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > end:
+                raise
+            time.sleep(0.01)

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from . import database_url, redis_url, replica_name
 from .breakers import RedisBreakerStore
 from .fleet import FleetEvents, ProbeLeases, SharedAnswers, SharedChaos
+from .answers import AnswerStore, SqlAnswerStore
+from .history import HistoryStore, SqlHistory
 from .shared import Shared
 from .sql import Database
 
@@ -37,13 +39,21 @@ class Stores:
     replica: str  # this process's name in the fleet's metrics
     shared: Shared | None = None  # the fleet's Redis; None: one process
     breakers: BreakerStore | None = None  # None: in this process (core.breaker.MemoryBreakerStore)
-    answers: SharedAnswers | None = None  # the fleet's answer cache; None: this process's only
+    cached: SharedAnswers | None = None  # the fleet's answer cache in Redis; None: this process's only
     leases: ProbeLeases | None = None  # who probes which provider this interval; None: this process does
     events: FleetEvents | None = None  # the fleet's metrics stream (`share_metrics`)
     chaos: SharedChaos | None = None  # keeps this process's chaos in step (`share_chaos`)
     extras: dict[str, Any] = field(default_factory=dict)
+    history: HistoryStore | None = None  # the metrics history; None: on `database`
+    answers: AnswerStore | None = None  # stale answers that outlive the process; None: on `database`
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        if self.history is None:
+            self.history = SqlHistory(self.database)
+        if self.answers is None:
+            self.answers = SqlAnswerStore(self.database)
 
     def share_chaos(self, chaos: Chaos) -> None:
         """In a fleet, keep `chaos` the same on every replica."""
@@ -57,7 +67,7 @@ class Stores:
             return metrics
         if self.events is None:
             self.events = FleetEvents(self.shared, max_events=max_events, wall=self.wall)
-            metrics.listen(self.events.record)
+            metrics.add_sink(self.events.record)
         return self.events.view
 
     @property
@@ -90,6 +100,6 @@ def open_stores(settings: Store | Mapping[str, Any] | None = None, *, env: Mappi
         prefix = ((env if env is not None else os.environ).get(REDIS_PREFIX_ENV) or prefix).strip() or prefix
         shared = stores.shared = Shared(url, prefix=prefix, clock=clock, wall=wall)
         stores.breakers = RedisBreakerStore(shared, clock=clock, wall=wall)
-        stores.answers = SharedAnswers(shared, clock=clock, wall=wall)
+        stores.cached = SharedAnswers(shared, clock=clock, wall=wall)
         stores.leases = ProbeLeases(shared, stores.replica)
     return stores
