@@ -79,6 +79,39 @@ PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture
+def pg_schema():
+    """A fresh schema on the real PostgreSQL (127.0.0.1:5432), dropped afterwards: its URL, with the
+    schema as the connection's search path."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    except sa.exc.OperationalError as e:
+        admin.dispose()
+        service_missing(f"PostgreSQL at 127.0.0.1:5432 does not answer ({type(e.orig).__name__}): this test needs it "
+                        "(the SQLite run of a store contract still runs)")
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """A URL for an empty database of each kind the durable stores run on: the contract suites."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/store/understudy.db"
+    return request.getfixturevalue("pg_schema")
+
+
+@pytest.fixture
 def redis_prefix():
     """A fresh key prefix on the real Redis (127.0.0.1:6379); its keys are deleted afterwards."""
     import uuid
@@ -185,3 +218,11 @@ def chain(sims, adapters):
     yield make
     for r in routers:
         r.close()
+
+
+@pytest.fixture
+def fleet_env(pg_schema, redis_prefix) -> dict[str, str]:
+    """The environment of a fleet's replica: the real Redis (a fresh prefix) and PostgreSQL (a fresh
+    schema)."""
+    return {"UNDERSTUDY_REDIS_URL": REDIS_URL, "UNDERSTUDY_REDIS_PREFIX": redis_prefix,
+            "UNDERSTUDY_DATABASE_URL": pg_schema}

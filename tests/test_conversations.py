@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -21,7 +20,6 @@ from core.store import StoreError
 from core.store.conversations import (BadConversationId, Conversation, SqlConversationStore, new_id, parse_id,
                                       title_for)
 from core.transcript import MAX_IMPORT_BYTES, BadImport, parse_export, to_json, to_markdown
-from tests.conftest import service_missing
 from tests.netcut import NetCut
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -48,33 +46,6 @@ def conversation(owner=ADA, *, at=100.0, question="Which moon of Saturn has meth
 
 
 # -- the contract, against every backend ----------------------------------------------------------
-@pytest.fixture
-def pg_schema():
-    """A fresh schema on the real PostgreSQL (dropped afterwards): its URL."""
-    admin = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
-    schema = f"conversations_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    except sa.exc.OperationalError as e:
-        admin.dispose()
-        service_missing(f"PostgreSQL at 127.0.0.1:5432 does not answer ({type(e.orig).__name__}); the SQLite "
-                        "run of the same contract still ran")
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/store/understudy.db"
-    return request.getfixturevalue("pg_schema")
-
-
 @pytest.fixture
 def store(store_url):
     s = SqlConversationStore(store_url)

@@ -14,11 +14,10 @@ import pytest
 
 from tests.conftest import KEY, ROOT, toml_for
 from tests.test_e2e_browser import ARGS, CHROMIUM, SHOTS, ask, expect, free_port, sync_playwright
-from tests.test_fleet import services  # noqa: F401 — the fixture: a fresh Redis prefix and schema
 
 
 @pytest.fixture
-def replicas(sims, services, tmp_path):  # noqa: F811
+def replicas(sims, fleet_env, tmp_path):
     first, second = sims("anthropic"), sims("openai")
     config = tmp_path / "chain.toml"
     config.write_text(toml_for([first, second], "[hedging]\nenabled = false\n"), encoding="utf-8")
@@ -28,7 +27,7 @@ def replicas(sims, services, tmp_path):  # noqa: F811
             port = free_port()
             env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")
                    and k != "UNDERSTUDY_ADMIN_PASSWORD"}
-            env.update(services, UNDERSTUDY_CONFIG=str(config), SIM_KEY=KEY, UNDERSTUDY_REPLICA=name,
+            env.update(fleet_env, UNDERSTUDY_CONFIG=str(config), SIM_KEY=KEY, UNDERSTUDY_REPLICA=name,
                        UNDERSTUDY_DATA_DIR=str(tmp_path / f"data-{name}"))
             proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                                      "--server.headless", "true", "--server.address", "127.0.0.1"],

@@ -5,53 +5,19 @@ run here, in the test process: the upstream both replicas call, as a real provid
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-import redis
-import sqlalchemy as sa
 
 from core.faults import Fault
 from tests.clock import wait_until
-from tests.conftest import KEY, service_missing, toml_for
+from tests.conftest import KEY, toml_for
 from tests.replica import Replica
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 PRIMARY, FALLBACK = "anthropic-0", "openai-1"
 HTTP_503 = {"kind": "status", "status": 503, "flavour": "unavailable"}
 
 
 @pytest.fixture
-def services():
-    """A fresh key prefix on the real Redis and a fresh schema on the real PostgreSQL."""
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as e:
-        service_missing(f"Redis at 127.0.0.1:6379 does not answer ({type(e).__name__}): the fleet tests need it")
-    admin = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
-    schema = f"fleet_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    except sa.exc.OperationalError as e:
-        admin.dispose()
-        service_missing(f"PostgreSQL at 127.0.0.1:5432 does not answer ({type(e.orig).__name__}): the fleet tests "
-                        "need it")
-    prefix = f"test-fleet-{uuid.uuid4().hex[:12]}"
-    yield {"UNDERSTUDY_REDIS_URL": REDIS_URL, "UNDERSTUDY_REDIS_PREFIX": prefix,
-           "UNDERSTUDY_DATABASE_URL": f"{PG_URL}?options=-csearch_path%3D{schema}"}
-    for key in client.scan_iter(match=f"{prefix}*"):
-        client.delete(key)
-    client.close()
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-    admin.dispose()
-
-
-@pytest.fixture
-def fleet(sims, services, tmp_path):
+def fleet(sims, fleet_env, tmp_path):
     """fleet(extra_toml) -> (A, B, [primary server, fallback server])."""
     started: list[Replica] = []
 
@@ -62,7 +28,7 @@ def fleet(sims, services, tmp_path):
             text = text.replace("first_token_timeout = 0.8", f"first_token_timeout = {primary_first_token}", 1)
         config = tmp_path / f"fleet-{len(started)}.toml"
         config.write_text(text, encoding="utf-8")
-        env = {**services, "SIM_KEY": KEY, "UNDERSTUDY_DATA_DIR": str(tmp_path / "data")}
+        env = {**fleet_env, "SIM_KEY": KEY, "UNDERSTUDY_DATA_DIR": str(tmp_path / "data")}
         for name in ("A", "B"):
             started.append(Replica(config, name=name, env=env))
         return started[-2], started[-1], servers

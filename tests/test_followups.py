@@ -9,10 +9,8 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 
 import pytest
-import sqlalchemy as sa
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
@@ -22,36 +20,13 @@ from core.messages import ChatRequest
 from core.router import Router
 from core.simulator import Fault
 from core.store import SqlFollowUpStore, StoreError, database_url
-from tests.conftest import KEY, ROOT, app_without_configuration, service_missing, toml_for
+from tests.conftest import KEY, ROOT, app_without_configuration, toml_for
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 QUESTION = "Which moon of Saturn has methane lakes? 100% _serious_"
 
 
 # -- the contract, against every backend ----------------------------------------------------------
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    """A URL for an empty store of each kind; PostgreSQL gets its own schema, dropped afterwards."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/store/understudy.db"
-        return
-    admin = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
-    schema = f"followups_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    except sa.exc.OperationalError as e:
-        admin.dispose()
-        service_missing(f"PostgreSQL at 127.0.0.1:5432 does not answer ({type(e.orig).__name__}); the SQLite "
-                        "run of the same contract still ran")
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
-
-
 @pytest.fixture
 def store(store_url):
     s = SqlFollowUpStore(store_url)

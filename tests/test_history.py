@@ -46,29 +46,6 @@ def request_at(at: float, tier: str = "provider", replica: str = "A") -> Request
 
 
 # -- the contract, against every backend ----------------------------------------------------------
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    """A URL for an empty database of each kind; PostgreSQL gets its own schema, dropped afterwards."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/store/understudy.db"
-        return
-    admin = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
-    schema = f"history_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    except sa.exc.OperationalError as e:
-        admin.dispose()
-        service_missing(f"PostgreSQL at 127.0.0.1:5432 does not answer ({type(e.orig).__name__}); the SQLite "
-                        "run of the same contract still ran")
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
-
-
 @pytest.fixture
 def history(store_url):
     s = SqlHistory(store_url)
