@@ -441,10 +441,28 @@ def from_row(row: dict) -> Event:
     cls = _EVENT_TYPES.get(row.get("type")) if isinstance(row, dict) else None
     if cls is None:
         raise ValueError("not a metrics event")
+    values = {f.name: row[f.name] for f in fields(cls) if f.name in row}
+    for f in fields(cls):  # each field of the type it declares: a summary sorts and adds them
+        if f.name in values and not _of_type(values[f.name], f.type):
+            raise ValueError(f"not a metrics event ({f.name}: {type(values[f.name]).__name__})")
     try:
-        return cls(**{f.name: row[f.name] for f in fields(cls) if f.name in row})
+        return cls(**values)
     except TypeError as e:
         raise ValueError(f"not a metrics event ({e})") from None
+
+
+def _of_type(value, declared: str) -> bool:
+    """Is `value` what a field annotated `declared` ("float", "str | None", "bool", …) may hold?"""
+    for name in (t.strip() for t in declared.split("|")):
+        if name == "None" and value is None:
+            return True
+        if name == "str" and isinstance(value, str):
+            return True
+        if name == "bool" and isinstance(value, bool):
+            return True
+        if name in ("int", "float") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return name == "int" and isinstance(value, int) or name == "float" and math.isfinite(value)
+    return False
 
 
 def _log(event: Event) -> None:

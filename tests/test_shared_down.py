@@ -99,3 +99,28 @@ def test_redis_restarted_empty_gets_the_open_breakers_back(private_redis, chain,
     assert json.loads(raw.hget(key, "data"))["state"] == OPEN and router.breakers["anthropic-0"].state == OPEN
     raw.close()
     assert no_tracebacks(caplog) == []
+
+
+def test_reset_breakers_and_clear_cache_pressed_during_an_outage_reach_the_fleet(private_redis, chain):
+    router, (primary, _) = chain("anthropic", "openai", breaker__fail_max=1, breaker__reset_timeout=600,
+                                 cache__enabled=True)
+    assert router.ask(ChatRequest.ask("a cached question")).provider == "anthropic-0"
+    primary.set_default(Fault.http(503))
+    router.ask(ChatRequest.ask("opens the breaker"))
+    assert router.breakers["anthropic-0"].state == OPEN
+    raw = redis.Redis.from_url(private_redis.url)
+    prefix = router.stores.shared.prefix
+    assert list(raw.scan_iter(match=f"{prefix}:answer:*"))
+
+    private_redis.freeze()
+    router.ask(ChatRequest.ask("meets the frozen Redis"))
+    wait_until(lambda: shared_status(router) == "unavailable", "the router to notice")
+    router.reset_breakers()  # an operator's buttons, pressed while Redis is unreachable
+    router.clear_cache()
+    private_redis.thaw()
+    wait_until(lambda: shared_status(router) == "ok", "the router to reconnect by itself")
+    key = f"{prefix}:breaker:anthropic-0"
+    wait_until(lambda: json.loads(raw.hget(key, "data"))["state"] == "closed", "the reset to reach Redis")
+    wait_until(lambda: not list(raw.scan_iter(match=f"{prefix}:answer:*")), "the cleared cache to reach Redis")
+    assert router.breakers["anthropic-0"].state == "closed"  # not undone by the resync
+    raw.close()

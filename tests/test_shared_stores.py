@@ -4,6 +4,7 @@ shared store has to get right (two replicas' views, bounds), against the real Re
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import replace
 
@@ -14,7 +15,7 @@ from core.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, BreakerState, MemoryB
 from core.cache import AnswerCache
 from core.chaos import Chaos
 from core.faults import Fault
-from core.messages import Usage
+from core.messages import ChatRequest, Usage
 from core.metrics import Metrics, ProbeEvent, RequestEvent
 from core.store.breakers import RedisBreakerStore
 from core.store.fleet import FleetEvents, ProbeLeases, SharedAnswers, SharedChaos
@@ -249,3 +250,72 @@ def test_every_replica_sees_the_fleet_events_and_the_stream_stays_bounded(replic
     raw.close()
     for fleet in fleets:
         fleet.close()
+
+
+# -- someone else's garbage in the fleet's Redis ------------------------------------------------------------
+GARBAGE = {
+    "breaker version not a number": lambda r, p: r.hset(f"{p}:breaker:anthropic-0", mapping={"v": "x", "data": "{}"}),
+    "breaker record not JSON": lambda r, p: r.hset(f"{p}:breaker:anthropic-0", mapping={"v": 3, "data": "{nope"}),
+    "breaker open_until a string": lambda r, p: r.hset(f"{p}:breaker:anthropic-0", mapping={"v": 3, "data": json.dumps(
+        {"state": "open", "failures": 0, "open_until": "soon", "cooldown": 1, "reason": "", "trial": None})}),
+    "breaker state unknown": lambda r, p: r.hset(f"{p}:breaker:anthropic-0", mapping={"v": 3, "data": json.dumps(
+        {"state": "melted", "failures": 0, "open_until": 0, "cooldown": 0, "reason": "", "trial": "x"})}),
+    "breaker key of another type": lambda r, p: r.set(f"{p}:breaker:anthropic-0", "hello"),
+    "chaos version not a number": lambda r, p: r.hset(f"{p}:chaos", mapping={"v": "x", "data": "{}"}),
+    "chaos key of another type": lambda r, p: r.rpush(f"{p}:chaos", "a"),
+    "chaos setting unreadable": lambda r, p: r.hset(f"{p}:chaos", mapping={"v": 9, "data": '{"manual": 3}'}),
+}
+
+
+@pytest.mark.parametrize("case", list(GARBAGE))
+def test_a_replica_starts_and_answers_whatever_garbage_is_in_its_redis(case, chain, redis_prefix, monkeypatch, caplog):
+    import logging
+
+    raw = redis.Redis.from_url(REDIS_URL)
+    GARBAGE[case](raw, redis_prefix)
+    monkeypatch.setenv("UNDERSTUDY_REDIS_URL", REDIS_URL)
+    monkeypatch.setenv("UNDERSTUDY_REDIS_PREFIX", redis_prefix)
+    caplog.set_level(logging.WARNING, logger="understudy")
+    router, (primary, _) = chain("anthropic", "openai", breaker__fail_max=1)
+    answer = router.ask(ChatRequest.ask("hello"))
+    assert answer.tier.value == "provider" and answer.provider == "anthropic-0"
+    assert router.breakers["anthropic-0"].state == CLOSED and router.chaos.state()["providers"] == {}
+    assert router.stores.health()["shared"]["status"] == "ok"  # a bad key is not an outage
+    primary.set_default(Fault.http(503))
+    router.ask(ChatRequest.ask("opens it"))
+    assert router.breakers["anthropic-0"].state == OPEN  # written over the garbage
+    router.chaos.set("openai-1", Fault("reset"))
+    fresh = Chaos()
+    SharedChaos(fresh, router.stores.shared, clock=fresh._clock, wall=router.wall)
+    assert "openai-1" in fresh.state()["providers"]
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []  # no traceback logged
+    raw.close()
+
+
+@pytest.mark.parametrize("value", ["[1, 2]", '{"text": 5, "provider": "p", "model": "m", "stored_at": 1}',
+                                   '{"text": "t", "provider": "p", "model": "m", "stored_at": "NaN"}', "\xff\xfe"])
+def test_a_cached_answer_someone_else_wrote_is_a_miss(value, replicas, redis_prefix):
+    clock = ManualClock()
+    shared = replicas()
+    cache = AnswerCache(ttl=60, max_entries=10, stale_ttl=60, clock=clock,
+                        shared=SharedAnswers(shared, clock=clock, wall=clock))
+    raw = redis.Redis.from_url(REDIS_URL)
+    raw.set(f"{redis_prefix}:answer:k", value.encode("latin-1"))
+    assert cache.get("k") is None
+    raw.close()
+
+
+def test_events_someone_else_wrote_into_the_stream_are_skipped(replicas, redis_prefix):
+    wall = ManualClock()
+    raw = redis.Redis.from_url(REDIS_URL)
+    for junk in ("{nope", json.dumps({"type": "request", "at": "x"}), json.dumps([1])):
+        raw.xadd(f"{redis_prefix}:events", {"e": junk})
+    raw.xadd(f"{redis_prefix}:events", {"other": "field"})
+    fleet = FleetEvents(replicas(), max_events=100, wall=wall)
+    metrics = Metrics(wall=wall, replica="A")
+    metrics.add_sink(fleet.record)
+    metrics.record(RequestEvent(wall(), "provider", "claude", 10.0, 5.0, True, 1, 0, 0, False, False))
+    wait_until(lambda: len(fleet.view.events()) == 1, "the good event to arrive")
+    assert fleet.view.summary(900)["requests"] == 1
+    fleet.close()
+    raw.close()

@@ -17,30 +17,34 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 
-from ..breaker import BreakerState
+from ..breaker import CLOSED, HALF_OPEN, OPEN, BreakerState
 from .shared import Shared
 
-# KEYS: record, channel. ARGV: expected version, new data, breaker name, ttl seconds.
-# Returns {1, new version} or {0, current version, current data}.
+# KEYS: record, channel. ARGV: expected version (-1: whatever is there), new data, breaker name.
+# Returns {1, new version} or {0, current version, current data}. A key that isn't a readable
+# record (another type, a version that isn't a number) counts as no record: it is overwritten.
 _CAS = """
-local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-if v ~= tonumber(ARGV[1]) then
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t ~= 'hash' and t ~= 'none' then redis.call('DEL', KEYS[1]) end
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0') or 0
+local expected = tonumber(ARGV[1])
+if expected ~= -1 and v ~= expected then
   return {0, v, redis.call('HGET', KEYS[1], 'data') or ''}
 end
 v = v + 1
 redis.call('HSET', KEYS[1], 'v', v, 'data', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('PUBLISH', KEYS[2], ARGV[3] .. '\\n' .. v .. '\\n' .. ARGV[2])
 return {1, v}
 """
 CHANNEL = "breakers"
-TTL = 7 * 24 * 3600  # a breaker nobody touched for a week is closed (its key expires)
+STATES = (CLOSED, OPEN, HALF_OPEN)
 _CLOSED = BreakerState()
 
 
@@ -52,6 +56,7 @@ class RedisBreakerStore:
         self._clock, self._wall = clock, wall
         self._lock = threading.Lock()  # one writer per process at a time: writes are rare
         self._local: dict[str, tuple[int, BreakerState]] = {}  # name -> (version, record)
+        self._unsent: set[str] = set()  # changed here while Redis was down: sent when it is back
         self._cas = shared.client.register_script(_CAS)
         shared.subscribe(CHANNEL, self._message)
         shared.on_reconnect(self._reconnected)
@@ -73,20 +78,16 @@ class RedisBreakerStore:
                 new = change(old)
                 if new is old:
                     return old, new
-                if not self.shared.available:
-                    self._local[name] = (version, new)  # alone until Redis is back; then Redis wins
-                    return old, new
-                reply = self.shared.call(lambda r, v=version, s=new: self._cas(
-                    keys=[self.shared.key("breaker", name), self.shared.key(CHANNEL)],
-                    args=[v, self._encode(s), name, TTL], client=r), default=None)
-                if reply is None:  # Redis failed just now
+                reply = self._write(name, version, new) if self.shared.available else None
+                if reply is None:  # Redis is down, or failed just now: alone until it is back
                     self._local[name] = (version, new)
+                    self._unsent.add(name)
                     return old, new
-                if int(reply[0]) == 1:
-                    self._store(name, int(reply[1]), new)
+                if reply[0] == 1:
+                    self._local[name] = (reply[1], new)
                     return old, new
-                version, old = int(reply[1]), self._decode(reply[2])
-                self._store(name, version, old)
+                version, old = reply[1], reply[2]
+                self._local[name] = (version, old)
         raise AssertionError("unreachable")
 
     # -- keeping the local copy fresh ------------------------------------------------------------------
@@ -98,42 +99,62 @@ class RedisBreakerStore:
         replies = self.shared.call(lambda r: _pipeline(r, [self.shared.key("breaker", n) for n in names]), None)
         if replies is None:
             return
-        for name, (version, data) in zip(names, replies):
-            self._take(name, int(version or 0), self._decode(data))
+        for name, reply in zip(names, replies):
+            if isinstance(reply, list):  # else an error for that key alone (e.g. another type)
+                self._take(name, *self._parse(*reply))
 
     def _reconnected(self) -> None:
-        """Redis is back. If it lost everything (a restart: it keeps nothing on disk), the breakers
-        this replica kept open or half-open while it was gone are written back before anyone reads
-        them as closed; otherwise Redis's records win."""
-        names = [n for n, (_, s) in list(self._local.items()) if s.state != _CLOSED.state]
-        for name in names:
-            with self._lock:
-                state = self._local[name][1]
-                self.shared.call(lambda r, s=state, n=name: self._cas(
-                    keys=[self.shared.key("breaker", n), self.shared.key(CHANNEL)],
-                    args=[0, self._encode(s), n, TTL], client=r))  # only where Redis has no record
+        """Redis is back. What this replica changed while it was gone (an operator's reset, a
+        breaker it opened) is sent first, the latest change winning; so are the breakers it keeps
+        open while Redis, restarted empty, has no record of them. Then the local copies resync."""
+        with self._lock:
+            for name, (_, state) in list(self._local.items()):
+                if name in self._unsent:
+                    reply = self._write(name, -1, state)  # over whatever is there
+                elif state.state != CLOSED:
+                    reply = self._write(name, 0, state)  # only where Redis has no record
+                else:
+                    continue
+                if reply is None:
+                    return  # down again: the next reconnect tries again
+                self._unsent.discard(name)
+                if reply[0] == 1:
+                    self._local[name] = (reply[1], state)
         self.resync()
+
+    def _write(self, name: str, version: int, state: BreakerState) -> tuple | None:
+        """Compare-and-set: (1, new version), (0, their version, their record), or None (Redis failed)."""
+        reply = self.shared.call(lambda r: self._cas(
+            keys=[self.shared.key("breaker", name), self.shared.key(CHANNEL)],
+            args=[version, self._encode(state), name], client=r), None)
+        if reply is None:
+            return None
+        if int(reply[0]) == 1:
+            return 1, int(reply[1])
+        return (0, *self._parse(reply[1], reply[2]))
 
     def _fetch(self, name: str) -> tuple[int, BreakerState]:
         reply = self.shared.call(lambda r: r.hmget(self.shared.key("breaker", name), "v", "data"), None)
-        entry = (0, _CLOSED) if reply is None else (int(reply[0] or 0), self._decode(reply[1]))
+        entry = (0, _CLOSED) if reply is None else self._parse(*reply)
         self._local.setdefault(name, entry)
         return self._local[name]
 
     def _message(self, payload: bytes) -> None:
-        name, version, data = payload.decode().split("\n", 2)
-        self._take(name, int(version), self._decode(data))
+        try:
+            name, version, data = payload.decode().split("\n", 2)
+        except (UnicodeDecodeError, ValueError):
+            return  # not ours: a breaker message always has three lines
+        self._take(name, *self._parse(version, data))
 
     def _take(self, name: str, version: int, state: BreakerState) -> None:
         """Newer news from Redis replaces the local copy; a key that expired (version 0) closes it."""
         with self._lock:
+            if name in self._unsent:
+                return  # sent over it when the reconnect hook runs
             current = self._local.get(name)
             # Equal versions too: a record changed here while Redis was down gives way to Redis's.
             if current is None or version >= current[0] or version == 0:
-                self._store(name, version, state)
-
-    def _store(self, name: str, version: int, state: BreakerState) -> None:
-        self._local[name] = (version, state)
+                self._local[name] = (version, state)
 
     # -- the record in Redis ------------------------------------------------------------------------------
     def _encode(self, s: BreakerState) -> str:
@@ -142,13 +163,26 @@ class RedisBreakerStore:
             row["open_until"] = s.open_until - self._clock() + self._wall()
         return json.dumps(row)
 
+    def _parse(self, version, data) -> tuple[int, BreakerState]:
+        """(version, record) from what Redis holds. Anything this version can't read — a version
+        that isn't a number, a record of the wrong shape or state — is no record (closed)."""
+        try:
+            v = int(version or 0)
+        except (TypeError, ValueError):
+            return 0, _CLOSED
+        return v, self._decode(data)
+
     def _decode(self, data: bytes | str | None) -> BreakerState:
         if not data:
             return _CLOSED
         try:
             row = json.loads(data)
-            s = BreakerState(**row)
-        except (ValueError, TypeError):
+            s = BreakerState(state=str(row["state"]), failures=int(row["failures"]),
+                             open_until=float(row["open_until"]), cooldown=float(row["cooldown"]),
+                             reason=str(row["reason"]), trial=None if row["trial"] is None else str(row["trial"]))
+            if s.state not in STATES or not all(map(math.isfinite, (s.open_until, s.cooldown))):
+                raise ValueError(s.state)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
             return _CLOSED  # a record this version can't read: start closed rather than crash
         if s.open_until:
             s = replace(s, open_until=s.open_until - self._wall() + self._clock())
@@ -159,4 +193,4 @@ def _pipeline(r, keys: list[str]) -> list:
     pipe = r.pipeline(transaction=False)
     for key in keys:
         pipe.hmget(key, "v", "data")
-    return pipe.execute()
+    return pipe.execute(raise_on_error=False)  # a key of the wrong type fails alone

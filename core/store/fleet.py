@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -30,13 +31,15 @@ if TYPE_CHECKING:
     from ..chaos import Chaos
 
 log = logging.getLogger("understudy")
-TTL = 7 * 24 * 3600  # chaos left on, a stream nobody writes: gone after a week
+TTL = 7 * 24 * 3600  # a metrics stream nobody writes to any more: gone after a week
 
-# KEYS: document, channel. ARGV: data, ttl. Last writer wins; the version orders the messages.
+# KEYS: document, channel. ARGV: data. Last writer wins; the version orders the messages. No
+# expiry: with `volatile-lru` Redis never evicts it (chaos stays on until someone turns it off).
 _WRITE = """
-local v = redis.call('HINCRBY', KEYS[1], 'v', 1)
-redis.call('HSET', KEYS[1], 'data', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t ~= 'hash' and t ~= 'none' then redis.call('DEL', KEYS[1]) end
+local v = (tonumber(redis.call('HGET', KEYS[1], 'v') or '0') or 0) + 1
+redis.call('HSET', KEYS[1], 'v', v, 'data', ARGV[1])
 redis.call('PUBLISH', KEYS[2], v .. '\\n' .. ARGV[1])
 return v
 """
@@ -52,6 +55,7 @@ class SharedChaos:
         self._clock, self._wall = clock, wall
         self._version = 0
         self._unsent = False  # a change made here while Redis was down
+        self._bad = None  # the version of an unreadable setting already warned about
         self._lock = threading.Lock()
         self._write = shared.client.register_script(_WRITE)
         self.resync()
@@ -66,7 +70,7 @@ class SharedChaos:
     def _publish(self, snap: dict) -> None:
         data = json.dumps(_to_wall(snap, self._shift()))
         version = self.shared.call(lambda r: self._write(keys=[self.shared.key("chaos"), self.shared.key("chaos")],
-                                                         args=[data, TTL], client=r), None)
+                                                         args=[data], client=r), None)
         with self._lock:
             if version is None:
                 self._unsent = True  # sent when Redis is back: the latest change made anywhere wins
@@ -81,17 +85,22 @@ class SharedChaos:
             self.resync()
 
     def _message(self, payload: bytes) -> None:
-        version, data = payload.decode().split("\n", 1)
-        self._take(int(version), data)
+        try:
+            version, data = payload.decode().split("\n", 1)
+            self._take(int(version), data)
+        except (UnicodeDecodeError, ValueError):
+            log.warning("ignored a chaos message from the fleet that this version can't read")
 
     def resync(self) -> None:
         reply = self.shared.call(lambda r: r.hmget(self.shared.key("chaos"), "v", "data"), None)
         if reply is None:
             return
-        if reply[0] is None:  # nothing shared yet (or it expired): the fleet has no chaos on
-            self._take(0, None)
-        else:
-            self._take(int(reply[0]), reply[1].decode() if reply[1] else None)
+        try:
+            version = int(reply[0] or 0)
+            data = reply[1].decode() if reply[1] else None
+        except (TypeError, ValueError, UnicodeDecodeError):
+            return  # unreadable: the next write (Lua above) replaces it
+        self._take(version, data)  # version 0: nothing shared yet, the fleet has no chaos on
 
     def _take(self, version: int, data: str | None) -> None:
         with self._lock:
@@ -103,7 +112,9 @@ class SharedChaos:
             try:
                 self.chaos.restore(json.loads(data) if data else {"manual": {}, "playing": None}, self._shift())
             except ValueError as e:
-                log.warning("ignored a chaos setting from the fleet that this version can't read: %s", e)
+                if version != self._bad:  # once per bad version, not once a second
+                    self._bad = version
+                    log.warning("ignored a chaos setting from the fleet that this version can't read: %s", e)
 
 
 def _to_wall(snap: dict, shift: float) -> dict:
@@ -118,6 +129,13 @@ class SharedAnswers:
     def __init__(self, shared: Shared, *, clock: Callable[[], float], wall: Callable[[], float]) -> None:
         self.shared = shared
         self._clock, self._wall = clock, wall
+        self._clear_pending = False  # Clear cache pressed while Redis was down
+        shared.on_reconnect(self._reconnected)
+
+    def _reconnected(self) -> None:
+        if self._clear_pending:
+            self._clear_pending = False
+            self.clear()
 
     def get(self, key: str) -> CachedAnswer | None:
         from ..cache import CachedAnswer
@@ -128,11 +146,17 @@ class SharedAnswers:
             return None
         try:
             row = json.loads(data)
-            usage = Usage(**row["usage"]) if row.get("usage") else None
-            return CachedAnswer(row["text"], row["provider"], row["model"], usage,
-                                float(row["stored_at"]) - self._wall() + self._clock())
-        except (ValueError, TypeError, KeyError):
-            return None
+            text, provider, model = row["text"], row["provider"], row["model"]
+            if not all(isinstance(x, str) for x in (text, provider, model)) or not text:
+                raise TypeError("text, provider and model must be strings")
+            usage = row.get("usage")
+            usage = Usage(int(usage["input_tokens"]), int(usage["output_tokens"])) if usage else None
+            stored_at = float(row["stored_at"])
+            if not math.isfinite(stored_at):
+                raise ValueError("stored_at")
+            return CachedAnswer(text, provider, model, usage, stored_at - self._wall() + self._clock())
+        except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError):
+            return None  # not an answer this version wrote: a miss
 
     def put(self, key: str, answer: CachedAnswer, keep_for: float) -> None:
         row = {"text": answer.text, "provider": answer.provider, "model": answer.model,
@@ -142,7 +166,11 @@ class SharedAnswers:
                                          px=max(1, int(keep_for * 1000))))
 
     def clear(self) -> None:
-        def clear(r) -> None:
+        if not self.shared.available:
+            self._clear_pending = True  # done when Redis is back, so a replica can't serve it again
+            return
+
+        def clear(r) -> bool:
             batch = []
             for k in r.scan_iter(match=self.shared.key("answer", "*"), count=500):
                 batch.append(k)
@@ -151,8 +179,10 @@ class SharedAnswers:
                     batch = []
             if batch:
                 r.delete(*batch)
+            return True
 
-        self.shared.call(clear)
+        if not self.shared.call(clear, False):
+            self._clear_pending = True
 
 
 class ProbeLeases:

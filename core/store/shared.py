@@ -65,6 +65,7 @@ class Shared:
         self._last_error: str | None = None
         self._failures = 0
         self._skipped = 0  # calls answered with their default while Redis was down
+        self._refusals = 0  # commands Redis answered with an error (it was up)
         self._handlers: dict[str, list[Handler]] = {}
         self._on_reconnect: list[Callable[[], None]] = []
         self._every_second: list[Callable[[], None]] = []
@@ -86,6 +87,11 @@ class Shared:
             return default
         try:
             return op(self.client)
+        except redis.ResponseError as e:
+            # Redis answered, with an error for this command (e.g. a key someone made of another
+            # type): not an outage. The caller gets its default; Redis stays in use.
+            self._refused(e)
+            return default
         except redis.RedisError as e:
             self._down(e)
             return default
@@ -184,6 +190,14 @@ class Shared:
     def _hooks(self, hooks: list) -> list:
         with self._lock:
             return list(hooks)
+
+    def _refused(self, e: BaseException) -> None:
+        with self._lock:
+            self._refusals += 1
+            first = self._refusals == 1 or self._refusals % 1000 == 0
+        if first:  # once, then every thousandth: a bad key must not flood the log
+            log.warning("shared state refused a command (%s, %d so far) at %s; using local state for it",
+                        describe(e), self._refusals, self.where)
 
     def _down(self, e: BaseException) -> None:
         with self._lock:
