@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .config import ConfigError, load_config
 from .router import Router
 from .saving import ConversationSaver
+from .store.bounded import Bounded
 from .store.conversations import SqlConversationStore
 
 if TYPE_CHECKING:  # the simulator loads only in demo mode
@@ -30,15 +31,17 @@ class Runtime:
     demo: Demo | None = None  # the simulated providers, in demo mode
     config_error: str | None = None  # why the configuration could not be used (the app shows it)
     # Conversations live in the router's database; the saver writes them off the request thread.
-    conversations: SqlConversationStore = field(init=False)
+    conversations: SqlConversationStore = field(init=False)  # for the pages: each call time-bounded
     saver: ConversationSaver = field(init=False)
 
     def __post_init__(self) -> None:
-        self.conversations = SqlConversationStore(self.router.database)
-        self.saver = ConversationSaver(self.conversations)
+        store = SqlConversationStore(self.router.database)
+        self.saver = ConversationSaver(store)  # its own thread may wait; a page may not
+        self.conversations = Bounded(store)
 
     def close(self) -> None:
         self.saver.close()  # what is still waiting is written before the database closes
+        self.conversations.close()
         self.router.close()
         if self.demo is not None:
             self.demo.close()

@@ -20,6 +20,8 @@ class NetCut:
         self._open: set[socket.socket] = set()
         self._cut = False
         self._closed = False
+        self._flowing = threading.Event()  # cleared by freeze(): bytes are held, nothing is closed
+        self._flowing.set()
         self.accepted = 0  # connections the proxy relayed (not counting refused ones)
         threading.Thread(target=self._accept, name="netcut-accept", daemon=True).start()
 
@@ -33,6 +35,12 @@ class NetCut:
     def restore(self) -> None:
         with self._lock:
             self._cut = False
+        self._flowing.set()
+
+    def freeze(self) -> None:
+        """A server gone silent: connections stay open and are accepted, but nothing is relayed
+        (no TCP-level error ever reaches the client) until `restore()`."""
+        self._flowing.clear()
 
     def close(self) -> None:
         self._closed = True
@@ -68,6 +76,7 @@ class NetCut:
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass

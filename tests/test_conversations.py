@@ -8,6 +8,8 @@ import threading
 
 import pytest
 import sqlalchemy as sa
+
+from tests.clock import wait_until
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.responses import HTMLResponse, JSONResponse
@@ -395,3 +397,38 @@ def test_the_cookie_middleware_gives_a_browser_one_token_on_the_page_load():
         assert client.get("/").headers["set-cookie"] != header  # an invalid token is replaced
     with TestClient(app, base_url="https://127.0.0.1") as client:
         assert "Secure" in client.get("/").headers["set-cookie"]
+
+
+def test_a_silent_database_never_holds_a_page_longer_than_its_bound(pg_schema):
+    """A PostgreSQL that stops answering without closing anything (frozen, packets dropped): the
+    pages' store calls give up with the store's own error, and work again once it answers."""
+    from core.store import StoreError
+    from core.store.bounded import Bounded
+    from tests.netcut import NetCut
+
+    url = sa.make_url(pg_schema)
+    proxy = NetCut("127.0.0.1", url.port or 5432)
+    raw = SqlConversationStore(url.set(port=proxy.port).render_as_string(hide_password=False))
+    store = Bounded(raw, timeout=0.5, workers=2)
+    try:
+        c = conversation()
+        raw.save(c)
+        proxy.freeze()
+        for _ in range(4):  # more calls than workers: the later ones fail at once, nothing queues
+            with pytest.raises(StoreError):
+                store.list(ADA)
+        proxy.restore()
+        wait_until(lambda: _lists(store, c.id), "the page's calls to work again")
+    finally:
+        store.close()
+        proxy.close()
+        raw.close()
+
+
+def _lists(store, cid) -> bool:
+    from core.store import StoreError
+
+    try:
+        return [s.id for s in store.list(ADA)] == [cid]
+    except StoreError:
+        return False
