@@ -43,7 +43,7 @@ def traffic():
     """Whose traffic this page shows (core: Router.traffic), narrowed by the Replicas filter."""
     metrics = r.traffic()
     picked = st.session_state.get("replicas") or []
-    if metrics is r.fleet_metrics and r.stores.fleet and picked and set(picked) != set(metrics.replicas()):
+    if r.stores.fleet and metrics is r.fleet_metrics and picked and set(picked) != set(metrics.replicas()):
         return metrics.only(picked)
     return metrics
 

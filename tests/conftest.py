@@ -66,6 +66,21 @@ def app_without_configuration(monkeypatch, tmp_path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+def app_on_one_provider(sims, tmp_path, monkeypatch):
+    """The app as a new user runs it (no keys, an empty directory), configured with one simulated
+    OpenAI provider and no hedging; the process's cached runtime is dropped. Returns the server."""
+    import streamlit as st
+
+    app_without_configuration(monkeypatch, tmp_path)
+    server = sims("openai")
+    path = tmp_path / "chain.toml"
+    path.write_text(toml_for([server], "[hedging]\nenabled = false\n"), encoding="utf-8")
+    monkeypatch.setenv("UNDERSTUDY_CONFIG", str(path))
+    monkeypatch.setenv("SIM_KEY", KEY)
+    st.cache_resource.clear()
+    return server
+
+
 @pytest.fixture(autouse=True)
 def _data_dir(tmp_path, monkeypatch):
     """Every Router keeps its questions under this test's tmp_path, never in the working tree."""

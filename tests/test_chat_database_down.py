@@ -4,45 +4,27 @@ not being saved, and once the network is back the conversation is saved."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 import sqlalchemy as sa
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core.store.conversations import SqlConversationStore
-from tests.conftest import KEY, ROOT, app_without_configuration, service_missing, toml_for
+from tests.conftest import ROOT, app_on_one_provider
 from tests.netcut import NetCut
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 NOT_SAVED = "History is temporarily not being saved"
 ADA = {"is_logged_in": True, "email": "ada@example.com"}
 
 
 @pytest.fixture
-def through_proxy(tmp_path, monkeypatch, sims):
+def through_proxy(tmp_path, monkeypatch, sims, pg_schema):
     """The app on one simulated provider, its database a fresh PostgreSQL schema reached through a
     proxy we can cut. Yields (open_session, proxy, a store that goes to PostgreSQL directly)."""
-    admin = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
-    schema = f"conv_down_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    except sa.exc.OperationalError as e:
-        admin.dispose()
-        service_missing(f"PostgreSQL at 127.0.0.1:5432 does not answer ({type(e.orig).__name__})")
     proxy = NetCut("127.0.0.1", 5432)
-    direct = SqlConversationStore(f"{PG_URL}?options=-csearch_path%3D{schema}")
-    app_without_configuration(monkeypatch, tmp_path)
-    server = sims("openai")
-    path = tmp_path / "chain.toml"
-    path.write_text(toml_for([server], "[hedging]\nenabled = false\n"), encoding="utf-8")
-    monkeypatch.setenv("UNDERSTUDY_CONFIG", str(path))
-    monkeypatch.setenv("SIM_KEY", KEY)
-    monkeypatch.setenv("UNDERSTUDY_DATABASE_URL",
-                       f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/test?options=-csearch_path%3D{schema}")
-    st.cache_resource.clear()
+    direct = SqlConversationStore(pg_schema)
+    app_on_one_provider(sims, tmp_path, monkeypatch)
+    monkeypatch.setenv("UNDERSTUDY_DATABASE_URL", sa.make_url(pg_schema).set(port=proxy.port).render_as_string())
 
     def open_session(c=None):
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30)
@@ -60,9 +42,6 @@ def through_proxy(tmp_path, monkeypatch, sims):
         st.cache_resource.clear()
         direct.close()
         proxy.close()
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
 
 
 def saver():

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from core.simulator import Fault
 from core.store.conversations import new_id
 from core.transcript import MAX_IMPORT_BYTES
-from tests.conftest import KEY, ROOT, app_without_configuration, toml_for
+from tests.conftest import ROOT, app_on_one_provider
 
 APP = str(ROOT / "app.py")
 ADA = {"is_logged_in": True, "email": "ada@example.com"}
@@ -32,13 +32,7 @@ def rt():
 def session(sims, tmp_path, monkeypatch):
     """session(user=..., c=...) -> a new browser session (AppTest) after its first run, on one
     simulated provider; every session of a test shares the app's database, as one server's do."""
-    app_without_configuration(monkeypatch, tmp_path)
-    server = sims("openai")
-    path = tmp_path / "chain.toml"
-    path.write_text(toml_for([server], "[hedging]\nenabled = false\n"), encoding="utf-8")
-    monkeypatch.setenv("UNDERSTUDY_CONFIG", str(path))
-    monkeypatch.setenv("SIM_KEY", KEY)
-    st.cache_resource.clear()
+    server = app_on_one_provider(sims, tmp_path, monkeypatch)
 
     def open_session(*, user=None, c=None):
         at = AppTest.from_file(APP, default_timeout=30)

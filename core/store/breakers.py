@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 
 from ..breaker import CLOSED, HALF_OPEN, OPEN, BreakerState
-from .shared import Shared
+from .shared import Shared, wall_offset
 
 # KEYS: record, channel. ARGV: expected version (-1: whatever is there), new data, breaker name.
 # Returns {1, new version} or {0, current version, current data}. A key that isn't a readable
@@ -160,7 +160,7 @@ class RedisBreakerStore:
     def _encode(self, s: BreakerState) -> str:
         row = asdict(s)
         if s.open_until:
-            row["open_until"] = s.open_until - self._clock() + self._wall()
+            row["open_until"] = s.open_until + wall_offset(self._clock, self._wall)
         return json.dumps(row)
 
     def _parse(self, version, data) -> tuple[int, BreakerState]:
@@ -185,7 +185,7 @@ class RedisBreakerStore:
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
             return _CLOSED  # a record this version can't read: start closed rather than crash
         if s.open_until:
-            s = replace(s, open_until=s.open_until - self._wall() + self._clock())
+            s = replace(s, open_until=s.open_until - wall_offset(self._clock, self._wall))
         return s
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..metrics import Event, Metrics, ProbeEvent, as_row, from_row
-from .shared import Shared
+from .shared import Shared, wall_offset
 
 if TYPE_CHECKING:
     from ..cache import CachedAnswer
@@ -65,10 +65,10 @@ class SharedChaos:
         shared.every_second(self.resync)
 
     def _shift(self) -> float:
-        return self._wall() - self._clock()
+        return wall_offset(self._clock, self._wall)
 
-    def _publish(self, snap: dict) -> None:
-        data = json.dumps(_to_wall(snap, self._shift()))
+    def _publish(self, _changed: dict | None = None) -> None:
+        data = json.dumps(self.chaos.snapshot(self._shift()))  # its times on the wall clock
         version = self.shared.call(lambda r: self._write(keys=[self.shared.key("chaos"), self.shared.key("chaos")],
                                                          args=[data], client=r), None)
         with self._lock:
@@ -80,7 +80,7 @@ class SharedChaos:
 
     def _reconnected(self) -> None:
         if self._unsent:
-            self._publish(self.chaos.snapshot())
+            self._publish()
         else:
             self.resync()
 
@@ -117,12 +117,6 @@ class SharedChaos:
                     log.warning("ignored a chaos setting from the fleet that this version can't read: %s", e)
 
 
-def _to_wall(snap: dict, shift: float) -> dict:
-    manual = {n: {**row, "since": row["since"] + shift} for n, row in snap["manual"].items()}
-    playing = snap["playing"] and {**snap["playing"], "started": snap["playing"]["started"] + shift}
-    return {"manual": manual, "playing": playing}
-
-
 class SharedAnswers:
     """The answer cache's fleet side: complete answers as JSON under `answer:<key>`."""
 
@@ -154,14 +148,14 @@ class SharedAnswers:
             stored_at = float(row["stored_at"])
             if not math.isfinite(stored_at):
                 raise ValueError("stored_at")
-            return CachedAnswer(text, provider, model, usage, stored_at - self._wall() + self._clock())
+            return CachedAnswer(text, provider, model, usage, stored_at - wall_offset(self._clock, self._wall))
         except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError):
             return None  # not an answer this version wrote: a miss
 
     def put(self, key: str, answer: CachedAnswer, keep_for: float) -> None:
         row = {"text": answer.text, "provider": answer.provider, "model": answer.model,
                "usage": answer.usage.__dict__ if answer.usage else None,
-               "stored_at": answer.stored_at - self._clock() + self._wall()}
+               "stored_at": answer.stored_at + wall_offset(self._clock, self._wall)}
         self.shared.call(lambda r: r.set(self.shared.key("answer", key), json.dumps(row),
                                          px=max(1, int(keep_for * 1000))))
 
@@ -230,26 +224,21 @@ class FleetEvents:
         # The whole fleet, for the Status page; each event was logged by the replica that recorded it.
         self.view = Metrics(max_events=max_events, wall=wall, log_events=False)
         self._outbox: deque[str] = deque(maxlen=backlog)
-        self._wake = threading.Event()
         self._stop = threading.Event()
         self._last_id = None  # the last stream entry read into `view`
         self._thread = threading.Thread(target=self._run, name="understudy-fleet-events", daemon=True)
         self._thread.start()
 
     def record(self, event: Event) -> None:
-        self._outbox.append(json.dumps(as_row(event)))
-        self._wake.set()
+        self._outbox.append(json.dumps(as_row(event)))  # sent by the thread within `every` seconds
 
     def close(self) -> None:
         self._stop.set()
-        self._wake.set()
         self._thread.join(timeout=2)
         self._send()  # what is still queued, if Redis answers
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self.every)
-            self._wake.clear()
             try:
                 self._send()
                 self._read()

@@ -28,6 +28,12 @@ T = TypeVar("T")
 Handler = Callable[[bytes], None]
 
 
+def wall_offset(clock: Callable[[], float], wall: Callable[[], float]) -> float:
+    """Seconds to add to a time on `clock` (this process's monotonic clock) to put it on `wall`,
+    the clock every replica shares: what a time in Redis is written on."""
+    return wall() - clock()
+
+
 def shown_redis_url(url: str) -> str:
     """The URL for people: no password, no user name."""
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import database_url, redis_url, replica_name
@@ -43,7 +43,6 @@ class Stores:
     leases: ProbeLeases | None = None  # who probes which provider this interval; None: this process does
     events: FleetEvents | None = None  # the fleet's metrics stream (`share_metrics`)
     chaos: SharedChaos | None = None  # keeps this process's chaos in step (`share_chaos`)
-    extras: dict[str, Any] = field(default_factory=dict)
     history: HistoryStore | None = None  # the metrics history; None: on `database`
     answers: AnswerStore | None = None  # stale answers that outlive the process; None: on `database`
     clock: Callable[[], float] = time.monotonic
