@@ -124,3 +124,15 @@ def test_reset_breakers_and_clear_cache_pressed_during_an_outage_reach_the_fleet
     wait_until(lambda: not list(raw.scan_iter(match=f"{prefix}:answer:*")), "the cleared cache to reach Redis")
     assert router.breakers["anthropic-0"].state == "closed"  # not undone by the resync
     raw.close()
+
+
+def test_a_redis_password_is_never_shown_even_when_redis_is_down(chain, monkeypatch, caplog):
+    from tests.redis_server import free_port
+
+    caplog.set_level(logging.INFO, logger="understudy")
+    monkeypatch.setenv("UNDERSTUDY_REDIS_URL", f"redis://admin:s3cret-pw@127.0.0.1:{free_port()}/0")
+    router, _ = chain("anthropic")
+    assert router.ask(ChatRequest.ask("hello")).complete  # nobody listens there: local state answers
+    code, body = healthz(router)
+    assert body["problems"] == ["shared state unavailable"] and body["shared_state"]["where"].startswith("redis://***@")
+    assert "s3cret-pw" not in json.dumps(body) and "s3cret-pw" not in caplog.text
