@@ -25,6 +25,7 @@ from core.store.answers import SqlAnswerStore, StaleAnswers, StoredAnswer
 from core.store.history import DAY, History, SqlHistory, events_table
 from core.store.writer import BatchWriter
 from tests.conftest import KEY as CONFTEST_KEY
+from core.simulator.server import echo_responder
 from tests.conftest import ROOT, app_without_configuration, service_missing, toml_for
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -604,3 +605,16 @@ def test_with_postgresql_cut_off_requests_complete_and_the_writer_catches_up(sim
         with admin.begin() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
         admin.dispose()
+
+
+def test_an_answer_with_a_lone_surrogate_is_kept_and_blocks_nothing_queued_after_it(restartable):
+    first = restartable()
+    odd = "lone \ud83d surrogate"
+    restartable.servers[0].responder = lambda q, model: odd  # a provider's JSON may carry one
+    assert first.ask(Q).text == odd
+    restartable.servers[0].responder = echo_responder
+    assert first.ask(ChatRequest.ask("next question")).complete
+    assert first.answers.flush(), first.answers.health()["last_error"]  # nothing stuck behind it
+    first.close()
+    second = restartable(down=True)
+    assert second.ask(Q).text == "lone \ufffd surrogate"  # kept, the one unstorable character replaced

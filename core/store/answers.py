@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..messages import Usage
+from ..messages import Usage, clean_text
 from .errors import StoreError
 from .sql import Database, create, metadata, migration
 from .writer import BatchWriter
@@ -143,7 +143,8 @@ class StaleAnswers:
     def put(self, key: str, text: str, provider: str, model: str, usage: Usage | None) -> None:
         """Keep a complete answer (queued: never blocks, never raises)."""
         if self._writer is not None:
-            self._writer.put(StoredAnswer(key, text, provider, model, usage, self.wall()))
+            # A provider may answer with a lone surrogate (a JSON escape): no database takes it raw.
+            self._writer.put(StoredAnswer(key, clean_text(text), provider, model, usage, self.wall()))
 
     def clear(self) -> None:
         """Forget every kept answer (the Status page's Clear cache): queued in order with the
