@@ -4,6 +4,12 @@ One writer thread per process. `submit` only records the latest snapshot of a co
 newer snapshot replaces one not yet written) and wakes the writer. A failed write keeps the
 snapshot and retries: at once when a page calls `nudge` (its next rerun), else with backoff. While
 a snapshot waits, `pending` hands it out, so a reload in the same process still finds it.
+
+Snapshots are kept per conversation *and writer* (a browser session), so two tabs on one
+conversation never replace each other's snapshot here. When the store says another writer got there
+first, the snapshot is saved as a new conversation (a fork: nothing typed is lost); when the
+conversation was deleted, the snapshot is dropped (a delete is final). Either way `moved` tells
+that writer's page on its next run.
 """
 
 from __future__ import annotations
@@ -11,14 +17,34 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from .store.conversations import Conversation, ConversationStore
+from .store.conversations import TITLE_CHARS, Conversation, ConversationStore, Saved, new_id
 from .store.errors import StoreError
 
 log = logging.getLogger("understudy")
 
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds between retries while the database keeps failing
+MOVES_KEPT = 1000  # forks and deletes not yet seen by their page (a closed tab never looks)
+
+Key = tuple[str, str]  # (conversation id, writer)
+
+
+@dataclass(frozen=True)
+class Moved:
+    """What became of a writer's snapshot that could not go where it was meant to."""
+
+    kind: str  # "forked": saved as `to`, another tab had changed the original; "deleted": dropped
+    to: str | None = None
+    title: str = ""
+
+
+def forked_title(c: Conversation) -> str:
+    title = c.shown_title
+    suffix = " (copy)"
+    return (title if len(title) + len(suffix) <= TITLE_CHARS else title[:TITLE_CHARS - len(suffix) - 1] + "…") + suffix
 
 
 class ConversationSaver:
@@ -30,9 +56,11 @@ class ConversationSaver:
         self._backoff = tuple(backoff)
         self._clock = clock
         self._cond = threading.Condition()
-        self._pending: dict[str, Conversation] = {}  # id -> the newest snapshot not yet written
-        self._due: set[str] = set()  # ids to write now (new snapshots, or nudged after a failure)
-        self._errors: dict[str, StoreError] = {}  # id -> why its last write failed
+        self._pending: dict[Key, Conversation] = {}  # the newest snapshot not yet written, per writer
+        self._due: set[Key] = set()  # to write now (new snapshots, or nudged after a failure)
+        self._errors: dict[Key, StoreError] = {}  # why its last write failed
+        self._moved: OrderedDict[Key, Moved] = OrderedDict()  # where a writer's snapshots of an id go now
+        self._untold: set[Key] = set()  # moves that writer's page has not been told of yet
         self._failures = 0  # consecutive failed rounds: picks the backoff
         self._retry_at: float | None = None
         self._busy = False
@@ -44,22 +72,35 @@ class ConversationSaver:
     # -- what pages call --------------------------------------------------------------------------
     def submit(self, conversation: Conversation) -> None:
         with self._cond:
-            waiting = self._pending.get(conversation.id)
+            moved = self._moved.get((conversation.id, conversation.writer))
+            if moved is not None and moved.kind == "forked":  # the page has not followed its fork yet
+                conversation = self._into(conversation, moved)
+            key = (conversation.id, conversation.writer)
+            waiting = self._pending.get(key)
             if waiting is not None and waiting.updated_at > conversation.updated_at:
                 return
-            self._pending[conversation.id] = conversation
-            self._due.add(conversation.id)
+            self._pending[key] = conversation
+            self._due.add(key)
             self._cond.notify_all()
 
     def pending(self, id: str) -> Conversation | None:
-        """The snapshot still waiting to be written, if any (newer than the stored one)."""
+        """The newest snapshot of this conversation still waiting to be written, if any."""
         with self._cond:
-            return self._pending.get(id)
+            waiting = [c for (i, _), c in self._pending.items() if i == id]
+        return max(waiting, key=lambda c: c.updated_at, default=None)
 
     def failing(self, id: str) -> StoreError | None:
         """Why this conversation's latest snapshot is not saved yet, while its writes are failing."""
         with self._cond:
-            return self._errors.get(id) if id in self._pending else None
+            return next((e for (i, _), e in self._errors.items() if i == id), None)
+
+    def moved(self, id: str, writer: str) -> Moved | None:
+        """Once: where this writer's snapshots of `id` go instead (a fork, or nowhere: deleted)."""
+        with self._cond:
+            if (id, writer) not in self._untold:
+                return None
+            self._untold.discard((id, writer))
+            return self._moved.get((id, writer))
 
     def nudge(self) -> None:
         """Retry every waiting snapshot now (the database may be back)."""
@@ -69,11 +110,12 @@ class ConversationSaver:
                 self._cond.notify_all()
 
     def discard(self, id: str) -> None:
-        """Forget a waiting snapshot (its conversation was deleted)."""
+        """Forget every waiting snapshot of a conversation (it was deleted here)."""
         with self._cond:
-            self._pending.pop(id, None)
-            self._due.discard(id)
-            self._errors.pop(id, None)
+            for key in [k for k in self._pending if k[0] == id]:
+                self._pending.pop(key, None)
+                self._due.discard(key)
+                self._errors.pop(key, None)
 
     def settle(self, timeout: float) -> bool:
         """Wait until every snapshot submitted or nudged so far has been tried; False on timeout."""
@@ -83,7 +125,7 @@ class ConversationSaver:
     def wait_saved(self, id: str, timeout: float) -> bool:
         """Wait until nothing of this conversation is waiting to be written; False on timeout."""
         with self._cond:
-            return self._cond.wait_for(lambda: id not in self._pending, timeout)
+            return self._cond.wait_for(lambda: all(k[0] != id for k in self._pending), timeout)
 
     def health(self) -> dict:
         with self._cond:
@@ -123,29 +165,58 @@ class ConversationSaver:
 
     def _write(self, batch: list[Conversation]) -> None:
         for n, conversation in enumerate(batch):
+            key = (conversation.id, conversation.writer)
             try:
-                kept = self.store.save(conversation)
+                result = self.store.save(conversation)
             except StoreError as e:
                 # The database is down or failing: the rest of the batch would wait the same
                 # connect timeout for the same answer, so all of it waits for the retry.
                 log.warning("conversations are not being saved: %s", e)
                 with self._cond:
                     for c in batch[n:]:
-                        if c.id in self._pending:
-                            self._errors[c.id] = e
+                        if (c.id, c.writer) in self._pending:
+                            self._errors[(c.id, c.writer)] = e
                     self._failures += 1
                     delay = self._backoff[min(self._failures, len(self._backoff)) - 1]
                     self._retry_at = self._clock() + delay
                 return
             except Exception:  # noqa: BLE001 — a bug must not kill the writer; the snapshot is dropped, loudly
                 log.exception("a conversation snapshot could not be written")
-                kept = False
+                result = None
             with self._cond:
-                if self._pending.get(conversation.id) is conversation:
-                    del self._pending[conversation.id]
-                self._errors.pop(conversation.id, None)
-                self._saved += kept
+                self._errors.pop(key, None)
+                if self._pending.get(key) is not conversation:
+                    continue  # a newer snapshot came meanwhile: it is written next, with the same outcome
+                del self._pending[key]
+                self._saved += result is Saved.SAVED
+                if result in (Saved.CONFLICT, Saved.NOT_YOURS):
+                    # Another tab or replica saved this conversation since this snapshot was taken:
+                    # both versions are kept, this one as a new conversation of the same owner (one
+                    # fork per writer: its later snapshots follow into it).
+                    moved = self._moved.get(key)
+                    if moved is None or moved.kind != "forked":
+                        moved = Moved("forked", new_id(), forked_title(conversation))
+                        self._remember(key, moved)
+                        log.info("a conversation changed in two places at once: one copy kept as a new one")
+                    fork = self._into(conversation.with_(created_at=conversation.updated_at), moved)
+                    waiting = self._pending.get((fork.id, fork.writer))
+                    if waiting is None or waiting.updated_at <= fork.updated_at:
+                        self._pending[(fork.id, fork.writer)] = fork
+                        self._due.add((fork.id, fork.writer))
+                elif result is Saved.DELETED:
+                    self._remember(key, Moved("deleted"))
         with self._cond:
             self._failures = 0
             if not self._errors:
                 self._retry_at = None
+
+    @staticmethod
+    def _into(conversation: Conversation, fork: Moved) -> Conversation:
+        return conversation.with_(id=fork.to, version=0, title=fork.title)
+
+    def _remember(self, key: Key, moved: Moved) -> None:
+        self._moved[key] = moved
+        self._moved.move_to_end(key)
+        self._untold.add(key)
+        while len(self._moved) > MOVES_KEPT:
+            self._untold.discard(self._moved.popitem(last=False)[0])

@@ -42,11 +42,15 @@ def me() -> tuple[str, str]:
 
 
 owner, who = me()
+# This session as a writer of conversations: two tabs on one conversation are two writers, so neither
+# can write over turns it never saw (core/store/conversations.py).
+st.session_state.setdefault("writer", secrets.token_hex(16))
 
 
 # -- which conversation: the URL says -------------------------------------------------------------
 def start_new() -> None:
-    st.session_state.conv = {"id": None, "owner": owner, "created_at": None}
+    st.session_state.conv = {"id": None, "owner": owner, "created_at": None, "version": 0}
+    st.session_state.moved_notice = None
     st.session_state.messages = []
     st.session_state.kept_input = None
     st.session_state.settings = dict(DEFAULT_SETTINGS)
@@ -55,7 +59,8 @@ def start_new() -> None:
 
 
 def show_conversation(c: Conversation) -> None:
-    st.session_state.conv = {"id": c.id, "owner": c.owner, "created_at": c.created_at}
+    st.session_state.conv = {"id": c.id, "owner": c.owner, "created_at": c.created_at, "version": c.version}
+    st.session_state.moved_notice = None
     st.session_state.messages = list(c.messages)
     st.session_state.kept_input = None
     settings = {**DEFAULT_SETTINGS, **{k: v for k, v in c.settings.items() if k in SETTINGS}}
@@ -86,7 +91,12 @@ def open_link(raw: str) -> None:
             start_new()
             st.session_state.conv_retry = raw  # try again on the next rerun
             return
-    found = waiting if waiting is not None and (stored is None or waiting.updated_at >= stored.updated_at) else stored
+    # This process's unwritten snapshot is the newest copy unless another writer has saved since.
+    newest = waiting is not None and (stored is None or stored.writer == waiting.writer
+                                      or stored.version <= waiting.version)
+    found = waiting if newest else stored
+    if newest and waiting.writer:
+        st.session_state.writer = waiting.writer  # this page carries on that snapshot: it is its writer now
     if found is None:
         st.session_state.link_problem = ("There is no conversation with that id: it may have been deleted, or "
                                          "the link is incomplete.")
@@ -96,8 +106,29 @@ def open_link(raw: str) -> None:
     show_conversation(found)
 
 
+def follow_moves() -> None:
+    """The writer could not save this session's last snapshot where it was meant to go: say so."""
+    moved = saver.moved(st.session_state.conv["id"], st.session_state.writer) if st.session_state.conv["id"] else None
+    if moved is None:
+        return
+    if moved.kind == "forked":
+        st.session_state.conv.update(id=moved.to, owner=owner, version=0)
+        st.query_params["c"] = moved.to
+        st.session_state.moved_notice = (
+            "This conversation was changed in another tab or browser while it was open here. Nothing is "
+            f"lost: what you see here is kept as a new conversation, “{moved.title}”, and the other "
+            "version is in your list as it was left.")
+    else:
+        st.session_state.conv.update(id=None, created_at=None, version=0)
+        st.query_params.pop("c", None)
+        st.session_state.moved_notice = (
+            "This conversation was deleted in another tab or browser. What you see is still on this page: "
+            "send a message to keep it as a new conversation, or start a new chat.")
+
+
 if "conv" not in st.session_state:
     start_new()
+follow_moves()
 link = st.query_params.get("c")
 current = st.session_state.conv["id"]
 retry = st.session_state.pop("conv_retry", None)  # a link the database could not open last time
@@ -116,7 +147,8 @@ mine = conv["owner"] == owner
 
 def snapshot() -> Conversation:
     return Conversation(id=conv["id"], owner=owner, created_at=conv["created_at"], updated_at=time.time(),
-                        messages=list(messages), settings=dict(st.session_state.settings))
+                        messages=list(messages), settings=dict(st.session_state.settings),
+                        version=conv["version"], writer=st.session_state.writer)
 
 
 def save() -> None:
@@ -130,7 +162,7 @@ def make_mine() -> None:
     global mine
     if conv["id"] is not None and mine:
         return
-    conv.update(id=new_id(), owner=owner, created_at=time.time())
+    conv.update(id=new_id(), owner=owner, created_at=time.time(), version=0)
     mine = True
     st.query_params["c"] = conv["id"]
 
@@ -139,6 +171,8 @@ st.title("💬 Understudy")
 banners()
 if problem := st.session_state.pop("link_problem", None):
     st.error(problem, icon="🔗")
+if notice := st.session_state.get("moved_notice"):  # shown until the next message or another conversation
+    st.warning(notice, icon="🔀")
 if conv["id"] is not None and not mine:
     st.info("This conversation was shared with you by its link. It stays as its owner left it: if you carry on, "
             "your messages go into a copy of your own.", icon="🔗")
@@ -253,7 +287,8 @@ with st.sidebar:
         try:
             if upload.size > MAX_IMPORT_BYTES:
                 raise BadImport(f"The file is {upload.size:,} bytes; the limit is {MAX_IMPORT_BYTES:,}.")
-            imported = conversation_from_export(upload.getvalue(), owner=owner, now=time.time())
+            imported = conversation_from_export(upload.getvalue(), owner=owner, now=time.time()).with_(
+                writer=st.session_state.writer)
         except BadImport as e:
             st.session_state.import_problem = f"“{upload.name}” can't be imported: {e}"
         else:
@@ -401,6 +436,7 @@ if prompt is not None:
         st.rerun()
     else:
         st.session_state.kept_input = None
+        st.session_state.moved_notice = None
         make_mine()
         message = {"role": "user", "content": clean_text(prompt), "at": time.time()}
         messages.append(message)

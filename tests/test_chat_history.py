@@ -165,6 +165,54 @@ def test_the_list_search_rename_and_delete(session):
     assert any("no conversation with that id" in e.value for e in gone.error) and len(gone.chat_message) == 0
 
 
+def test_two_tabs_on_one_conversation_lose_no_turn(session):
+    first = session(user=ADA)
+    chat(first, "What is an understudy?")
+    cid = first.query_params["c"]
+    saved()
+    second = session(user=ADA, c=cid)  # the same conversation open in a second tab
+    chat(first, "Asked in the first tab")
+    saved()
+    chat(second, "Asked in the second tab")  # it never saw the first tab's new turn
+    saved()
+    second.run()  # its next run hears where its turns went
+    assert not second.exception
+    assert any("changed in another tab" in w.value and "Nothing is lost" in w.value for w in second.warning)
+    fork = second.query_params["c"]
+    assert fork != cid
+    questions = lambda c: [m["content"] for m in rt().conversations.load(c).messages if m["role"] == "user"]
+    assert questions(cid) == ["What is an understudy?", "Asked in the first tab"]
+    assert questions(fork) == ["What is an understudy?", "Asked in the second tab"]
+    chat(second, "And on from the copy")  # the second tab carries on in its copy, saved as usual
+    saved()
+    assert questions(fork)[-1] == "And on from the copy" and questions(cid)[-1] == "Asked in the first tab"
+    first.run()
+    assert set(listed(first)) == {cid, fork} and listed(first)[fork].endswith("(copy)")
+    assert not any("changed in another tab" in w.value for w in first.warning)
+
+
+def test_a_conversation_deleted_in_another_tab_stays_deleted(session):
+    first = session(user=ADA)
+    chat(first, "Which moon of Saturn has methane lakes?")
+    cid = first.query_params["c"]
+    saved()
+    second = session(user=ADA, c=cid)
+    first.button(key=f"delete_{cid}").click().run()
+    first.button(key="confirm_delete_yes").click().run()
+    chat(second, "Typed in the second tab after the delete")
+    saved()
+    assert rt().conversations.load(cid) is None and rt().conversations.list("user:ada@example.com") == []
+    second.run()
+    assert any("deleted in another tab" in w.value for w in second.warning)
+    assert "c" not in second.query_params
+    assert [m[1] for m in shown(second)][-2] == "Typed in the second tab after the delete"  # still on screen
+    chat(second, "Keep it, then")  # a message keeps what is on screen as a new conversation
+    saved()
+    kept = second.query_params["c"]
+    assert kept != cid and [m["content"] for m in rt().conversations.load(kept).messages if m["role"] == "user"][-2:] == [
+        "Typed in the second tab after the delete", "Keep it, then"]
+
+
 def test_nobody_lists_another_owners_conversations_and_login_follows_the_user(session):
     ada = session(user=ADA)
     chat(ada, "Ada's secret question")

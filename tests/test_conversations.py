@@ -17,10 +17,10 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from core.browser import COOKIE, BrowserCookie, browser_owner, owner_for
-from core.saving import ConversationSaver
+from core.saving import ConversationSaver, Moved
 from core.store import StoreError
-from core.store.conversations import (BadConversationId, Conversation, SqlConversationStore, new_id, parse_id,
-                                      title_for)
+from core.store.conversations import (BadConversationId, Conversation, Saved, SqlConversationStore,
+                                      conversations_table, new_id, parse_id, title_for)
 from core.transcript import MAX_IMPORT_BYTES, BadImport, parse_export, to_json, to_markdown
 from tests.netcut import NetCut
 
@@ -56,25 +56,54 @@ def store(store_url):
 
 
 def test_contract_save_then_load_gives_back_exactly_what_was_saved(store):
-    c = conversation()
-    assert store.save(c) is True
+    c = conversation(writer="tab-1")
+    assert store.save(c) is Saved.SAVED
     back = store.load(c.id)
-    assert back == c.with_(title=title_for(c.messages))
+    assert back == c.with_(title=title_for(c.messages), version=1)
     assert back.messages[1]["meta"] == META  # badges and the "How it got here" timeline, whole
     assert back.title == "Which moon of Saturn has methane lakes? 100% _serious_"
     assert store.load(new_id()) is None
 
 
-def test_contract_save_is_one_upsert_that_never_goes_backwards_or_over_another_owner(store):
-    c = conversation()
+def ask(c: Conversation, question: str, **kw) -> Conversation:
+    return c.with_(messages=c.messages + [{"role": "user", "content": question}], **kw)
+
+
+def test_contract_a_save_builds_on_the_stored_version_or_on_its_own_writers_last_save(store):
+    c = conversation(writer="tab-1")
+    assert store.save(c) is Saved.SAVED  # version 1
+    longer = ask(c, "and Enceladus?", settings={**c.settings, "temperature": 1.3})
+    assert store.save(longer) is Saved.SAVED  # the same tab again, still built on version 0: its own
+    assert store.load(c.id) == longer.with_(title=title_for(c.messages), version=2)
+    loaded = store.load(c.id)
+    assert store.save(ask(loaded, "Mimas?", writer="tab-2")) is Saved.SAVED  # another tab, on version 2
+    assert store.save(ask(longer, "Titan again?")) is Saved.CONFLICT  # tab 1 never saw Mimas
+    assert store.save(ask(c, "stale", writer="")) is Saved.CONFLICT  # no writer: only its version counts
+    assert store.save(longer.with_(owner=BOB, version=3, messages=[])) is Saved.NOT_YOURS
+    back = store.load(c.id)
+    assert [m["content"] for m in back.messages][-2:] == ["and Enceladus?", "Mimas?"]
+    assert (back.owner, back.version, back.writer) == (ADA, 3, "tab-2")
+
+
+def test_contract_two_tabs_lose_no_turn(store):
+    """Two tabs open the same conversation; each adds a turn. The second save can't write over the
+    first one's turn: it is refused as a conflict, and both versions of what was typed still exist."""
+    start = conversation()
+    store.save(start)
+    one, two = store.load(start.id).with_(writer="tab-1"), store.load(start.id).with_(writer="tab-2")
+    assert store.save(ask(one, "from tab one")) is Saved.SAVED
+    assert store.save(ask(two, "from tab two")) is Saved.CONFLICT
+    assert store.load(start.id).messages[-1]["content"] == "from tab one"
+
+
+def test_contract_clocks_never_decide(store):
+    """A replica whose clock is behind still saves a snapshot built on the stored version."""
+    c = conversation(at=5000.0, writer="replica-a")
     store.save(c)
-    longer = c.with_(updated_at=200.0, messages=c.messages + [{"role": "user", "content": "and Enceladus?"}],
-                     settings={**c.settings, "temperature": 1.3})
-    assert store.save(longer) is True
-    assert store.load(c.id) == longer.with_(title=title_for(c.messages))
-    assert store.save(c.with_(updated_at=150.0)) is False  # an older snapshot arriving late
-    assert store.save(longer.with_(owner=BOB, updated_at=300.0, messages=[])) is False  # not Bob's
-    assert store.load(c.id).messages == longer.messages and store.load(c.id).owner == ADA
+    behind = ask(store.load(c.id), "written by a replica whose clock is an hour slow", writer="replica-b",
+                 updated_at=c.updated_at - 3600)
+    assert store.save(behind) is Saved.SAVED
+    assert store.load(c.id).messages[-1]["content"].startswith("written by a replica")
 
 
 def test_contract_list_is_the_owners_newest_first(store):
@@ -120,13 +149,24 @@ def test_contract_rename_sticks_and_only_for_the_owner(store):
     assert store.rename(new_id(), owner=ADA, title="x") is False
 
 
-def test_contract_delete_only_for_the_owner(store):
-    c, keep = conversation(), conversation(at=50.0)
+def test_contract_delete_only_for_the_owner_and_for_good(store):
+    c, keep = conversation(writer="tab-1"), conversation(at=50.0)
     store.save(c), store.save(keep)
     assert store.delete(c.id, owner=BOB) is False and store.load(c.id) is not None
     assert store.delete(c.id, owner=ADA) is True
     assert store.load(c.id) is None and [s.id for s in store.list(ADA)] == [keep.id]
+    assert [s.id for s in store.list(ADA, search="methane")] == [keep.id]  # search skips it too
     assert store.delete(c.id, owner=ADA) is False
+    # A snapshot still on its way (another tab, another replica, this tab's own writer) can't bring it back.
+    for late in (ask(c, "one more"), ask(c, "from elsewhere", writer="tab-2"), c.with_(version=1)):
+        assert store.save(late) is Saved.DELETED
+    assert store.load(c.id) is None and store.rename(c.id, owner=ADA, title="back?") is False
+    # What is left is a tombstone: nothing of what was said.
+    t = conversations_table
+    with store.db.connect() as conn:
+        row = conn.execute(sa.select(t).where(t.c.id == c.id)).one()
+    assert (row.title, row.messages, row.settings, row.message_count) == ("", "[]", "{}", 0)
+    assert row.deleted_at is not None
 
 
 def test_contract_import_from_the_json_export(store):
@@ -147,13 +187,17 @@ def test_contract_many_threads_and_two_store_instances(store, store_url):
     other = SqlConversationStore(store_url)  # another process, as far as the database can tell
     try:
         shared = conversation()
+        store.save(shared)
         errors: list[BaseException] = []
+        results: list[Saved] = []
 
         def work(n: int) -> None:
             try:
                 for i in range(5):
                     store.save(conversation(at=float(n * 10 + i)))
-                    (store if n % 2 else other).save(shared.with_(updated_at=float(n * 10 + i)))
+                    # Each thread a writer, all on the version it last read: saves race on one row.
+                    mine = (store if n % 2 else other).load(shared.id).with_(writer=f"tab-{n}")
+                    results.append((store if n % 2 else other).save(ask(mine, f"{n}.{i}")))
             except BaseException as e:  # noqa: BLE001
                 errors.append(e)
 
@@ -164,7 +208,11 @@ def test_contract_many_threads_and_two_store_instances(store, store_url):
             t.join()
         assert errors == []
         assert len(other.list(ADA, limit=100)) == 31
-        assert other.load(shared.id).updated_at == 54.0  # the newest snapshot won
+        assert set(results) <= {Saved.SAVED, Saved.CONFLICT} and len(results) == 30
+        # Every save that said SAVED wrote exactly once, on top of the one before it: none was lost.
+        back = other.load(shared.id)
+        assert back.version == 1 + results.count(Saved.SAVED)
+        assert len(back.messages) == 2 + results.count(Saved.SAVED)  # each added a question to the latest copy
     finally:
         other.close()
 
@@ -270,46 +318,126 @@ def test_hand_edited_badges_are_rebuilt_from_known_fields():
 
 
 # -- the saver: writes off the request thread, through a real outage ---------------------------------
-def test_the_saver_writes_in_the_background_newest_snapshot_wins(tmp_path):
+@pytest.fixture
+def sqlite_saver(tmp_path):
+    """(store, saver) on a new SQLite file, as the app's embedded default has them."""
     store = SqlConversationStore(f"sqlite:///{tmp_path}/db/understudy.db")
     saver = ConversationSaver(store)
-    try:
-        c = conversation()
+    yield store, saver
+    saver.close()
+    store.close()
+
+
+def test_the_saver_writes_in_the_background_newest_snapshot_wins(sqlite_saver):
+    store, saver = sqlite_saver
+    c = conversation()
+    for i in range(20):
+        saver.submit(c.with_(updated_at=200.0 + i, messages=c.messages[:1] * (i + 1)))
+    saver.submit(c.with_(updated_at=150.0))  # older than what is waiting: ignored
+    assert saver.wait_saved(c.id, timeout=10)
+    assert store.load(c.id).updated_at == 219.0 and len(store.load(c.id).messages) == 20
+    assert saver.pending(c.id) is None and saver.failing(c.id) is None
+    assert saver.health()["status"] == "ok"
+
+
+def test_the_saver_from_many_threads_at_once(sqlite_saver):
+    store, saver = sqlite_saver
+    own = [conversation(at=float(n), writer=f"tab-{n}") for n in range(8)]
+    shared = conversation(at=1000.0)  # open in all eight tabs at once
+
+    def final(n: int) -> list[dict]:
+        return shared.messages + [{"role": "user", "content": f"tab {n}, turn 19"}]
+
+    def session(n: int) -> None:  # each browser session is a thread, and a writer
         for i in range(20):
-            saver.submit(c.with_(updated_at=200.0 + i, messages=c.messages[:1] * (i + 1)))
-        saver.submit(c.with_(updated_at=150.0))  # older than what is waiting: ignored
+            saver.submit(own[n].with_(updated_at=100.0 + i, messages=own[n].messages[:1] * (i + 1)))
+            saver.submit(shared.with_(updated_at=2000.0 + i, writer=f"tab-{n}",
+                                      messages=shared.messages + [{"role": "user", "content": f"tab {n}, turn {i}"}]))
+
+    threads = [threading.Thread(target=session, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert saver.settle(timeout=10)
+    for c in own + [shared]:
         assert saver.wait_saved(c.id, timeout=10)
-        assert store.load(c.id).updated_at == 219.0 and len(store.load(c.id).messages) == 20
-        assert saver.pending(c.id) is None and saver.failing(c.id) is None
-        assert saver.health()["status"] == "ok"
-    finally:
-        saver.close()
-        store.close()
+    assert all(len(store.load(c.id).messages) == 20 for c in own)
+    # One tab's turns went into the conversation; every other tab's are kept as its own copy.
+    moves = {n: saver.moved(shared.id, f"tab-{n}") for n in range(8)}
+    kept_here = [n for n, m in moves.items() if m is None]
+    assert len(kept_here) == 1 and store.load(shared.id).messages == final(kept_here[0])
+    for n, m in moves.items():
+        if m is not None:
+            assert saver.wait_saved(m.to, timeout=10)
+            assert m.kind == "forked" and store.load(m.to).messages == final(n)
+            assert store.load(m.to).title.endswith("(copy)")
+    assert len(store.list(ADA, limit=100)) == 8 + 8
 
 
-def test_the_saver_from_many_threads_at_once(tmp_path):
-    store = SqlConversationStore(f"sqlite:///{tmp_path}/db/understudy.db")
-    saver = ConversationSaver(store)
+def test_the_saver_keeps_a_second_tabs_turns_as_a_new_conversation(sqlite_saver):
+    store, saver = sqlite_saver
+    c = conversation()
+    store.save(c)
+    opened = store.load(c.id)
+    saver.submit(ask(opened, "from tab one", writer="tab-1"))
+    assert saver.wait_saved(c.id, timeout=10)
+    saver.submit(ask(opened, "from tab two", writer="tab-2", updated_at=9999.0))
+    assert saver.settle(timeout=10)
+    assert saver.moved(c.id, "tab-1") is None
+    moved = saver.moved(c.id, "tab-2")
+    assert moved.kind == "forked" and moved.to != c.id and saver.moved(c.id, "tab-2") is None  # told once
+    assert saver.wait_saved(moved.to, timeout=10)
+    assert store.load(c.id).messages[-1]["content"] == "from tab one"
+    fork = store.load(moved.to)
+    assert fork.messages[-1]["content"] == "from tab two" and fork.owner == ADA
+    assert fork.title == moved.title == title_for(c.messages) + " (copy)"
+    # The fork is that tab's to carry on: its next snapshot (on version 0, its own writer) is saved.
+    saver.submit(ask(fork.with_(version=0), "and on", writer="tab-2", updated_at=10000.0))
+    assert saver.wait_saved(moved.to, timeout=10) and saver.moved(moved.to, "tab-2") is None
+    assert store.load(moved.to).messages[-1]["content"] == "and on"
+    assert saver.health()["saved"] == 4 - 1  # the conflicting snapshot wrote nothing itself
+
+
+def test_the_saver_never_brings_back_a_deleted_conversation(sqlite_saver):
+    store, saver = sqlite_saver
+    c = conversation(writer="tab-2")
+    store.save(c)
+    assert store.delete(c.id, owner=ADA)  # in tab one, or on another replica
+    saver.submit(ask(c, "typed in tab two after the delete"))
+    assert saver.settle(timeout=10) and saver.pending(c.id) is None
+    assert saver.moved(c.id, "tab-2") == Moved("deleted")
+    assert store.load(c.id) is None and store.list(ADA) == []
+
+
+def test_a_database_from_before_versions_is_migrated_and_its_conversations_carry_on(tmp_path):
+    """A data directory written by the release before versioned saves (schema 4): the columns are
+    added on start, and its conversations load and save as before."""
+    url = f"sqlite:///{tmp_path}/old.db"
+    engine = sa.create_engine(url)
+    old = sa.MetaData()
+    sa.Table("understudy_migrations", old, sa.Column("version", sa.Integer, primary_key=True),
+             sa.Column("applied_at", sa.Float, nullable=False))
+    sa.Table("conversations", old, *[sa.Column(col.name, col.type, primary_key=col.primary_key)
+                                     for col in conversations_table.c
+                                     if col.name not in ("version", "writer", "deleted_at")])
+    old.create_all(engine)
+    c = conversation()
+    with engine.begin() as conn:
+        conn.execute(old.tables["understudy_migrations"].insert(), [{"version": 2, "applied_at": 1.0}])
+        conn.execute(old.tables["conversations"].insert().values(
+            id=c.id, owner=c.owner, title="Moons", created_at=c.created_at, updated_at=c.updated_at,
+            settings=json.dumps(c.settings), messages=json.dumps(c.messages), message_count=2))
+    engine.dispose()
+    store = SqlConversationStore(url)
     try:
-        own = [conversation(at=float(n)) for n in range(8)]
-        shared = conversation(at=1000.0)
-
-        def session(n: int) -> None:  # each browser session is a thread
-            for i in range(20):
-                saver.submit(own[n].with_(updated_at=100.0 + i, messages=own[n].messages[:1] * (i + 1)))
-                saver.submit(shared.with_(updated_at=2000.0 + n * 20 + i))
-
-        threads = [threading.Thread(target=session, args=(n,)) for n in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        for c in own + [shared]:
-            assert saver.wait_saved(c.id, timeout=10)
-        assert all(len(store.load(c.id).messages) == 20 for c in own)
-        assert store.load(shared.id).updated_at == 2000.0 + 7 * 20 + 19
+        assert store.db.schema_version() == 5
+        back = store.load(c.id)
+        assert (back.version, back.writer, back.messages, back.title) == (0, "", c.messages, "Moons")
+        assert store.save(ask(back, "still here?", writer="tab-1")) is Saved.SAVED
+        assert store.load(c.id).version == 1
+        assert store.delete(c.id, owner=ADA) and store.load(c.id) is None
     finally:
-        saver.close()
         store.close()
 
 
@@ -336,7 +464,7 @@ def test_the_saver_keeps_what_it_could_not_write_and_writes_it_when_the_database
         cut.restore()
         saver.nudge()
         assert saver.wait_saved(c.id, timeout=10)
-        assert direct.load(c.id) == c.with_(title=title_for(c.messages))
+        assert direct.load(c.id) == c.with_(title=title_for(c.messages), version=1)
         assert saver.failing(c.id) is None and saver.health()["status"] == "ok"
     finally:
         saver.close(timeout=1)
@@ -413,10 +541,13 @@ def test_a_silent_database_never_holds_a_page_longer_than_its_bound(pg_schema):
     try:
         c = conversation()
         raw.save(c)
+        before = set(threading.enumerate())
         proxy.freeze()
         for _ in range(4):  # more calls than workers: the later ones fail at once, nothing queues
             with pytest.raises(StoreError):
                 store.list(ADA)
+        stuck = [t for t in set(threading.enumerate()) - before if t.name == "understudy-store-list"]
+        assert len(stuck) == 2 and all(t.daemon for t in stuck)  # they never hold up the app's exit
         proxy.restore()
         wait_until(lambda: _lists(store, c.id), "the page's calls to work again")
     finally:

@@ -73,11 +73,11 @@ def test_contract_mark_answered_filters_and_is_idempotent(store):
 def test_contract_survives_a_restart_and_migrates_once(store_url):
     s = SqlFollowUpStore(store_url)
     kept = s.add(QUESTION, asked_at=5.0, why="request deadline reached")
-    assert s.schema_version() == 4
+    assert s.schema_version() == 5
     s.close()
     again = SqlFollowUpStore(store_url)
     try:
-        assert again.schema_version() == 4
+        assert again.schema_version() == 5
         assert [(f.id, f.question, f.why) for f in again.list()] == [(kept, QUESTION, "request deadline reached")]
     finally:
         again.close()

@@ -1,7 +1,15 @@
 """Conversations: every chat, kept so a reload, a restart or a bookmark brings it back exactly.
 
 One row per conversation, its messages (with their badges and timelines) as one JSON document,
-so a save is one atomic upsert. The id is the capability: 128 random bits, carried in the URL.
+so a save is one atomic write. The id is the capability: 128 random bits, carried in the URL.
+
+Saves are versioned, never timed: a snapshot carries the stored version it was built on and the
+writer (one browser session) that built it. It replaces the stored copy when it builds on that copy,
+or when the stored copy is this writer's own earlier snapshot. Anything else means another tab or
+replica wrote in between: the save says CONFLICT and writes nothing, so no turn is lost, and the
+caller keeps the snapshot as a new conversation. Clocks never decide (replicas' clocks differ).
+A delete leaves a tombstone (the id, its owner, when; no content), so a snapshot still on its way
+from another tab can never bring a deleted conversation back: its save says DELETED.
 
 Ownership: every conversation has an owner ("user:<email or sub>" with login, else
 "browser:<hash of the browser's cookie token>"). Only the owner's list shows it, and only the owner
@@ -14,9 +22,12 @@ continues it as the reader's own copy).
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -24,7 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..messages import clean_text
-from .sql import Database, create, metadata, migration
+from .sql import Database, add_columns, create, metadata, migration
 
 conversations_table = sa.Table(
     "conversations", metadata,
@@ -36,9 +47,14 @@ conversations_table = sa.Table(
     sa.Column("settings", sa.Text, nullable=False, default="{}"),  # JSON: system prompt, temperature, max tokens
     sa.Column("messages", sa.Text, nullable=False, default="[]"),  # JSON list of {role, content, meta, at}
     sa.Column("message_count", sa.Integer, nullable=False, default=0),
+    # Added by migration 5: how many times it was saved, by which writer last, when it was deleted.
+    sa.Column("version", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("writer", sa.Text, nullable=False, server_default=""),
+    sa.Column("deleted_at", sa.Float, nullable=True),
     sa.Index("ix_conversations_owner_updated", "owner", "updated_at"),
 )
 migration(2)(create(conversations_table))
+migration(5)(add_columns(conversations_table, "version", "writer", "deleted_at"))
 
 _ID = re.compile(r"[0-9a-f]{32}")
 TITLE_CHARS = 80
@@ -77,6 +93,8 @@ class Conversation:
     messages: list[dict] = field(default_factory=list)  # {role, content, meta?, at?}
     settings: dict = field(default_factory=dict)  # system, temperature, max_tokens
     title: str = ""  # "" means: from the first question
+    version: int = 0  # the stored version this copy is (as loaded) or builds on (a snapshot); 0: new
+    writer: str = ""  # the browser session that made this snapshot (a random token per session)
 
     @property
     def shown_title(self) -> str:
@@ -97,12 +115,21 @@ class Summary:
     message_count: int
 
 
+class Saved(enum.Enum):
+    """What a save did. Only SAVED wrote anything."""
+
+    SAVED = "saved"
+    CONFLICT = "conflict"  # another writer saved since this snapshot's version: keep it as a new conversation
+    DELETED = "deleted"  # the conversation was deleted: it stays deleted
+    NOT_YOURS = "not yours"  # the id belongs to another owner
+
+
 class ConversationStore(Protocol):
     """Every method either does what it says, durably, or raises StoreError."""
 
-    def save(self, conversation: Conversation) -> bool:
-        """Insert or replace the whole conversation in one statement. False (and nothing written)
-        when the id belongs to another owner, or the stored copy is newer (`updated_at`). A title
+    def save(self, conversation: Conversation) -> Saved:
+        """Write the whole conversation in one transaction when it builds on the stored copy (its
+        `version`), or the stored copy is its writer's own; see `Saved` for when it doesn't. A title
         set by `rename` is kept; otherwise the title follows the first question."""
 
     def load(self, id: str) -> Conversation | None: ...
@@ -113,56 +140,72 @@ class ConversationStore(Protocol):
 
     def rename(self, id: str, *, owner: str, title: str) -> bool: ...
 
-    def delete(self, id: str, *, owner: str) -> bool: ...
+    def delete(self, id: str, *, owner: str) -> bool:
+        """Delete for good: the content goes, a tombstone stays so later saves can't undo it."""
 
     def close(self) -> None: ...
 
 
 class SqlConversationStore:
-    """Conversations in the database (a `Database`, or a URL to open one). Thread-safe."""
+    """Conversations in the database (a `Database`, or a URL to open one). Thread-safe, and safe
+    for several processes on one database (each save is one transaction on a locked row)."""
 
-    def __init__(self, db: Database | str) -> None:
+    def __init__(self, db: Database | str, *, clock: Callable[[], float] = time.time) -> None:
         self._owned = not isinstance(db, Database)
         self.db = Database(db) if self._owned else db
         self.where = self.db.where
+        self._clock = clock  # wall time, for tombstones
 
     def migrate(self) -> None:
         self.db.migrate()
 
-    def save(self, conversation: Conversation) -> bool:
+    def save(self, conversation: Conversation) -> Saved:
         c, t = conversation, conversations_table
-        values = dict(id=parse_id(c.id), owner=c.owner, title=clean_text(c.title or title_for(c.messages)),
-                      created_at=c.created_at, updated_at=c.updated_at,
-                      settings=_dumps(c.settings), messages=_dumps(c.messages), message_count=len(c.messages))
-        insert = (sqlite.insert if self.db.is_sqlite else postgresql.insert)(t).values(**values)
-        new = insert.excluded
-        # A renamed title stays; an untitled row (imported empty) takes the first question.
-        title = sa.case((t.c.title == "", new.title), else_=t.c.title)
-        upsert = insert.on_conflict_do_update(
-            index_elements=[t.c.id],
-            set_={"title": title, "updated_at": new.updated_at, "settings": new.settings,
-                  "messages": new.messages, "message_count": new.message_count},
-            # Never over someone else's conversation, never an older snapshot over a newer one.
-            where=sa.and_(t.c.owner == new.owner, t.c.updated_at <= new.updated_at),
-        ).returning(t.c.id)
+        content = dict(title=clean_text(c.title or title_for(c.messages)), updated_at=c.updated_at,
+                       settings=_dumps(c.settings), messages=_dumps(c.messages), message_count=len(c.messages),
+                       writer=c.writer)
+        key = parse_id(c.id)
         with self._errors("save a conversation in"), self.db.begin() as conn:
-            return conn.execute(upsert).first() is not None
+            # Row-locked (PostgreSQL: FOR UPDATE; SQLite: the transaction holds the write lock), so
+            # the check and the write are one step for every process on this database.
+            row = conn.execute(sa.select(t.c.owner, t.c.title, t.c.version, t.c.writer, t.c.deleted_at)
+                               .where(t.c.id == key).with_for_update()).first()
+            if row is None:
+                insert = (sqlite.insert if self.db.is_sqlite else postgresql.insert)(t)
+                added = conn.execute(insert.values(id=key, owner=c.owner, created_at=c.created_at, version=1,
+                                                   **content).on_conflict_do_nothing().returning(t.c.id)).first()
+                if added is not None:
+                    return Saved.SAVED
+                # Inserted by someone else a moment ago: that copy is not this snapshot's base.
+                row = conn.execute(sa.select(t.c.owner, t.c.title, t.c.version, t.c.writer, t.c.deleted_at)
+                                   .where(t.c.id == key).with_for_update()).first()
+            if row.deleted_at is not None:
+                return Saved.DELETED
+            if row.owner != c.owner:
+                return Saved.NOT_YOURS
+            if row.version != c.version and not (c.writer and row.writer == c.writer):
+                return Saved.CONFLICT
+            if row.title:  # a renamed (or already titled) conversation keeps its title
+                content.pop("title")
+            conn.execute(t.update().where(t.c.id == key).values(version=row.version + 1, **content))
+            return Saved.SAVED
 
     def load(self, id: str) -> Conversation | None:
         t = conversations_table
         with self._errors("read"), self.db.connect() as conn:
-            row = conn.execute(sa.select(t).where(t.c.id == id)).first()
+            row = conn.execute(sa.select(t).where(t.c.id == id, t.c.deleted_at.is_(None))).first()
         if row is None:
             return None
         return Conversation(id=row.id, owner=row.owner, title=row.title, created_at=row.created_at,
                             updated_at=row.updated_at, messages=json.loads(row.messages),
-                            settings=json.loads(row.settings))
+                            settings=json.loads(row.settings), version=row.version, writer=row.writer)
 
     def list(self, owner: str, *, search: str = "", limit: int = 50) -> list[Summary]:
         t = conversations_table
         needle = " ".join(search.split())
         cols = [t.c.id, t.c.title, t.c.created_at, t.c.updated_at, t.c.message_count]
-        q = sa.select(*cols).where(t.c.owner == owner).order_by(t.c.updated_at.desc(), t.c.id)
+        live = sa.and_(t.c.owner == owner, t.c.deleted_at.is_(None))
+        q = sa.select(*cols).where(live).order_by(t.c.updated_at.desc(), t.c.id)
         if not needle:
             with self._errors("read"), self.db.connect() as conn:
                 return [Summary(*row) for row in conn.execute(q.limit(limit))]
@@ -171,7 +214,7 @@ class SqlConversationStore:
         # themselves, so a search for "content" does not match every conversation's JSON keys.
         escaped = json.dumps(needle, ensure_ascii=False)[1:-1]
         q = sa.select(*cols, t.c.messages).where(
-            t.c.owner == owner,
+            live,
             sa.or_(t.c.title.icontains(needle, autoescape=True), t.c.messages.icontains(escaped, autoescape=True)),
         ).order_by(t.c.updated_at.desc(), t.c.id)
         found: list[Summary] = []
@@ -191,14 +234,16 @@ class SqlConversationStore:
         if not title:
             return False
         with self._errors("rename a conversation in"), self.db.begin() as conn:
-            return conn.execute(t.update().where(t.c.id == id, t.c.owner == owner).values(title=title)
-                                .returning(t.c.id)).first() is not None
+            return conn.execute(t.update().where(t.c.id == id, t.c.owner == owner, t.c.deleted_at.is_(None))
+                                .values(title=title).returning(t.c.id)).first() is not None
 
     def delete(self, id: str, *, owner: str) -> bool:
         t = conversations_table
+        gone = dict(deleted_at=self._clock(), title="", settings="{}", messages="[]", message_count=0,
+                    version=t.c.version + 1)
         with self._errors("delete a conversation from"), self.db.begin() as conn:
-            return conn.execute(t.delete().where(t.c.id == id, t.c.owner == owner)
-                                .returning(t.c.id)).first() is not None
+            return conn.execute(t.update().where(t.c.id == id, t.c.owner == owner, t.c.deleted_at.is_(None))
+                                .values(**gone).returning(t.c.id)).first() is not None
 
     def import_json(self, data: bytes, *, owner: str, now: float) -> Conversation:
         """A JSON export, checked whole (BadImport says why it can't be read), saved under a new id for `owner`."""

@@ -30,7 +30,7 @@ migrations_table = sa.Table(
 )
 
 # version -> step. Versions are taken in this order: 1 followups, 2 conversations, 3 metrics
-# history, 4 stale answers. A new step gets the next number and never changes once released.
+# history, 4 stale answers, 5 conversation versions and tombstones. A new step gets the next number and never changes once released.
 _STEPS: dict[int, Callable[[sa.Connection], None]] = {}
 # The modules that register steps; imported before migrating so every table is known.
 _MODULES = ("followups", "conversations", "history", "answers")
@@ -52,6 +52,19 @@ def create(*tables: sa.Table) -> Callable[[sa.Connection], None]:
     def step(conn: sa.Connection) -> None:
         for table in tables:
             table.create(conn, checkfirst=True)
+    return step
+
+
+def add_columns(table: sa.Table, *names: str) -> Callable[[sa.Connection], None]:
+    """A step that adds these columns of `table` (as declared there) where they are missing. A
+    database created after the columns were declared has them already (its create step made them)."""
+    def step(conn: sa.Connection) -> None:
+        have = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
+        for name in names:
+            if name not in have:
+                column = sa.schema.CreateColumn(table.c[name]).compile(dialect=conn.dialect)
+                conn.execute(sa.text(f"ALTER TABLE {conn.dialect.identifier_preparer.format_table(table)} "
+                                     f"ADD COLUMN {column}"))
     return step
 
 
