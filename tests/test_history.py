@@ -185,7 +185,8 @@ def test_put_never_waits_for_a_stuck_database_and_the_backlog_is_bounded():
         assert sink.written == [-1, *range(299)]  # in order, nothing twice
         assert max(len(b) for b in sink.batches) <= 50
         assert sink.threads == {"understudy-test-writer"}
-        assert writer.health() == {"status": "ok", "backlog": 0, "dropped": 701, "written": 300, "last_error": None}
+        assert writer.health() == {"status": "ok", "backlog": 0, "dropped": 701, "written": 300, "refused": 0,
+                                   "last_error": None}
     finally:
         sink.gate.set()
         writer.close()
@@ -209,6 +210,39 @@ def test_a_failing_write_is_retried_and_reported_until_it_succeeds():
         assert writer.health()["last_error"] is not None  # the last one stays visible
     finally:
         writer.close()
+
+
+def test_an_item_the_database_refuses_is_dropped_alone_and_holds_back_nothing(tmp_path, caplog):
+    """A real SQLite table with a constraint: the batch holding a bad item is written again item by
+    item; only the bad items are dropped, and later batches go on in batches, in order."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/refuse.db")
+    table = sa.Table("items", sa.MetaData(), sa.Column("n", sa.Integer, sa.CheckConstraint("n >= 0")),
+                     sa.Column("words", sa.Text))
+    table.metadata.create_all(engine)
+    batches: list[int] = []
+
+    def write(batch: list[dict]) -> None:
+        with engine.begin() as conn:
+            conn.execute(table.insert(), batch)
+        batches.append(len(batch))
+
+    writer = BatchWriter(write, name="test", batch=4, interval=60.0, backoff=3600.0)
+    good = [{"n": n, "words": f"user words {n}"} for n in range(12)]
+    refused = [{"n": -1, "words": "user words, refused by the constraint"},
+               {"n": 9, "words": "user words with a lone surrogate \ud800 the driver can't encode"}]
+    try:
+        for item in good[:2] + refused[:1] + good[2:9] + refused[1:] + good[9:]:
+            writer.put(item)
+        assert writer.flush()  # no backoff: a refusal is not an outage
+        with engine.connect() as conn:
+            assert list(conn.scalars(sa.select(table.c.n))) == list(range(12))
+        health = writer.health()
+        assert (health["status"], health["refused"], health["dropped"], health["backlog"]) == ("ok", 2, 2, 0)
+        assert batches == [1, 1, 1, 4, 1, 1, 1, 2]  # singly to find the bad one, then in batches again
+        assert "user words" not in caplog.text and "refused an item (IntegrityError)" in caplog.text
+    finally:
+        writer.close()
+        engine.dispose()
 
 
 def test_prepare_runs_before_the_first_write_and_is_retried():

@@ -3,7 +3,10 @@ background thread writes them in batches, each batch in one transaction.
 
 `put()` only appends under a lock, so a request thread never waits for the database and never
 sees its errors. While the database is down the queue is the backlog: it is bounded (what does not
-fit is dropped and counted), and the writer retries with exponential backoff. `health()` says how
+fit is dropped and counted), and the writer retries with exponential backoff. A batch the database
+refuses for what is in it (`refused_data`: a constraint, a value it can't hold) is not an outage:
+it is written again one item at a time, and only the item refused is dropped (counted, logged
+without its content), so one bad item never holds back the ones queued after it. `health()` says how
 it is going, for /healthz and the Status page. `flush()` writes what is queued now (a test's, or
 close's, way of knowing the writer caught up, without sleeping); `close()` flushes with a bounded
 wait.
@@ -19,7 +22,7 @@ from collections.abc import Callable
 from itertools import islice
 from typing import Generic, TypeVar
 
-from .errors import describe
+from .errors import describe, refused_data
 
 log = logging.getLogger("understudy")
 T = TypeVar("T")
@@ -52,7 +55,8 @@ class BatchWriter(Generic[T]):
         self._urgent = False  # flush() asked: write now, backoff or not
         self._closing = False
         self._abandoned = False
-        self._health = {"status": "ok", "backlog": 0, "dropped": 0, "written": 0, "last_error": None}
+        self._one_by_one = 0  # items still to write singly, after a batch was refused for its data
+        self._health = {"status": "ok", "backlog": 0, "dropped": 0, "written": 0, "refused": 0, "last_error": None}
         self._thread = threading.Thread(target=self._run, name=f"understudy-{name}-writer", daemon=True)
         self._thread.start()
 
@@ -74,7 +78,8 @@ class BatchWriter(Generic[T]):
 
     def health(self) -> dict:
         """{"status": "ok" | "failing", "backlog": queued, "dropped": lost to a full backlog (or
-        left at close), "written": ever, "last_error": one line (no password) or None}."""
+        left at close), "written": ever, "refused": items the database refused (also counted
+        in dropped), "last_error": one line (no password) or None}."""
         with self._cond:
             return {**self._health, "backlog": len(self._queue)}
 
@@ -122,7 +127,9 @@ class BatchWriter(Generic[T]):
                 else:
                     self._write(items)
             except Exception as e:  # noqa: BLE001 — whatever the database says, the writer carries on
-                if self._failed(e):
+                if not prepare and refused_data(e):
+                    self._refused(items, e)
+                elif self._failed(e):
                     return
                 continue
             self._succeeded(0 if prepare else len(items))
@@ -149,7 +156,7 @@ class BatchWriter(Generic[T]):
                 continue
             break
         self._urgent = False
-        return list(islice(self._queue, self._batch))
+        return list(islice(self._queue, 1 if self._one_by_one else self._batch))
 
     def _succeeded(self, n: int) -> None:
         with self._cond:
@@ -158,6 +165,7 @@ class BatchWriter(Generic[T]):
             for _ in range(n):
                 self._queue.popleft()  # only this thread takes items off, so these are the ones written
             self._done += n
+            self._one_by_one = max(0, self._one_by_one - n)
             self._prepared = True
             self._retry_at, self._delay = None, self._backoff
             self._first_at = time.monotonic()
@@ -165,6 +173,23 @@ class BatchWriter(Generic[T]):
                 log.info("%s writer recovered", self.name)
             self._health.update(status="ok", written=self._health["written"] + n)
             self._cond.notify_all()
+
+    def _refused(self, items: list[T], e: Exception) -> None:
+        """The database refused what is in this batch: find the item, write the rest."""
+        why = f"the database refused an item ({_root(e)})"  # the kind only: its text may quote the item
+        with self._cond:
+            if self._abandoned:
+                return
+            if len(items) > 1:
+                self._one_by_one = len(items)  # the same items again, singly: only the bad one fails
+                return
+            self._queue.popleft()
+            self._done += 1
+            self._one_by_one = max(0, self._one_by_one - 1)
+            self._health.update(refused=self._health["refused"] + 1, dropped=self._health["dropped"] + 1,
+                                last_error=why)
+            self._cond.notify_all()
+        log.warning("%s writer: %s; it was dropped, the rest are written", self.name, why)
 
     def _failed(self, e: Exception) -> bool:
         """Back off; True when the writer should stop (it is closing: no retrying for ever)."""
@@ -180,3 +205,9 @@ class BatchWriter(Generic[T]):
         if first:
             log.warning("%s writer failing (%d queued, retrying with backoff): %s", self.name, queued, why)
         return closing
+
+
+def _root(e: BaseException) -> str:
+    while (inner := getattr(e, "orig", None) or e.__cause__) is not None and inner is not e:
+        e = inner
+    return type(e).__name__
