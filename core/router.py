@@ -31,7 +31,7 @@ import queue
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 
 from .answer import Answer, Delta, Done, Event, Restart, Result
@@ -71,11 +71,12 @@ class Router:
         chaos: Chaos | None = None,
         rng: random.Random | None = None,
         stores: Stores | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         policy = config.policy
         # Where state lives: this process and a SQLite file by default; Redis and PostgreSQL for a
-        # fleet (core/store/stores.py).
-        self.stores = stores or open_stores(policy.store, clock=clock, wall=wall)
+        # fleet (core/store/stores.py), as the settings or `env` (default: os.environ) say.
+        self.stores = stores or open_stores(policy.store, env=env, clock=clock, wall=wall)
         self.database = self.stores.database
         self.config = config
         self.clock = clock

@@ -17,8 +17,9 @@ from .saving import ConversationSaver
 from .store.bounded import Bounded
 from .store.conversations import SqlConversationStore
 
-if TYPE_CHECKING:  # the simulator loads only in demo mode
-    from .demo import Demo
+if TYPE_CHECKING:
+    from .demo import Demo  # the simulator loads only in demo mode
+    from .offline import FollowUps
 
 
 class NoProviders(ValueError):
@@ -33,11 +34,13 @@ class Runtime:
     # Conversations live in the router's database; the saver writes them off the request thread.
     conversations: SqlConversationStore = field(init=False)  # for the pages: each call time-bounded
     saver: ConversationSaver = field(init=False)
+    followups: FollowUps = field(init=False)  # the kept questions, for the Follow-ups page: time-bounded too
 
     def __post_init__(self) -> None:
         store = SqlConversationStore(self.router.database)
         self.saver = ConversationSaver(store)  # its own thread may wait; a page may not
         self.conversations = Bounded(store)
+        self.followups = Bounded(self.router.followups)
 
     def close(self) -> None:
         self.saver.close()  # what is still waiting is written before the database closes
@@ -56,7 +59,7 @@ def build(path: str | None = None, *, env: Mapping[str, str] | None = None, secr
         if not config.providers:
             raise NoProviders("no providers configured: set ANTHROPIC_API_KEY, OPENAI_API_KEY, GEMINI_API_KEY or "
                               "OLLAMA_HOST, or write understudy.toml (see README)")
-        runtime = Runtime(Router(config))
+        runtime = Runtime(Router(config, env=env))
     else:
         runtime = _with_demo(path, env, secrets)
     if probing:
@@ -77,9 +80,9 @@ def _with_demo(path, env, secrets) -> Runtime:
         simulated = Demo()
         config = simulated.config(policy=config.policy if config is not None else None)
     try:
-        router = Router(config)
+        router = Router(config, env=env)
     except ConfigError as e:  # e.g. an unreadable offline FAQ file
         error = str(e)
         simulated = simulated or Demo()
-        router = Router(simulated.config())
+        router = Router(simulated.config(), env=env)
     return Runtime(router, simulated, error)

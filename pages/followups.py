@@ -10,16 +10,16 @@ import streamlit as st
 
 from core.export import csv_bytes
 from core.store import StoreError
-from pages.shared import admin_unlocked, banners, router
+from pages.shared import admin_unlocked, banners, runtime
 
-r = router()
+kept = runtime().followups  # each call time-bounded: a silent database can't freeze the page
 st.title("📥 Follow-ups")
 banners()
 
 if not admin_unlocked("Kept questions are what users typed, so this page is locked."):
     st.stop()
 
-health = r.followups.health()
+health = kept.health()
 st.caption(f"Kept in `{health['store']}`. Also: `python -m core followups [--json] [--all] [--answer ID]`.")
 if health["status"] != "ok":
     lost = f" {health['failed']} question(s) could not be kept." if health["failed"] else ""
@@ -31,7 +31,7 @@ show = left.radio("Show", ["Open", "Answered", "All"], horizontal=True, key="fol
 search = right.text_input("Search the questions", key="followups_search")
 answered = {"Open": False, "Answered": True, "All": None}[show]
 try:
-    items = r.followups.list(answered=answered, search=search)
+    items = kept.list(answered=answered, search=search)
 except StoreError as e:
     st.error(f"Can't read the kept questions: {e}", icon="🛑")
     st.stop()
@@ -58,7 +58,7 @@ if still_open:
                                                        for f in still_open if f.id == i))
         if st.form_submit_button("Mark answered"):
             try:
-                r.followups.mark_answered(pick)
+                kept.mark_answered(pick)
             except StoreError as e:
                 st.error(f"Can't mark it answered: {e}", icon="🛑")
             else:

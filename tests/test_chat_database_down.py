@@ -91,3 +91,22 @@ def test_the_chat_keeps_answering_and_saves_once_postgresql_is_back(through_prox
                                                             "Second, while it is down"]
     at.run()
     assert notices(at) == [] and texts(at) == texts(reloaded)
+
+
+def test_the_follow_ups_page_says_so_when_postgresql_is_silent_and_recovers(through_proxy):
+    """A PostgreSQL that stops answering without closing anything: the Follow-ups page gives up on it
+    within its bound and says why, instead of freezing this browser session; then it recovers."""
+    open_session, proxy, _ = through_proxy
+    from pages.shared import runtime
+
+    at = open_session()
+    assert runtime().router.followups.add("Where is my parcel?", why="every provider failed", who="ada@example.com")
+    at.switch_page("pages/followups.py").run()
+    assert not at.exception and "Where is my parcel?" in at.dataframe[0].value["question"].tolist()
+    proxy.freeze()
+    at.run()
+    assert not at.exception
+    assert any("Can't read the kept questions" in e.value and "did not answer within" in e.value for e in at.error)
+    proxy.restore()
+    at.run()
+    assert not at.error and "Where is my parcel?" in at.dataframe[0].value["question"].tolist()

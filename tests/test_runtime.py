@@ -65,3 +65,17 @@ def test_demo_mode_keeps_the_files_policy_and_its_timeouts(no_config):
         assert {p.entry.first_token_timeout for p in runtime.router.providers} == {3.0}
     finally:
         runtime.close()
+
+
+def test_the_stores_are_where_the_given_environment_says(no_config, monkeypatch):
+    """`build(env=...)` takes the store settings from that mapping too, not from os.environ."""
+    monkeypatch.setenv("UNDERSTUDY_DATA_DIR", str(no_config / "from-os-environ"))
+    env = {"UNDERSTUDY_DATABASE_URL": f"sqlite:///{no_config}/given/understudy.db", "UNDERSTUDY_REPLICA": "given-1"}
+    runtime = build(None, env=env, demo=True)
+    try:
+        assert runtime.router.database.where.endswith("given/understudy.db")
+        assert runtime.router.stores.replica == "given-1"
+        assert runtime.router.database.schema_version() >= 5 and (no_config / "given" / "understudy.db").exists()
+        assert not (no_config / "from-os-environ").exists()
+    finally:
+        runtime.close()
