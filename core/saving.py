@@ -42,9 +42,9 @@ class Moved:
 
 
 def forked_title(c: Conversation) -> str:
-    title = c.shown_title
-    suffix = " (copy)"
-    return (title if len(title) + len(suffix) <= TITLE_CHARS else title[:TITLE_CHARS - len(suffix) - 1] + "…") + suffix
+    """"Copy · <title>": the prefix shows even where a list cuts long titles short."""
+    title = "Copy · " + c.shown_title.removeprefix("Copy · ")
+    return title if len(title) <= TITLE_CHARS else title[:TITLE_CHARS - 1].rstrip() + "…"
 
 
 class ConversationSaver:
@@ -93,6 +93,14 @@ class ConversationSaver:
         """Why this conversation's latest snapshot is not saved yet, while its writes are failing."""
         with self._cond:
             return next((e for (i, _), e in self._errors.items() if i == id), None)
+
+    def waiting_for(self, id: str, writer: str) -> str | None:
+        """"moved" when `moved` has news for this writer, "pending" while its snapshot of `id` is
+        not written yet, else None (one look, under one lock: no news can fall between the two)."""
+        with self._cond:
+            if (id, writer) in self._untold:
+                return "moved"
+            return "pending" if (id, writer) in self._pending else None
 
     def moved(self, id: str, writer: str) -> Moved | None:
         """Once: where this writer's snapshots of `id` go instead (a fork, or nowhere: deleted)."""

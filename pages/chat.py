@@ -114,16 +114,17 @@ def follow_moves() -> None:
     if moved.kind == "forked":
         st.session_state.conv.update(id=moved.to, owner=owner, version=0)
         st.query_params["c"] = moved.to
-        st.session_state.moved_notice = (
+        notice = (
             "This conversation was changed in another tab or browser while it was open here. Nothing is "
             f"lost: what you see here is kept as a new conversation, “{moved.title}”, and the other "
             "version is in your list as it was left.")
     else:
         st.session_state.conv.update(id=None, created_at=None, version=0)
         st.query_params.pop("c", None)
-        st.session_state.moved_notice = (
-            "This conversation was deleted in another tab or browser. What you see is still on this page: "
-            "send a message to keep it as a new conversation, or start a new chat.")
+        notice = ("This conversation was deleted in another tab or browser. What you see is still on this page: "
+                  "send a message to keep it as a new conversation, or start a new chat.")
+    # Shown through the next question and its answer, so a message sent meanwhile can't hide it.
+    st.session_state.moved_notice = (notice, len(st.session_state.messages) + 2)
 
 
 if "conv" not in st.session_state:
@@ -171,8 +172,8 @@ st.title("💬 Understudy")
 banners()
 if problem := st.session_state.pop("link_problem", None):
     st.error(problem, icon="🔗")
-if notice := st.session_state.get("moved_notice"):  # shown until the next message or another conversation
-    st.warning(notice, icon="🔀")
+if (notice := st.session_state.get("moved_notice")) and len(messages) <= notice[1]:
+    st.warning(notice[0], icon="🔀")
 if conv["id"] is not None and not mine:
     st.info("This conversation was shared with you by its link. It stays as its owner left it: if you carry on, "
             "your messages go into a copy of your own.", icon="🔗")
@@ -373,6 +374,22 @@ if conv["id"] is not None and saver.failing(conv["id"]) is not None:
     st.warning(NOT_SAVED, icon="💾")
     saver.nudge()  # this rerun is a good moment to try again
 
+
+@st.fragment(run_every=1.0)
+def watch_saving(cid: str) -> None:
+    """While this tab's snapshot is unwritten: rerun the page as soon as the writer has news for it
+    (another tab got there first, or it was deleted), so the tab says so without waiting for a click."""
+    if saver.waiting_for(cid, st.session_state.writer) == "moved":
+        st.rerun(scope="app")
+
+
+if conv["id"] is not None:
+    waiting = saver.waiting_for(conv["id"], st.session_state.writer)
+    if waiting == "moved":
+        st.rerun()  # the news came during this run: the next one says it
+    elif waiting == "pending":
+        watch_saving(conv["id"])
+
 if st.session_state.kept_input:
     st.warning(f"That message is {len(st.session_state.kept_input):,} characters; the limit is "
                f"{MAX_INPUT_CHARS:,}. It was not sent — here it is, so nothing is lost. Shorten it and send again.")
@@ -436,7 +453,6 @@ if prompt is not None:
         st.rerun()
     else:
         st.session_state.kept_input = None
-        st.session_state.moved_notice = None
         make_mine()
         message = {"role": "user", "content": clean_text(prompt), "at": time.time()}
         messages.append(message)

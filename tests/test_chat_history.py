@@ -187,7 +187,7 @@ def test_two_tabs_on_one_conversation_lose_no_turn(session):
     saved()
     assert questions(fork)[-1] == "And on from the copy" and questions(cid)[-1] == "Asked in the first tab"
     first.run()
-    assert set(listed(first)) == {cid, fork} and listed(first)[fork].endswith("(copy)")
+    assert set(listed(first)) == {cid, fork} and listed(first)[fork] == "Copy · What is an understudy?"
     assert not any("changed in another tab" in w.value for w in first.warning)
 
 

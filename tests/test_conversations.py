@@ -371,7 +371,7 @@ def test_the_saver_from_many_threads_at_once(sqlite_saver):
         if m is not None:
             assert saver.wait_saved(m.to, timeout=10)
             assert m.kind == "forked" and store.load(m.to).messages == final(n)
-            assert store.load(m.to).title.endswith("(copy)")
+            assert store.load(m.to).title == "Copy · " + title_for(shared.messages)
     assert len(store.list(ADA, limit=100)) == 8 + 8
 
 
@@ -391,7 +391,7 @@ def test_the_saver_keeps_a_second_tabs_turns_as_a_new_conversation(sqlite_saver)
     assert store.load(c.id).messages[-1]["content"] == "from tab one"
     fork = store.load(moved.to)
     assert fork.messages[-1]["content"] == "from tab two" and fork.owner == ADA
-    assert fork.title == moved.title == title_for(c.messages) + " (copy)"
+    assert fork.title == moved.title == "Copy · " + title_for(c.messages)
     # The fork is that tab's to carry on: its next snapshot (on version 0, its own writer) is saved.
     saver.submit(ask(fork.with_(version=0), "and on", writer="tab-2", updated_at=10000.0))
     assert saver.wait_saved(moved.to, timeout=10) and saver.moved(moved.to, "tab-2") is None

@@ -55,13 +55,31 @@ def test_f5_brings_the_conversation_back_and_the_list_follows_the_browser(server
             expect(same).to_have_url(re.compile(rf"\?c={cid}$"))
             same.screenshot(path=str(SHOTS / "8-same-browser-list.png"))
 
+            # Both tabs on one conversation carry on: the second tab's turn can't drop the first's.
+            ask(page, "Asked in the first tab")
+            expect(messages.nth(3)).to_contain_text("w49")
+            ask(same, "Asked in the second tab")
+            notice = same.get_by_text("This conversation was changed in another tab or browser")
+            expect(notice).to_be_visible()  # without another click: the tab watches its save
+            expect(same).to_have_url(CONVERSATION_URL)
+            fork = CONVERSATION_URL.search(same.url).group(1)
+            assert fork != cid
+            expect(same.get_by_test_id("stChatMessage").nth(2)).to_contain_text("Asked in the second tab")
+            expect(same.get_by_test_id("stSidebar").get_by_role("button", name="Copy · What is an understudy?")) \
+                .to_be_visible()
+            same.screenshot(path=str(SHOTS / "8b-two-tabs-fork.png"))
+            page.reload()  # the first tab's conversation is as the first tab left it
+            expect(messages).to_have_count(4)
+            expect(messages.nth(2)).to_contain_text("Asked in the first tab")
+            expect(page.get_by_text("This conversation was changed in another tab")).to_have_count(0)
+
             stranger = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()  # another browser
             stranger.goto(base + "/")
             expect(stranger.get_by_text("Nothing yet: your conversations will be listed here.")).to_be_visible()
             expect(stranger.get_by_test_id("stSidebar").get_by_role("button", name="What is an understudy?")) \
                 .to_have_count(0)
             stranger.goto(base + f"/?c={cid}")  # but the link itself opens it, read as it is
-            expect(stranger.get_by_test_id("stChatMessage")).to_have_count(2)
+            expect(stranger.get_by_test_id("stChatMessage")).to_have_count(4)
             expect(stranger.get_by_text("shared with you by its link")).to_be_visible()
             stranger.screenshot(path=str(SHOTS / "9-shared-link.png"))
 
