@@ -19,7 +19,8 @@ from core.attempt import Outcome
 from core.browser import COOKIE, owner_for
 from core.messages import MAX_INPUT_CHARS, ChatRequest, Message, clean_text
 from core.store import StoreError
-from core.store.conversations import BadConversationId, Conversation, Summary, new_id, parse_id, title_for
+from core.store.conversations import (BadConversationId, Conversation, Summary, label_for, new_id, parse_id,
+                                      title_for)
 from core.tiers import Origin, Tier
 from core.transcript import (DEFAULT_SETTINGS, MAX_IMPORT_BYTES, MAX_TOKENS_RANGE, TEMPERATURE_RANGE, BadImport,
                              conversation_from_export, to_json, to_markdown)
@@ -146,6 +147,8 @@ if conv["id"] is not None and not mine:
 # -- sidebar -----------------------------------------------------------------------------------------
 with st.sidebar:
     st.subheader("Conversation")
+    if conv["id"] is not None:  # the name the Follow-ups page knows it by (never the id: that opens it)
+        st.caption(f"Conversation {label_for(conv['id'])} — quote this to support")
     system = st.text_area("System prompt", key="system", height=100)
     temperature = st.slider("Temperature", *TEMPERATURE_RANGE, step=0.1, key="temperature",
                             help="Not sent to Anthropic models: their current API has no temperature.")

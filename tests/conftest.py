@@ -81,6 +81,31 @@ def app_on_one_provider(sims, tmp_path, monkeypatch):
     return server
 
 
+@pytest.fixture
+def downloads(monkeypatch):
+    """What the download buttons would hand the browser: downloads(button) -> bytes. (AppTest keeps
+    each run's media files in a storage it throws away; this keeps a reference to read them.)"""
+    import streamlit.testing.v1.app_test as app_test_module
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    storages: list[MemoryMediaFileStorage] = []
+
+    class Kept(MemoryMediaFileStorage):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            storages.append(self)
+
+    monkeypatch.setattr(app_test_module, "MemoryMediaFileStorage", Kept)
+    return lambda button: storages[-1].get_file(button.proto.url.rsplit("/", 1)[1]).content
+
+
+def rendered(at) -> bytes:
+    """Everything an AppTest run drew, as the bytes of its elements' messages (text, tables'
+    Arrow data, widget options): a string in none of them reached the browser from this run."""
+    return b"".join(node.proto.SerializeToString() for node in at._tree
+                    if getattr(node, "proto", None) is not None)
+
+
 @pytest.fixture(autouse=True)
 def _data_dir(tmp_path, monkeypatch):
     """Every Router keeps its questions under this test's tmp_path, never in the working tree."""

@@ -8,12 +8,10 @@ import json
 
 import pytest
 import streamlit as st
-import streamlit.testing.v1.app_test as app_test_module
-from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from core.simulator import Fault
-from core.store.conversations import new_id
+from core.store.conversations import label_for, new_id
 from core.transcript import MAX_IMPORT_BYTES
 from tests.conftest import ROOT, app_on_one_provider
 
@@ -222,21 +220,6 @@ def test_an_unknown_id_says_so(session):
     assert any("no conversation with that id" in e.value for e in at.error) and not at.exception
 
 
-@pytest.fixture
-def downloads(monkeypatch):
-    """What the download buttons would hand the browser: downloads(button) -> bytes. (AppTest keeps
-    each run's media files in a storage it throws away; this keeps a reference to read them.)"""
-    storages: list[MemoryMediaFileStorage] = []
-
-    class Kept(MemoryMediaFileStorage):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            storages.append(self)
-
-    monkeypatch.setattr(app_test_module, "MemoryMediaFileStorage", Kept)
-    return lambda button: storages[-1].get_file(button.proto.url.rsplit("/", 1)[1]).content
-
-
 def test_export_then_import_gives_the_same_conversation_as_a_new_one(session, downloads):
     at = session(user=ADA)
     at.text_area(key="system").set_value("Be brief.")
@@ -290,7 +273,11 @@ def test_a_bad_import_file_is_explained_never_a_traceback(session, name):
 
 def test_a_question_nobody_answers_is_kept_with_its_conversation(session):
     at = session(user=ADA)
+    assert not any("quote this to support" in c.value for c in at.sidebar.caption)  # no conversation yet
     session.server.set_default(Fault.http(503))
     chat(at, "Which moon of Saturn has methane lakes?")
     kept = rt().router.followups.list()
     assert kept and kept[0].conversation_id == at.query_params["c"] and kept[0].who == "ada@example.com"
+    # The user can quote what the Follow-ups page shows for it (the id itself is not shown there).
+    assert f"Conversation {label_for(kept[0].conversation_id)} — quote this to support" in [
+        c.value for c in at.sidebar.caption]

@@ -4,6 +4,7 @@ export read back strictly, the background saver through a real database outage, 
 from __future__ import annotations
 
 import json
+import re
 import threading
 
 import pytest
@@ -19,8 +20,8 @@ from starlette.testclient import TestClient
 from core.browser import COOKIE, BrowserCookie, browser_owner, owner_for
 from core.saving import ConversationSaver
 from core.store import StoreError
-from core.store.conversations import (BadConversationId, Conversation, SqlConversationStore, new_id, parse_id,
-                                      title_for)
+from core.store.conversations import (BadConversationId, Conversation, SqlConversationStore, label_for, new_id,
+                                      parse_id, title_for)
 from core.transcript import MAX_IMPORT_BYTES, BadImport, parse_export, to_json, to_markdown
 from tests.netcut import NetCut
 
@@ -373,6 +374,15 @@ def test_the_owner_is_the_logged_in_user_else_the_browser_token():
     assert owner_for({"email": "test@example.com"}, token)[0] == browser_owner(token)  # no login configured
     assert token not in browser_owner(token)  # the database never holds the cookie itself
     assert owner_for({}, None) is None and owner_for({}, "not-a-token") is None and owner_for({}, token.upper()) is None
+
+
+def test_a_label_names_a_conversation_without_revealing_its_id():
+    # "c-" and the first 8 hex of the id's SHA-256: a hash, not a piece of the id
+    assert label_for("3f0c9a1be27d4c58a6b0e9d1c2f47a83") == "c-bf9b0947"
+    assert label_for("0" * 32) == "c-84e0c0ea"
+    a = new_id()
+    assert re.fullmatch(r"c-[0-9a-f]{8}", label_for(a)) and label_for(a) == label_for(a)
+    assert label_for("") == ""  # a question asked outside any conversation (the CLI)
 
 
 def test_the_cookie_middleware_gives_a_browser_one_token_on_the_page_load():
