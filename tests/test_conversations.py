@@ -3,6 +3,7 @@ export read back strictly, the background saver through a real database outage, 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import threading
@@ -407,6 +408,50 @@ def test_the_cookie_middleware_gives_a_browser_one_token_on_the_page_load():
         assert client.get("/").headers["set-cookie"] != header  # an invalid token is replaced
     with TestClient(app, base_url="https://127.0.0.1") as client:
         assert "Secure" in client.get("/").headers["set-cookie"]
+
+
+def page_load_cookie(scope: dict) -> str:
+    """The Set-Cookie the middleware adds to an HTML page served for this ASGI scope (no cookie sent)."""
+    async def html(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/html; charset=utf-8")]})
+        await send({"type": "http.response.body", "body": b"<html></html>"})
+
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    asyncio.run(BrowserCookie(html)({"type": "http", "method": "GET", "path": "/", **scope}, receive, send))
+    [cookie] = [v.decode("latin-1") for k, v in sent[0]["headers"] if k == b"set-cookie"]
+    return cookie
+
+
+@pytest.mark.parametrize("scheme, forwarded, secure", [
+    ("https", None, True),  # TLS ends at the app
+    ("http", None, False),  # plain http, no proxy: a Secure cookie would never come back
+    ("http", b"https", True),  # TLS ends at the proxy (deploy/nginx.conf)
+    ("http", b"HTTPS", True),
+    ("http", b"https, http", True),  # a chain of proxies: the first is the browser's side
+    ("http", b" https ,http", True),
+    ("http", b"http, https", False),
+    ("http", b"http", False),
+    ("http", b"httpsx", False),
+    ("http", b"", False),
+])
+def test_the_cookie_is_secure_when_the_browser_is_on_tls(scheme, forwarded, secure):
+    headers = [(b"host", b"chat.example.com")] + ([(b"x-forwarded-proto", forwarded)] if forwarded is not None else [])
+    cookie = page_load_cookie({"scheme": scheme, "headers": headers})
+    assert cookie.startswith(f"{COOKIE}=") and "HttpOnly" in cookie
+    assert cookie.endswith("; Secure") is secure and cookie.count("Secure") == int(secure)
+
+
+def test_a_proxys_header_is_read_whatever_its_case():
+    # ASGI servers lower-case header names, but a middleware in front may not.
+    assert page_load_cookie({"scheme": "http", "headers": [(b"X-Forwarded-Proto", b"https")]}).endswith("; Secure")
 
 
 def test_a_silent_database_never_holds_a_page_longer_than_its_bound(pg_schema):
