@@ -24,6 +24,7 @@ from core.store import StoreError
 from core.store.conversations import (BadConversationId, Conversation, SqlConversationStore, label_for, new_id,
                                       parse_id, title_for)
 from core.transcript import MAX_IMPORT_BYTES, BadImport, parse_export, to_json, to_markdown
+from tests.conftest import as_text, unescaped_punctuation
 from tests.netcut import NetCut
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -215,7 +216,23 @@ def test_export_round_trip_and_the_markdown_names_the_conversation():
     parsed = parse_export(text.encode())
     assert parsed.messages == c.messages and parsed.settings == c.settings and parsed.title == "Moons"
     md = to_markdown(c.messages, c.settings, id=c.id, title="Moons")
-    assert md.startswith("# Moons") and c.id in md and "**Assistant (anthropic-0, claude-test):**" in md
+    assert md.startswith("# Moons") and c.id in md and "**Assistant (anthropic-0, claude-test):**" in as_text(md)
+
+
+def test_the_markdown_export_of_a_crafted_import_embeds_no_image_and_no_link_from_its_badges():
+    evil = "[support](http://evil.example/phish) ![](http://evil.example/p.png)"
+    crafted = {"title": "![t](http://evil.example/t.png)", "system": "Be ![s](http://evil.example/s.png) brief.",
+               "messages": [{"role": "user", "content": "hi ![a][r]\n\n[r]: http://evil.example/r.png"},
+                            {"role": "assistant", "content": "**hello** ![](http://evil.example/x.png)",
+                             "meta": {"provider": evil, "model": "m`\n# injected"}}]}
+    parsed = parse_export(json.dumps(crafted).encode())
+    md = to_markdown(parsed.messages, parsed.settings, id="0" * 32, title=parsed.title)
+    assert "![" not in md  # no image at all (a message's `!\[` shows as text)
+    [badge] = [line for line in md.splitlines() if line.startswith("**Assistant")]
+    assert unescaped_punctuation(badge) == list("**(,):**")  # only our own bold and brackets: nothing from the file
+    assert "\n# injected" not in md and "**hello**" in md  # the badge stays on its line; messages keep Markdown
+    assert unescaped_punctuation(md.splitlines()[0]) == ["#"]  # the title is a heading of text
+    assert f"**Assistant ({evil}, m` # injected):**" in as_text(md)  # the badge reads as it was
 
 
 def test_an_export_from_before_ids_still_imports():
