@@ -7,7 +7,9 @@ ways to draw such text:
 - `literal(text)`: a value inside our own Markdown (a badge, a timeline cell, a title) shows
   exactly its characters, on one line. Every ASCII punctuation character is backslash-escaped
   (CommonMark lets any be), so nothing can start in it: no link, image, emphasis, code, HTML,
-  table cell, heading, list, math or Streamlit `:directive[…]`.
+  table cell, heading, list, math or Streamlit `:directive[…]`. GFM's bare links (`http://…`,
+  `www.…`, `a@b.c`) are found after escapes are undone, so a word joiner (U+2060, zero width)
+  goes before each `//`, `.` after `www` and `@`: what is seen is unchanged, and no link starts.
 - `without_images(text)`: a message keeps its Markdown (lists, code, links) but no image can
   start in it: `![` becomes `!\\[`, which shows as `![`. Outside code that is invisible; inside
   code the backslash shows (e.g. Rust's `vec!\\[1]`). Telling code from text here would need the
@@ -19,6 +21,8 @@ from __future__ import annotations
 import re
 
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # all of ASCII punctuation, backslash included
+_BARE_LINK = re.compile(r"(?=//)|(?<=www)(?=\.)|(?=@)", re.IGNORECASE)  # where GFM would start a link
+JOINER = "\u2060"
 _BACKTICKS = re.compile(r"`+")
 
 
@@ -29,8 +33,8 @@ def _one_line(text: object) -> str:
 
 def literal(text: object) -> str:
     """`text` as inline Markdown that shows exactly its characters (whitespace runs, line breaks
-    included, become one space)."""
-    return _PUNCTUATION.sub(r"\\\1", _one_line(text))
+    included, become one space), and no bare link."""
+    return _PUNCTUATION.sub(r"\\\1", _BARE_LINK.sub(JOINER, _one_line(text)))
 
 
 def code(text: object) -> str:

@@ -111,8 +111,9 @@ def rendered(at, *, skip: tuple[str, ...] = ()) -> bytes:
 
 def as_text(markdown: str) -> str:
     """Markdown's backslash escapes undone (CommonMark: a backslash before ASCII punctuation shows
-    the punctuation): what a value drawn with core.markdown.literal reads as."""
-    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown)
+    the punctuation) and word joiners (zero width) dropped: what a value drawn with
+    core.markdown.literal reads as."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace("\u2060", "")
 
 
 _PUNCTUATION = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from core.markdown import code, literal, without_images
+from core.markdown import JOINER, code, literal, without_images
 from tests.conftest import as_text, unescaped_punctuation
 
 HOSTILE = [
@@ -17,6 +17,7 @@ HOSTILE = [
     "![r][] and ![r]\n[r]: <http://evil.example/x.png>",
     "<img src=http://evil.example/x.png> <a href='http://evil.example'>x</a>",
     "<http://evil.example/autolink> www.evil.example ada@evil.example https://evil.example",
+    "HTTPS://EVIL.EXAMPLE WWW.EVIL.EXAMPLE mailto:ada@evil.example xmpp:ada@evil.example",
     "`code` ``a`b`` ```fence```",
     "cell | another | cell\n|---|---|\n| x | y |",
     "line one\nline two\r\nline three\rfour\u2028five\u2029six\x85seven\x0bend",
@@ -34,13 +35,16 @@ def test_a_literal_starts_nothing_and_reads_as_the_text_on_one_line(text):
     md = literal(text)
     assert unescaped_punctuation(md) == []
     assert not re.search(r"[\n\r\x0b\x0c\x85\u2028\u2029]", md)
-    assert as_text(md) == " ".join(text.split())  # exactly its characters, whitespace runs made one space
+    assert as_text(md) == " ".join(text.split())  # its characters, whitespace runs made one space
+    # GFM finds bare links in the text once escapes are undone (remark-gfm's own patterns):
+    unescaped = re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", md)
+    assert not re.search(r"https?://|www\.|[-.\w+]@[-\w]", unescaped, re.IGNORECASE)
 
 
 def test_a_literal_keeps_what_is_not_punctuation():
     assert literal("Zürich 東京 🙂") == "Zürich 東京 🙂"
     assert literal("openai-1") == "openai\\-1"
-    assert literal("![a](http://x)") == "\\!\\[a\\]\\(http\\:\\/\\/x\\)"
+    assert literal("![a](http://x)") == f"\\!\\[a\\]\\(http\\:{JOINER}\\/\\/x\\)"
     assert literal(None) == "None" and literal(42) == "42"
 
 
