@@ -61,7 +61,7 @@ class BrowserCookie:
         if scope["type"] != "http" or valid_token(_cookie(scope)):
             await self.app(scope, receive, send)
             return
-        token, secure = new_token(), scope.get("scheme") == "https"
+        token, secure = new_token(), _https(scope)
 
         async def send_with_cookie(message) -> None:
             if message["type"] == "http.response.start":
@@ -71,6 +71,18 @@ class BrowserCookie:
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)
+
+
+def _https(scope) -> bool:
+    """Whether the browser's side of the connection is TLS: the scheme, or behind a proxy that ends
+    TLS (deploy/nginx.conf) its X-Forwarded-Proto. Trusting the header from anyone is safe here: a
+    client that claims https over plain http only gets a cookie its browser won't send back."""
+    if scope.get("scheme") == "https":
+        return True
+    for key, value in scope.get("headers") or ():
+        if key.lower() == b"x-forwarded-proto":  # "https" or, through a chain of proxies, "https, http"
+            return value.split(b",", 1)[0].strip().lower() == b"https"
+    return False
 
 
 def _cookie(scope) -> str | None:

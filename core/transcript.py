@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .attempt import Outcome
+from .markdown import code, literal, without_images
 from .messages import MAX_INPUT_CHARS, clean_text
 from .store.conversations import Conversation, new_id
 from .tiers import Tier
@@ -41,18 +42,20 @@ class Parsed:
 
 # -- writing --------------------------------------------------------------------------------------
 def to_markdown(messages: Sequence[Mapping], settings: Mapping, *, id: str = "", title: str = "") -> str:
-    lines = [f"# {title or 'Understudy conversation'}", ""]
+    """The conversation as a Markdown file. What came from an import (title, badge data) is drawn
+    as literal text, and no message or system prompt can embed an image: a viewer would fetch it."""
+    lines = [f"# {literal(title or 'Understudy conversation')}", ""]
     if id:
-        lines += [f"*Conversation:* `{id}`", ""]
+        lines += [f"*Conversation:* {code(id)}", ""]
     system = str(settings.get("system") or "").strip()
     if system:
-        lines += [f"*System prompt:* {system}", ""]
+        lines += [f"*System prompt:* {without_images(system)}", ""]
     for m in messages:
         who = "You" if m["role"] == "user" else "Assistant"
         meta = m.get("meta") or {}
-        via = f" ({meta.get('provider') or meta.get('tier')}, {meta.get('model') or ''})".replace(", )", ")") \
-            if m["role"] == "assistant" else ""
-        lines += [f"**{who}{via}:**", "", m["content"], ""]
+        via = ", ".join(literal(v) for v in (meta.get("provider") or meta.get("tier"), meta.get("model")) if v)
+        via = f" ({via})" if m["role"] == "assistant" and via else ""
+        lines += [f"**{who}{via}:**", "", without_images(m["content"]), ""]
     return "\n".join(lines)
 
 

@@ -17,9 +17,11 @@ import streamlit as st
 from core.answer import Answer, Delta, Restart
 from core.attempt import Outcome
 from core.browser import COOKIE, owner_for
+from core.markdown import code, literal, without_images
 from core.messages import MAX_INPUT_CHARS, ChatRequest, Message, clean_text
 from core.store import StoreError
-from core.store.conversations import BadConversationId, Conversation, Summary, new_id, parse_id, title_for
+from core.store.conversations import (BadConversationId, Conversation, Summary, label_for, new_id, parse_id,
+                                      title_for)
 from core.tiers import Origin, Tier
 from core.transcript import (DEFAULT_SETTINGS, MAX_IMPORT_BYTES, MAX_TOKENS_RANGE, TEMPERATURE_RANGE, BadImport,
                              conversation_from_export, to_json, to_markdown)
@@ -116,7 +118,7 @@ def follow_moves() -> None:
         st.query_params["c"] = moved.to
         notice = (
             "This conversation was changed in another tab or browser while it was open here. Nothing is "
-            f"lost: what you see here is kept as a new conversation, “{moved.title}”, and the other "
+            f"lost: what you see here is kept as a new conversation, “{literal(moved.title)}”, and the other "
             "version is in your list as it was left.")
     else:
         st.session_state.conv.update(id=None, created_at=None, version=0)
@@ -181,6 +183,8 @@ if conv["id"] is not None and not mine:
 # -- sidebar -----------------------------------------------------------------------------------------
 with st.sidebar:
     st.subheader("Conversation")
+    if conv["id"] is not None:  # the name the Follow-ups page knows it by (never the id: that opens it)
+        st.caption(f"Conversation {label_for(conv['id'])} — quote this to support")
     system = st.text_area("System prompt", key="system", height=100)
     temperature = st.slider("Temperature", *TEMPERATURE_RANGE, step=0.1, key="temperature",
                             help="Not sent to Anthropic models: their current API has no temperature.")
@@ -248,7 +252,7 @@ with st.sidebar:
     confirm = st.session_state.get("confirm_delete")
     for item in items or []:
         if confirm == item.id:
-            st.warning(f"Delete “{item.title or 'New chat'}”? This can't be undone.")
+            st.warning(f"Delete “{literal(item.title or 'New chat')}”? This can't be undone.")
             yes, no = st.columns(2)
             yes.button("Delete", key="confirm_delete_yes", type="primary", width="stretch",
                        on_click=delete_conversation, args=(item.id,))
@@ -256,7 +260,7 @@ with st.sidebar:
                       on_click=st.session_state.__setitem__, args=("confirm_delete", None))
             continue
         name, more = st.columns([3, 1], vertical_alignment="center")
-        name.button(item.title or "New chat", key=f"open_{item.id}", width="stretch",
+        name.button(literal(item.title or "New chat"), key=f"open_{item.id}", width="stretch",
                     type="primary" if item.id == conv["id"] else "secondary",
                     help=f"{item.message_count} messages · last {time.strftime('%Y-%m-%d %H:%M', time.localtime(item.updated_at))}",
                     on_click=open_conversation, args=(item.id,))
@@ -291,11 +295,11 @@ with st.sidebar:
             imported = conversation_from_export(upload.getvalue(), owner=owner, now=time.time()).with_(
                 writer=st.session_state.writer)
         except BadImport as e:
-            st.session_state.import_problem = f"“{upload.name}” can't be imported: {e}"
+            st.session_state.import_problem = f"“{literal(upload.name)}” can't be imported: {e}"
         else:
             saver.submit(imported)
             st.query_params["c"] = imported.id  # the next run opens it (from the writer if not written yet)
-            st.session_state.import_done = f"Imported “{imported.shown_title}” as a new conversation."
+            st.session_state.import_done = f"Imported “{literal(imported.shown_title)}” as a new conversation."
         st.rerun()
     if problem := st.session_state.pop("import_problem", None):
         st.error(problem)
@@ -304,13 +308,15 @@ with st.sidebar:
 
 
 # -- rendering ----------------------------------------------------------------------------------------
+# What a message's meta holds may come from an imported file: every value drawn in Markdown goes
+# through core.markdown (`literal` or `code`), and message text through `without_images`.
 def badge(meta: dict) -> str:
     parts = []
     tier = Tier(meta.get("tier", "provider"))
     if tier.label:
         parts.append(f"**{tier.label}**")
     if meta.get("provider"):
-        parts.append(f"**{meta['provider']}** · `{meta.get('model')}`")
+        parts.append(f"**{literal(meta['provider'])}** · {code(meta.get('model') or '–')}")
     parts.append(f"{seconds(meta.get('elapsed_ms'))}")
     if meta.get("ttft_ms") is not None:
         parts.append(f"first token {seconds(meta['ttft_ms'])}")
@@ -334,34 +340,35 @@ OUTCOME_ICON = {"ok": "✅", "error": "❌", "declined": "🚫", "cancelled": "�
 
 def timeline(meta: dict) -> None:
     if meta.get("stopped"):
-        st.caption(meta.get("notice", ""))
+        st.caption(literal(meta.get("notice", "")))
         return
     attempts = meta.get("attempts", [])
     label = f"How it got here — {len(attempts)} attempt{'s' if len(attempts) != 1 else ''}"
     with st.expander(label, expanded=False):
         if not attempts:
-            st.caption("No provider was called: " + (meta.get("notice") or Tier(meta.get("tier", "provider")).label))
+            st.caption("No provider was called: " + literal(meta.get("notice") or Tier(meta.get("tier", "provider")).label))
         if attempts:
             lines = ["| # | | provider | model | outcome | why | time | first token | detail |",
                      "|---|---|---|---|---|---|---|---|---|"]
             for i, a in enumerate(attempts, 1):
                 outcome = a["outcome"] + (" (hedge)" if a.get("hedge") else "")
-                detail = (a.get("detail") or "").replace("|", "/").replace("\n", " ")[:160]
-                lines.append(f"| {i} | {OUTCOME_ICON.get(a['outcome'], '')} | {a['provider']} | `{a['model']}` | "
-                             f"{outcome} | {a.get('error_kind') or ''} | {seconds(a['latency_ms'])} | "
-                             f"{seconds(a['ttft_ms'])} | {detail} |")
+                # literal() keeps a cell one cell: its `|` escaped, its line breaks spaces
+                lines.append(f"| {i} | {OUTCOME_ICON.get(a['outcome'], '')} | {literal(a['provider'])} | "
+                             f"{literal(a['model'])} | {literal(outcome)} | {literal(a.get('error_kind') or '')} | "
+                             f"{seconds(a['latency_ms'])} | {seconds(a['ttft_ms'])} | "
+                             f"{literal((a.get('detail') or '')[:160])} |")
             st.markdown("\n".join(lines))
         for sw in meta.get("switches", []):
-            target = sw["provider"] or "no provider"
-            st.caption(f"🔀 **{sw['failed']}** broke off mid-answer ({sw['reason']}); the partial text was "
-                       f"replaced and **{target}** answered from the start.")
+            target = literal(sw["provider"] or "no provider")
+            st.caption(f"🔀 **{literal(sw['failed'])}** broke off mid-answer ({literal(sw['reason'])}); the partial "
+                       f"text was replaced and **{target}** answered from the start.")
         if meta.get("notice"):
-            st.caption(meta["notice"])
+            st.caption(literal(meta["notice"]))
 
 
 def show(message: dict) -> None:
     with st.chat_message(message["role"]):
-        st.markdown(message["content"])
+        st.markdown(without_images(message["content"]))  # a remote image would be fetched on sight
         if message["role"] == "assistant" and message.get("meta"):
             st.caption(badge(message["meta"]))
             timeline(message["meta"])
@@ -418,11 +425,12 @@ def answer(*, fresh: bool = False) -> None:
                 reply.add(event)
                 if isinstance(event, Delta):
                     if time.monotonic() - last_paint > 0.05:  # repaint at most 20 times a second
-                        body.markdown(reply.text + " ▌")
+                        body.markdown(without_images(reply.text) + " ▌")
                         last_paint = time.monotonic()
                 elif isinstance(event, Restart):
-                    who_now = f"**{event.provider}** is answering from the start" if event.provider else "falling back"
-                    note.info(f"🔀 **{event.failed}** broke off mid-answer ({event.reason}); {who_now}.")
+                    who_now = f"**{literal(event.provider)}** is answering from the start" if event.provider \
+                        else "falling back"
+                    note.info(f"🔀 **{literal(event.failed)}** broke off mid-answer ({literal(event.reason)}); {who_now}.")
                     body.markdown("⏳ *switching…*")
         finally:
             switches = [asdict(s) for s in reply.switches]

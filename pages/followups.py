@@ -1,5 +1,7 @@
 """Follow-ups: the questions nobody could answer, kept so someone can get back to the user.
-List, filter, export as CSV, mark answered. Locked like Chaos: kept questions are users' words."""
+List, filter, export as CSV, mark answered. Locked like Chaos: kept questions are users' words.
+A conversation is named by its label, never its id: the id opens it (`?c=`), and with no admin
+password this page is open to anyone. The chat page shows the same label, for users to quote."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import streamlit as st
 
 from core.export import csv_bytes
 from core.store import StoreError
+from core.store.conversations import label_for
 from pages.shared import admin_unlocked, banners, runtime
 
 kept = runtime().followups  # each call time-bounded: a silent database can't freeze the page
@@ -42,7 +45,7 @@ def _when(t: float | None) -> datetime | None:
 
 
 table = pd.DataFrame([{"id": f.id, "asked": _when(f.asked_at), "question": f.question, "why": f.why,
-                       "conversation": f.conversation_id, "who": f.who, "answered": _when(f.answered_at)}
+                       "conversation": label_for(f.conversation_id), "who": f.who, "answered": _when(f.answered_at)}
                       for f in items], columns=["id", "asked", "question", "why", "conversation", "who", "answered"])
 st.markdown(f"**{len(items)}** question(s) shown")
 st.dataframe(table, hide_index=True, width="stretch", key="followups_table")

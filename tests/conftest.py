@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -79,6 +80,56 @@ def app_on_one_provider(sims, tmp_path, monkeypatch):
     monkeypatch.setenv("SIM_KEY", KEY)
     st.cache_resource.clear()
     return server
+
+
+@pytest.fixture
+def downloads(monkeypatch):
+    """What the download buttons would hand the browser: downloads(button) -> bytes. (AppTest keeps
+    each run's media files in a storage it throws away; this keeps a reference to read them.)"""
+    import streamlit.testing.v1.app_test as app_test_module
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    storages: list[MemoryMediaFileStorage] = []
+
+    class Kept(MemoryMediaFileStorage):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            storages.append(self)
+
+    monkeypatch.setattr(app_test_module, "MemoryMediaFileStorage", Kept)
+    return lambda button: storages[-1].get_file(button.proto.url.rsplit("/", 1)[1]).content
+
+
+def rendered(at, *, skip: tuple[str, ...] = ()) -> bytes:
+    """Everything an AppTest run drew, as the bytes of its elements' messages (text, tables'
+    Arrow data, widget options and values), but for elements of a type in `skip` (e.g.
+    "text_input": a value in a box is text, never Markdown). A string in none of them reached the
+    browser from this run."""
+    return b"".join(node.proto.SerializeToString() for node in at._tree
+                    if getattr(node, "proto", None) is not None and node.type not in skip)
+
+
+def as_text(markdown: str) -> str:
+    """Markdown's backslash escapes undone (CommonMark: a backslash before ASCII punctuation shows
+    the punctuation) and word joiners (zero width) dropped: what a value drawn with
+    core.markdown.literal reads as."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace("\u2060", "")
+
+
+_PUNCTUATION = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+
+
+def unescaped_punctuation(markdown: str) -> list[str]:
+    """ASCII punctuation that Markdown would read as syntax: any not behind a backslash escape."""
+    found, i = [], 0
+    while i < len(markdown):
+        if markdown[i] == "\\" and i + 1 < len(markdown) and markdown[i + 1] in _PUNCTUATION:
+            i += 2
+            continue
+        if markdown[i] in _PUNCTUATION:
+            found.append(markdown[i])
+        i += 1
+    return found
 
 
 @pytest.fixture(autouse=True)

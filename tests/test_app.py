@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core.simulator import Fault
-from tests.conftest import KEY, ROOT, app_without_configuration, toml_for
+from tests.conftest import KEY, ROOT, app_without_configuration, as_text, toml_for
 
 APP = str(ROOT / "app.py")
 
@@ -49,7 +51,8 @@ def assistant(at, index=-1):
 
 
 def captions(block) -> str:
-    return " ".join(c.value for c in block.caption)
+    """A message's captions (its badge, notices) as they read."""
+    return as_text(" ".join(c.value for c in block.caption))
 
 
 def test_chat_round_trip_with_badge(app):
@@ -74,7 +77,7 @@ def test_failover_shows_in_the_badge_and_timeline(app):
     assert "openai-test" in reply.markdown[0].value
     assert "**openai-1**" in captions(reply) and "failed/skipped" in captions(reply)
     table = next(m.value for m in reply.markdown if m.value.startswith("| # |"))
-    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in table.splitlines()[2:]]
+    rows = [[as_text(c.strip()) for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in table.splitlines()[2:]]
     assert [r[2] for r in rows] == ["anthropic-0", "anthropic-0", "openai-1"]
     assert [r[5] for r in rows] == ["overloaded", "overloaded", ""]
 

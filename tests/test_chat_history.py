@@ -5,17 +5,16 @@ file is explained. Through Streamlit's AppTest against simulated providers and a
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import streamlit as st
-import streamlit.testing.v1.app_test as app_test_module
-from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from core.simulator import Fault
-from core.store.conversations import new_id
+from core.store.conversations import label_for, new_id
 from core.transcript import MAX_IMPORT_BYTES
-from tests.conftest import ROOT, app_on_one_provider
+from tests.conftest import ROOT, app_on_one_provider, as_text, rendered, unescaped_punctuation
 
 APP = str(ROOT / "app.py")
 ADA = {"is_logged_in": True, "email": "ada@example.com"}
@@ -71,7 +70,7 @@ def shown(at) -> list[tuple[str, str, str, list[str]]]:
 
 def listed(at) -> dict[str, str]:
     """The sidebar's conversations: id -> shown title."""
-    return {b.key.removeprefix("open_"): b.label for b in at.sidebar.button if (b.key or "").startswith("open_")}
+    return {b.key.removeprefix("open_"): as_text(b.label) for b in at.sidebar.button if (b.key or "").startswith("open_")}
 
 
 def test_a_reload_or_a_restart_brings_the_conversation_back_exactly(session):
@@ -152,7 +151,7 @@ def test_the_list_search_rename_and_delete(session):
     assert rt().conversations.load(moons).title == "Saturn's lakes"
 
     at.button(key=f"delete_{breakers}").click().run()  # asks first
-    assert any("Delete “What is a circuit breaker?”" in w.value for w in at.sidebar.warning)
+    assert any("Delete “What is a circuit breaker?”" in as_text(w.value) for w in at.sidebar.warning)
     at.button(key="confirm_delete_no").click().run()
     assert breakers in listed(at) and rt().conversations.load(breakers) is not None
     at.button(key=f"delete_{moons}").click().run()
@@ -270,21 +269,6 @@ def test_an_unknown_id_says_so(session):
     assert any("no conversation with that id" in e.value for e in at.error) and not at.exception
 
 
-@pytest.fixture
-def downloads(monkeypatch):
-    """What the download buttons would hand the browser: downloads(button) -> bytes. (AppTest keeps
-    each run's media files in a storage it throws away; this keeps a reference to read them.)"""
-    storages: list[MemoryMediaFileStorage] = []
-
-    class Kept(MemoryMediaFileStorage):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            storages.append(self)
-
-    monkeypatch.setattr(app_test_module, "MemoryMediaFileStorage", Kept)
-    return lambda button: storages[-1].get_file(button.proto.url.rsplit("/", 1)[1]).content
-
-
 def test_export_then_import_gives_the_same_conversation_as_a_new_one(session, downloads):
     at = session(user=ADA)
     at.text_area(key="system").set_value("Be brief.")
@@ -302,7 +286,7 @@ def test_export_then_import_gives_the_same_conversation_as_a_new_one(session, do
     other = session(user=BOB)
     other.file_uploader(key="import_file").set_value(("understudy.json", exported, "application/json")).run()
     assert not other.exception
-    assert any("Imported “What is an understudy?”" in s.value for s in other.sidebar.success)
+    assert any("Imported “What is an understudy?”" in as_text(s.value) for s in other.sidebar.success)
     new = other.query_params["c"]
     assert new != cid and shown(other) == before
     assert other.text_area(key="system").value == "Be brief."
@@ -331,14 +315,61 @@ def test_a_bad_import_file_is_explained_never_a_traceback(session, name):
     cid = at.query_params["c"]
     at.file_uploader(key="import_file").set_value((name, data, "application/json")).run()
     assert not at.exception
-    problems = [e.value for e in at.sidebar.error]
+    problems = [as_text(e.value) for e in at.sidebar.error]
     assert any(f"“{name}” can't be imported" in p and why in p for p in problems), problems
     assert at.query_params["c"] == cid and shown(at)[0][1] == "keep me"  # what was open stays open
 
 
 def test_a_question_nobody_answers_is_kept_with_its_conversation(session):
     at = session(user=ADA)
+    assert not any("quote this to support" in c.value for c in at.sidebar.caption)  # no conversation yet
     session.server.set_default(Fault.http(503))
     chat(at, "Which moon of Saturn has methane lakes?")
     kept = rt().router.followups.list()
     assert kept and kept[0].conversation_id == at.query_params["c"] and kept[0].who == "ada@example.com"
+    # The user can quote what the Follow-ups page shows for it (the id itself is not shown there).
+    assert f"Conversation {label_for(kept[0].conversation_id)} — quote this to support" in [
+        c.value for c in at.sidebar.caption]
+
+
+EVIL = "http://evil.example"
+CRAFTED = {  # an export edited by someone who wants a badge to phish and every view to load a pixel
+    "title": f"![t]({EVIL}/title.png)",
+    "messages": [
+        {"role": "user", "content": f"hi ![]({EVIL}/user.png) and ![a][r]\n\n[r]: {EVIL}/ref.png"},
+        {"role": "assistant", "content": f"**hello** ![x]({EVIL}/answer.png) ![r][]\n\n[r]: {EVIL}/r.png",
+         "meta": {"tier": "provider", "provider": f"[support]({EVIL}/phish)", "model": f"m`![m]({EVIL}/m.png)",
+                  "notice": f"<img src={EVIL}/n.png> ![n]({EVIL}/n.png)", "elapsed_ms": 10.0,
+                  "attempts": [{"provider": f"p | ![p]({EVIL}/p.png)", "model": "m\n| forged | row |",
+                                "outcome": "error", "error_kind": f"[why]({EVIL})", "latency_ms": 5.0,
+                                "detail": f"line\n\n![d]({EVIL}/d.png) | cell"}],
+                  "switches": [{"failed": f"![f]({EVIL}/f.png)", "provider": f"[to]({EVIL})",
+                                "reason": f":red[alarm] ![s]({EVIL}/s.png)"}]}},
+    ],
+}
+
+
+def test_an_imported_file_cannot_make_the_page_load_an_image_or_a_badge_link(session):
+    at = session(user=ADA)
+    data = json.dumps(CRAFTED).encode()
+    at.file_uploader(key="import_file").set_value(("crafted.json", data, "application/json")).run()
+    assert not at.exception, at.exception
+    # No image anywhere: messages, badges, timeline, notices, the title in the list and the notice.
+    assert b"![" not in rendered(at, skip=("text_input",))  # (the rename box holds the title as text)
+    [user, reply] = at.chat_message
+    assert "**hello**" in reply.markdown[0].value  # messages keep their Markdown
+    badge, *notes = [c.value for c in reply.caption]
+    # Drawn from the file, every value is text: no link, image, code or table syntax of its own.
+    model = f"``m`!\\[m]({EVIL}/m.png)``"  # a code span its backtick can't close, and no image in it
+    assert model in badge and f"[support]({EVIL}/phish)" in as_text(badge)
+    provider = badge.split(" · ")[0]
+    assert unescaped_punctuation(provider) == list("****") and as_text(provider) == f"**[support]({EVIL}/phish)**"
+    assert len(notes) == 2 and f":red[alarm] ![s]({EVIL}/s.png)" in as_text(notes[0])  # the switch, the notice
+    for note in notes:  # no link, image, HTML or code can start: those characters come only escaped
+        assert not set(unescaped_punctuation(note)) & set("[]<>!`:")
+    table = next(m.value for m in reply.markdown if m.value.startswith("| # |"))
+    [header, rule, row] = table.splitlines()  # the attempt's newlines made no row of their own
+    cells = re.split(r"(?<!\\)\|", row)[1:-1]
+    assert len(cells) == 9 and [as_text(c.strip()) for c in cells][2:6] == [
+        f"p | ![p]({EVIL}/p.png)", "m | forged | row |", "error", f"[why]({EVIL})"]
+    assert unescaped_punctuation(row) == ["|"] * 10  # only the table's own pipes

@@ -3,7 +3,9 @@ export read back strictly, the background saver through a real database outage, 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import threading
 
 import pytest
@@ -20,8 +22,9 @@ from core.browser import COOKIE, BrowserCookie, browser_owner, owner_for
 from core.saving import ConversationSaver, Moved
 from core.store import StoreError
 from core.store.conversations import (BadConversationId, Conversation, Saved, SqlConversationStore,
-                                      conversations_table, new_id, parse_id, title_for)
+                                      conversations_table, label_for, new_id, parse_id, title_for)
 from core.transcript import MAX_IMPORT_BYTES, BadImport, parse_export, to_json, to_markdown
+from tests.conftest import as_text, unescaped_punctuation
 from tests.netcut import NetCut
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -261,7 +264,23 @@ def test_export_round_trip_and_the_markdown_names_the_conversation():
     parsed = parse_export(text.encode())
     assert parsed.messages == c.messages and parsed.settings == c.settings and parsed.title == "Moons"
     md = to_markdown(c.messages, c.settings, id=c.id, title="Moons")
-    assert md.startswith("# Moons") and c.id in md and "**Assistant (anthropic-0, claude-test):**" in md
+    assert md.startswith("# Moons") and c.id in md and "**Assistant (anthropic-0, claude-test):**" in as_text(md)
+
+
+def test_the_markdown_export_of_a_crafted_import_embeds_no_image_and_no_link_from_its_badges():
+    evil = "[support](http://evil.example/phish) ![](http://evil.example/p.png)"
+    crafted = {"title": "![t](http://evil.example/t.png)", "system": "Be ![s](http://evil.example/s.png) brief.",
+               "messages": [{"role": "user", "content": "hi ![a][r]\n\n[r]: http://evil.example/r.png"},
+                            {"role": "assistant", "content": "**hello** ![](http://evil.example/x.png)",
+                             "meta": {"provider": evil, "model": "m`\n# injected"}}]}
+    parsed = parse_export(json.dumps(crafted).encode())
+    md = to_markdown(parsed.messages, parsed.settings, id="0" * 32, title=parsed.title)
+    assert "![" not in md  # no image at all (a message's `!\[` shows as text)
+    [badge] = [line for line in md.splitlines() if line.startswith("**Assistant")]
+    assert unescaped_punctuation(badge) == list("**(,):**")  # only our own bold and brackets: nothing from the file
+    assert "\n# injected" not in md and "**hello**" in md  # the badge stays on its line; messages keep Markdown
+    assert unescaped_punctuation(md.splitlines()[0]) == ["#"]  # the title is a heading of text
+    assert f"**Assistant ({evil}, m` # injected):**" in as_text(md)  # the badge reads as it was
 
 
 def test_an_export_from_before_ids_still_imports():
@@ -503,6 +522,15 @@ def test_the_owner_is_the_logged_in_user_else_the_browser_token():
     assert owner_for({}, None) is None and owner_for({}, "not-a-token") is None and owner_for({}, token.upper()) is None
 
 
+def test_a_label_names_a_conversation_without_revealing_its_id():
+    # "c-" and the first 8 hex of the id's SHA-256: a hash, not a piece of the id
+    assert label_for("3f0c9a1be27d4c58a6b0e9d1c2f47a83") == "c-bf9b0947"
+    assert label_for("0" * 32) == "c-84e0c0ea"
+    a = new_id()
+    assert re.fullmatch(r"c-[0-9a-f]{8}", label_for(a)) and label_for(a) == label_for(a)
+    assert label_for("") == ""  # a question asked outside any conversation (the CLI)
+
+
 def test_the_cookie_middleware_gives_a_browser_one_token_on_the_page_load():
     async def page(request):
         return HTMLResponse("<html></html>")
@@ -525,6 +553,50 @@ def test_the_cookie_middleware_gives_a_browser_one_token_on_the_page_load():
         assert client.get("/").headers["set-cookie"] != header  # an invalid token is replaced
     with TestClient(app, base_url="https://127.0.0.1") as client:
         assert "Secure" in client.get("/").headers["set-cookie"]
+
+
+def page_load_cookie(scope: dict) -> str:
+    """The Set-Cookie the middleware adds to an HTML page served for this ASGI scope (no cookie sent)."""
+    async def html(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/html; charset=utf-8")]})
+        await send({"type": "http.response.body", "body": b"<html></html>"})
+
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    asyncio.run(BrowserCookie(html)({"type": "http", "method": "GET", "path": "/", **scope}, receive, send))
+    [cookie] = [v.decode("latin-1") for k, v in sent[0]["headers"] if k == b"set-cookie"]
+    return cookie
+
+
+@pytest.mark.parametrize("scheme, forwarded, secure", [
+    ("https", None, True),  # TLS ends at the app
+    ("http", None, False),  # plain http, no proxy: a Secure cookie would never come back
+    ("http", b"https", True),  # TLS ends at the proxy (deploy/nginx.conf)
+    ("http", b"HTTPS", True),
+    ("http", b"https, http", True),  # a chain of proxies: the first is the browser's side
+    ("http", b" https ,http", True),
+    ("http", b"http, https", False),
+    ("http", b"http", False),
+    ("http", b"httpsx", False),
+    ("http", b"", False),
+])
+def test_the_cookie_is_secure_when_the_browser_is_on_tls(scheme, forwarded, secure):
+    headers = [(b"host", b"chat.example.com")] + ([(b"x-forwarded-proto", forwarded)] if forwarded is not None else [])
+    cookie = page_load_cookie({"scheme": scheme, "headers": headers})
+    assert cookie.startswith(f"{COOKIE}=") and "HttpOnly" in cookie
+    assert cookie.endswith("; Secure") is secure and cookie.count("Secure") == int(secure)
+
+
+def test_a_proxys_header_is_read_whatever_its_case():
+    # ASGI servers lower-case header names, but a middleware in front may not.
+    assert page_load_cookie({"scheme": "http", "headers": [(b"X-Forwarded-Proto", b"https")]}).endswith("; Secure")
 
 
 def test_a_silent_database_never_holds_a_page_longer_than_its_bound(pg_schema):

@@ -61,6 +61,7 @@ def test_the_compose_check_catches_a_broken_fleet(breakage, complaint):
     ("            proxy_set_header Host $host;\n            proxy_set_header X-Real-IP", "            proxy_set_header X-Real-IP",
      "Host"),
     ("location = /healthz {", "location = /health {", "/healthz"),
+    ("        proxy_set_header X-Forwarded-Proto $scheme;\n", "", "X-Forwarded-Proto"),  # the server block's
 ])
 def test_the_nginx_check_catches_a_broken_proxy(old, new, complaint):
     assert old in NGINX

@@ -20,10 +20,12 @@ from core.messages import ChatRequest
 from core.router import Router
 from core.simulator import Fault
 from core.store import SqlFollowUpStore, StoreError, database_url
-from tests.conftest import KEY, ROOT, app_without_configuration, toml_for
+from core.store.conversations import label_for
+from tests.conftest import KEY, ROOT, app_without_configuration, rendered, toml_for
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 QUESTION = "Which moon of Saturn has methane lakes? 100% _serious_"
+CONVERSATION = "3f0c9a1be27d4c58a6b0e9d1c2f47a83"  # whoever holds this can read the conversation
 
 
 # -- the contract, against every backend ----------------------------------------------------------
@@ -305,7 +307,8 @@ def page(sims, tmp_path, monkeypatch):
     app_without_configuration(monkeypatch, tmp_path)
     seeded = SqlFollowUpStore(database_url())
     seeded.add("How do I export my invoices?", asked_at=1_700_000_000.0, why="no provider could answer")
-    seeded.add(QUESTION, asked_at=1_700_000_100.0, why="request deadline reached")
+    seeded.add(QUESTION, asked_at=1_700_000_100.0, why="request deadline reached", conversation_id=CONVERSATION,
+               who="ada@example.com")
     seeded.close()
 
     def make(password=None):
@@ -365,3 +368,14 @@ def test_page_filters_exports_and_marks_answered(page):
         assert [f.question for f in reopened.list(answered=True)] == [QUESTION]  # durably
     finally:
         reopened.close()
+
+
+def test_page_and_csv_name_a_conversation_by_its_label_never_by_its_id(page, downloads):
+    """The id is a capability (`?c=<id>` reads the conversation) and this page may be open to anyone:
+    it shows the label the user sees in their chat's sidebar instead."""
+    at = page()
+    label = label_for(CONVERSATION)
+    assert list(at.dataframe[0].value["conversation"]) == [label, ""]  # a question from no conversation: blank
+    assert CONVERSATION.encode() not in rendered(at) and label.encode() in rendered(at)
+    csv = downloads(at.download_button(key="followups_csv"))
+    assert CONVERSATION.encode() not in csv and label.encode() in csv

@@ -23,6 +23,7 @@ continues it as the reader's own copy).
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import re
 import secrets
@@ -75,6 +76,14 @@ def parse_id(raw: object) -> str:
         raise BadConversationId("That link's conversation id is not valid: it should be 32 characters, "
                                 "0-9 and a-f. Check the link, or start a new chat.")
     return raw
+
+
+def label_for(id: str) -> str:
+    """A conversation's name for people who must not be able to open it (the Follow-ups page, a
+    support desk): "c-" and 8 hex of the id's SHA-256. The id is 128 random bits, so the label can't
+    be turned back into it; "" for no conversation. 32 bits: enough to match a user's quote to a
+    kept question, not a unique key (ids are)."""
+    return "c-" + hashlib.sha256(id.encode()).hexdigest()[:8] if id else ""
 
 
 def title_for(messages: list[dict]) -> str:
