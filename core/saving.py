@@ -8,8 +8,9 @@ a snapshot waits, `pending` hands it out, so a reload in the same process still 
 Snapshots are kept per conversation *and writer* (a browser session), so two tabs on one
 conversation never replace each other's snapshot here. When the store says another writer got there
 first, the snapshot is saved as a new conversation (a fork: nothing typed is lost); when the
-conversation was deleted, the snapshot is dropped (a delete is final). Either way `moved` tells
-that writer's page on its next run.
+conversation was deleted, the snapshot is dropped (a delete is final); when the database refuses
+its content, it can't be saved at all. Each time `moved` tells that writer's page on its next
+run; until then, that page's later snapshots built on the same version follow into the fork.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .store.conversations import TITLE_CHARS, Conversation, ConversationStore, Saved, new_id
-from .store.errors import StoreError
+from .store.errors import StoreError, refused_data
 
 log = logging.getLogger("understudy")
 
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds between retries while the database keeps failing
-MOVES_KEPT = 1000  # forks and deletes not yet seen by their page (a closed tab never looks)
+MOVES_KEPT = 1000  # moves not yet seen by their page (a closed tab never looks)
 
 Key = tuple[str, str]  # (conversation id, writer)
 
@@ -36,9 +37,12 @@ Key = tuple[str, str]  # (conversation id, writer)
 class Moved:
     """What became of a writer's snapshot that could not go where it was meant to."""
 
-    kind: str  # "forked": saved as `to`, another tab had changed the original; "deleted": dropped
+    kind: str  # "forked": saved as `to` (another tab had changed the original); "deleted" or
+    #            "refused" (the database refused its content, `why`): not saved
     to: str | None = None
     title: str = ""
+    base: int = 0  # the version the moved snapshot was built on: later ones on it follow into `to`
+    why: str = ""
 
 
 def forked_title(c: Conversation) -> str:
@@ -59,8 +63,7 @@ class ConversationSaver:
         self._pending: dict[Key, Conversation] = {}  # the newest snapshot not yet written, per writer
         self._due: set[Key] = set()  # to write now (new snapshots, or nudged after a failure)
         self._errors: dict[Key, StoreError] = {}  # why its last write failed
-        self._moved: OrderedDict[Key, Moved] = OrderedDict()  # where a writer's snapshots of an id go now
-        self._untold: set[Key] = set()  # moves that writer's page has not been told of yet
+        self._moved: OrderedDict[Key, Moved] = OrderedDict()  # moves that writer's page has not been told of
         self._failures = 0  # consecutive failed rounds: picks the backoff
         self._retry_at: float | None = None
         self._busy = False
@@ -71,14 +74,12 @@ class ConversationSaver:
 
     # -- what pages call --------------------------------------------------------------------------
     def submit(self, conversation: Conversation) -> None:
+        """One writer's snapshots come in the order it made them: the latest replaces one waiting."""
         with self._cond:
             moved = self._moved.get((conversation.id, conversation.writer))
-            if moved is not None and moved.kind == "forked":  # the page has not followed its fork yet
-                conversation = self._into(conversation, moved)
+            if moved is not None and moved.kind == "forked" and moved.base == conversation.version:
+                conversation = self._into(conversation, moved)  # made before its page heard of the fork
             key = (conversation.id, conversation.writer)
-            waiting = self._pending.get(key)
-            if waiting is not None and waiting.updated_at > conversation.updated_at:
-                return
             self._pending[key] = conversation
             self._due.add(key)
             self._cond.notify_all()
@@ -98,17 +99,15 @@ class ConversationSaver:
         """"moved" when `moved` has news for this writer, "pending" while its snapshot of `id` is
         not written yet, else None (one look, under one lock: no news can fall between the two)."""
         with self._cond:
-            if (id, writer) in self._untold:
+            if (id, writer) in self._moved:
                 return "moved"
             return "pending" if (id, writer) in self._pending else None
 
     def moved(self, id: str, writer: str) -> Moved | None:
-        """Once: where this writer's snapshots of `id` go instead (a fork, or nowhere: deleted)."""
+        """Once: where this writer's snapshot of `id` went instead. From then on its page knows, and
+        its snapshots of `id` go to `id` again (the page has moved to the fork, or reopened `id`)."""
         with self._cond:
-            if (id, writer) not in self._untold:
-                return None
-            self._untold.discard((id, writer))
-            return self._moved.get((id, writer))
+            return self._moved.pop((id, writer), None)
 
     def nudge(self) -> None:
         """Retry every waiting snapshot now (the database may be back)."""
@@ -161,7 +160,8 @@ class ConversationSaver:
                     self._cond.wait(wait)
                 if self._closed:
                     return
-                batch = [self._pending[i] for i in self._due if i in self._pending]
+                # In the order the snapshots first waited: the tab that typed first saves first.
+                batch = [c for key, c in self._pending.items() if key in self._due]
                 self._due.clear()
                 self._busy = True
             try:
@@ -177,6 +177,9 @@ class ConversationSaver:
             try:
                 result = self.store.save(conversation)
             except StoreError as e:
+                if refused_data(e):  # not an outage: these values will never be taken
+                    self._refuse(conversation, e)
+                    continue
                 # The database is down or failing: the rest of the batch would wait the same
                 # connect timeout for the same answer, so all of it waits for the retry.
                 log.warning("conversations are not being saved: %s", e)
@@ -188,9 +191,9 @@ class ConversationSaver:
                     delay = self._backoff[min(self._failures, len(self._backoff)) - 1]
                     self._retry_at = self._clock() + delay
                 return
-            except Exception:  # noqa: BLE001 — a bug must not kill the writer; the snapshot is dropped, loudly
-                log.exception("a conversation snapshot could not be written")
-                result = None
+            except Exception as e:  # noqa: BLE001 — a bug must not kill the writer; its page is told
+                log.error("a conversation snapshot could not be written (%s)", type(e).__name__)
+                result, bug = None, type(e).__name__
             with self._cond:
                 self._errors.pop(key, None)
                 if self._pending.get(key) is not conversation:
@@ -199,20 +202,20 @@ class ConversationSaver:
                 self._saved += result is Saved.SAVED
                 if result in (Saved.CONFLICT, Saved.NOT_YOURS):
                     # Another tab or replica saved this conversation since this snapshot was taken:
-                    # both versions are kept, this one as a new conversation of the same owner (one
-                    # fork per writer: its later snapshots follow into it).
+                    # both versions are kept, this one as a new conversation of the same owner.
                     moved = self._moved.get(key)
-                    if moved is None or moved.kind != "forked":
-                        moved = Moved("forked", new_id(), forked_title(conversation))
+                    if moved is None or moved.kind != "forked" or moved.base != conversation.version:
+                        moved = Moved("forked", new_id(), forked_title(conversation), base=conversation.version)
                         self._remember(key, moved)
                         log.info("a conversation changed in two places at once: one copy kept as a new one")
                     fork = self._into(conversation.with_(created_at=conversation.updated_at), moved)
-                    waiting = self._pending.get((fork.id, fork.writer))
-                    if waiting is None or waiting.updated_at <= fork.updated_at:
+                    if (fork.id, fork.writer) not in self._pending:  # one waiting there came later: newer
                         self._pending[(fork.id, fork.writer)] = fork
                         self._due.add((fork.id, fork.writer))
                 elif result is Saved.DELETED:
                     self._remember(key, Moved("deleted"))
+                elif result is None:
+                    self._remember(key, Moved("refused", why=f"an error in this app ({bug})"))
         with self._cond:
             self._failures = 0
             if not self._errors:
@@ -222,9 +225,19 @@ class ConversationSaver:
     def _into(conversation: Conversation, fork: Moved) -> Conversation:
         return conversation.with_(id=fork.to, version=0, title=fork.title)
 
+    def _refuse(self, conversation: Conversation, e: StoreError) -> None:
+        """The database refused this snapshot's content: retrying can't help, so its page is told
+        (the conversation stays on screen, to download) instead of showing "not saved yet" for ever."""
+        key = (conversation.id, conversation.writer)
+        log.warning("a conversation could not be saved: the database refused its content")
+        with self._cond:
+            self._errors.pop(key, None)
+            if self._pending.get(key) is conversation:
+                del self._pending[key]
+                self._remember(key, Moved("refused", why=str(e)))
+
     def _remember(self, key: Key, moved: Moved) -> None:
         self._moved[key] = moved
         self._moved.move_to_end(key)
-        self._untold.add(key)
         while len(self._moved) > MOVES_KEPT:
-            self._untold.discard(self._moved.popitem(last=False)[0])
+            self._moved.popitem(last=False)

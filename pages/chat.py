@@ -94,11 +94,11 @@ def open_link(raw: str) -> None:
             st.session_state.conv_retry = raw  # try again on the next rerun
             return
     # This process's unwritten snapshot is the newest copy unless another writer has saved since.
+    # This page shows it as a reader: it stays that snapshot's writer's, so if this page carries on
+    # too, its save builds on the version that snapshot did and forks rather than write over it.
     newest = waiting is not None and (stored is None or stored.writer == waiting.writer
                                       or stored.version <= waiting.version)
     found = waiting if newest else stored
-    if newest and waiting.writer:
-        st.session_state.writer = waiting.writer  # this page carries on that snapshot: it is its writer now
     if found is None:
         st.session_state.link_problem = ("There is no conversation with that id: it may have been deleted, or "
                                          "the link is incomplete.")
@@ -113,7 +113,10 @@ def follow_moves() -> None:
     moved = saver.moved(st.session_state.conv["id"], st.session_state.writer) if st.session_state.conv["id"] else None
     if moved is None:
         return
-    if moved.kind == "forked":
+    if moved.kind == "refused":
+        notice = ("This conversation could not be saved: the database refused its content "
+                  f"({literal(moved.why)}). Everything is still on this page: use **Download JSON** to keep it.")
+    elif moved.kind == "forked":
         st.session_state.conv.update(id=moved.to, owner=owner, version=0)
         st.query_params["c"] = moved.to
         notice = (
@@ -382,21 +385,6 @@ if conv["id"] is not None and saver.failing(conv["id"]) is not None:
     saver.nudge()  # this rerun is a good moment to try again
 
 
-@st.fragment(run_every=1.0)
-def watch_saving(cid: str) -> None:
-    """While this tab's snapshot is unwritten: rerun the page as soon as the writer has news for it
-    (another tab got there first, or it was deleted), so the tab says so without waiting for a click."""
-    if saver.waiting_for(cid, st.session_state.writer) == "moved":
-        st.rerun(scope="app")
-
-
-if conv["id"] is not None:
-    waiting = saver.waiting_for(conv["id"], st.session_state.writer)
-    if waiting == "moved":
-        st.rerun()  # the news came during this run: the next one says it
-    elif waiting == "pending":
-        watch_saving(conv["id"])
-
 if st.session_state.kept_input:
     st.warning(f"That message is {len(st.session_state.kept_input):,} characters; the limit is "
                f"{MAX_INPUT_CHARS:,}. It was not sent — here it is, so nothing is lost. Shorten it and send again.")
@@ -471,3 +459,21 @@ elif regenerate and can_regenerate:
     make_mine()
     messages.pop()
     answer(fresh=True)
+
+
+@st.fragment(run_every=1.0)
+def watch_saving(cid: str) -> None:
+    """While this tab's snapshot is unwritten: rerun the page as soon as the writer has news for it
+    (another tab got there first, it was deleted, it can't be saved), so the tab says so without
+    waiting for a click."""
+    if saver.waiting_for(cid, st.session_state.writer) == "moved":
+        st.rerun(scope="app")
+
+
+# Last, after the message box was read: a rerun from here never loses what was just typed.
+if conv["id"] is not None:
+    waiting = saver.waiting_for(conv["id"], st.session_state.writer)
+    if waiting == "moved":
+        st.rerun()  # the news came during this run: the next one says it
+    elif waiting == "pending":
+        watch_saving(conv["id"])

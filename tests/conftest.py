@@ -169,6 +169,30 @@ def pg_schema():
         admin.dispose()
 
 
+@pytest.fixture
+def latin1_database():
+    """A fresh PostgreSQL database in LATIN1 (as some older installs are), dropped afterwards: its URL."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+    name = f"latin1_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' "
+                                 "TEMPLATE template0")
+    except sa.exc.OperationalError as e:
+        admin.dispose()
+        service_missing(f"PostgreSQL at 127.0.0.1:5432 does not answer ({type(e.orig).__name__})")
+    try:
+        yield PG_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request, tmp_path):
     """A URL for an empty database of each kind the durable stores run on: the contract suites."""

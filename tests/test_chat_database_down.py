@@ -110,3 +110,32 @@ def test_the_follow_ups_page_says_so_when_postgresql_is_silent_and_recovers(thro
     proxy.restore()
     at.run()
     assert not at.error and "Where is my parcel?" in at.dataframe[0].value["question"].tolist()
+
+
+def test_a_tab_opened_while_a_save_waits_never_writes_over_the_first_tab(through_proxy):
+    """The database is down; tab one has an unwritten turn, and the same link is opened in tab two,
+    which shows that turn. Both carry on. Once the database is back, no turn of either is lost."""
+    open_session, proxy, direct = through_proxy
+    one = open_session()
+    chat(one, "First, while the database is up")
+    cid = one.query_params["c"]
+    assert saver().settle(timeout=10)
+    proxy.cut()
+    chat(one, "Tab one, while it is down")
+    two = open_session(c=cid)
+    assert "Tab one, while it is down" in texts(two)  # this server still has it
+    assert two.session_state["writer"] != one.session_state["writer"]  # but it is tab one's to write
+    chat(two, "Tab two, while it is down")
+    chat(one, "Tab one again")
+    proxy.restore()
+    saver().nudge()
+    assert saver().settle(timeout=10)
+    one.run(), two.run()
+    assert saver().settle(timeout=10)
+    stored = {c: [m["content"] for m in direct.load(c).messages if m["role"] == "user"]
+              for c in {one.query_params["c"], two.query_params["c"]}}
+    assert stored[one.query_params["c"]] == ["First, while the database is up", "Tab one, while it is down",
+                                             "Tab one again"]
+    assert two.query_params["c"] != cid
+    assert stored[two.query_params["c"]] == ["First, while the database is up", "Tab one, while it is down",
+                                             "Tab two, while it is down"]

@@ -347,14 +347,15 @@ def sqlite_saver(tmp_path):
     store.close()
 
 
-def test_the_saver_writes_in_the_background_newest_snapshot_wins(sqlite_saver):
+def test_the_saver_writes_in_the_background_latest_snapshot_wins(sqlite_saver):
     store, saver = sqlite_saver
     c = conversation()
     for i in range(20):
         saver.submit(c.with_(updated_at=200.0 + i, messages=c.messages[:1] * (i + 1)))
-    saver.submit(c.with_(updated_at=150.0))  # older than what is waiting: ignored
+    # The clock stepped back (NTP): a writer's snapshots still count in the order it made them.
+    saver.submit(c.with_(updated_at=150.0, messages=c.messages[:1] * 21))
     assert saver.wait_saved(c.id, timeout=10)
-    assert store.load(c.id).updated_at == 219.0 and len(store.load(c.id).messages) == 20
+    assert store.load(c.id).updated_at == 150.0 and len(store.load(c.id).messages) == 21
     assert saver.pending(c.id) is None and saver.failing(c.id) is None
     assert saver.health()["status"] == "ok"
 
@@ -416,6 +417,66 @@ def test_the_saver_keeps_a_second_tabs_turns_as_a_new_conversation(sqlite_saver)
     assert saver.wait_saved(moved.to, timeout=10) and saver.moved(moved.to, "tab-2") is None
     assert store.load(moved.to).messages[-1]["content"] == "and on"
     assert saver.health()["saved"] == 4 - 1  # the conflicting snapshot wrote nothing itself
+
+
+def test_after_a_fork_the_original_reopened_is_the_original(sqlite_saver):
+    """Tab two forked; whether or not its page has heard yet, a snapshot built on the original as
+    it is now (reopened from the list) goes to the original, never over the fork."""
+    store, saver = sqlite_saver
+    forks: set[str] = set()
+    for told in (True, False):
+        c = conversation()
+        store.save(c)
+        opened = store.load(c.id)
+        store.save(ask(opened, "from tab one", writer="tab-1"))
+        saver.submit(ask(opened, "from tab two", writer="tab-2"))
+        assert saver.settle(timeout=10) and saver.waiting_for(c.id, "tab-2") == "moved"
+        if told:
+            assert saver.moved(c.id, "tab-2").kind == "forked"  # its page moved on, then came back
+        assert saver.settle(timeout=10)
+        fork_id, = {s.id for s in store.list(ADA, limit=100) if s.title.startswith("Copy · ")} - forks
+        forks.add(fork_id)
+        reopened = store.load(c.id).with_(writer="tab-2")  # tab two clicks the original in its list
+        saver.submit(ask(reopened, "carry on in the original"))
+        assert saver.wait_saved(c.id, timeout=10) and saver.settle(timeout=10)
+        questions = lambda cid: [m["content"] for m in store.load(cid).messages if m["role"] == "user"][1:]
+        assert questions(c.id) == ["from tab one", "carry on in the original"]
+        assert questions(fork_id) == ["from tab two"]
+
+
+def test_a_conversation_the_database_refuses_is_reported_not_retried_for_ever(latin1_database):
+    """A PostgreSQL database in LATIN1 can't hold Japanese: the store says so in a StoreError (no
+    traceback), and the saver tells the page instead of showing "not saved yet" for ever."""
+    store = SqlConversationStore(latin1_database)
+    saver = ConversationSaver(store, backoff=(3600.0,))
+    try:
+        latin = conversation(writer="tab-1").with_(messages=[{"role": "user", "content": "Où est la gare ?"}])
+        assert store.save(latin) is Saved.SAVED
+        with pytest.raises(StoreError):
+            store.list(ADA, search="日本")
+        c = conversation(question="日本の首都は？", writer="tab-1")
+        saver.submit(c)
+        assert saver.settle(timeout=10)
+        assert saver.pending(c.id) is None and saver.failing(c.id) is None
+        moved = saver.moved(c.id, "tab-1")
+        assert moved.kind == "refused" and "日本" not in moved.why and "LATIN1" in moved.why
+        assert store.load(c.id) is None and store.load(latin.id).messages == latin.messages
+    finally:
+        saver.close()
+        store.close()
+
+
+def test_deleting_a_conversation_deletes_the_questions_kept_from_it(store):
+    from core.store import SqlFollowUpStore
+
+    kept = SqlFollowUpStore(store.db)
+    c, other = conversation(), conversation()
+    store.save(c), store.save(other)
+    kept.add("Where is my parcel?", asked_at=1.0, conversation_id=c.id)
+    kept.add("Unrelated", asked_at=2.0, conversation_id=other.id)
+    assert store.delete(c.id, owner=BOB) is False and len(kept.list()) == 2  # not Bob's to delete
+    assert store.delete(c.id, owner=ADA)
+    assert [f.question for f in kept.list()] == ["Unrelated"]
 
 
 def test_the_saver_never_brings_back_a_deleted_conversation(sqlite_saver):

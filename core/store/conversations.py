@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..messages import clean_text
+from .followups import followups_table
 from .sql import Database, add_columns, create, metadata, migration
 
 conversations_table = sa.Table(
@@ -150,7 +151,8 @@ class ConversationStore(Protocol):
     def rename(self, id: str, *, owner: str, title: str) -> bool: ...
 
     def delete(self, id: str, *, owner: str) -> bool:
-        """Delete for good: the content goes, a tombstone stays so later saves can't undo it."""
+        """Delete for good: the content goes, and the questions kept from it for follow-up; a
+        tombstone stays so later saves can't undo it."""
 
     def close(self) -> None: ...
 
@@ -251,8 +253,11 @@ class SqlConversationStore:
         gone = dict(deleted_at=self._clock(), title="", settings="{}", messages="[]", message_count=0,
                     version=t.c.version + 1)
         with self._errors("delete a conversation from"), self.db.begin() as conn:
-            return conn.execute(t.update().where(t.c.id == id, t.c.owner == owner, t.c.deleted_at.is_(None))
+            done = conn.execute(t.update().where(t.c.id == id, t.c.owner == owner, t.c.deleted_at.is_(None))
                                 .values(**gone).returning(t.c.id)).first() is not None
+            if done:
+                conn.execute(followups_table.delete().where(followups_table.c.conversation_id == id))
+            return done
 
     def import_json(self, data: bytes, *, owner: str, now: float) -> Conversation:
         """A JSON export, checked whole (BadImport says why it can't be read), saved under a new id for `owner`."""

@@ -61,6 +61,7 @@ _followups = sa.Table(
     sa.Index("ix_followups_asked_at", "asked_at"),
 )
 migration(1)(create(_followups))
+followups_table = _followups  # a conversation's delete takes its kept questions with it
 
 
 class SqlFollowUpStore:

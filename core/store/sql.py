@@ -147,7 +147,9 @@ class _map_errors:
         return self
 
     def __exit__(self, kind, e, tb):
-        if e is None or isinstance(e, StoreError) or not isinstance(e, (sa.exc.SQLAlchemyError, OSError)):
+        # UnicodeError: text the connection's encoding can't carry (also raised by the driver itself).
+        if e is None or isinstance(e, StoreError) or not isinstance(e, (sa.exc.SQLAlchemyError, OSError,
+                                                                         UnicodeError)):
             return False
         raise StoreError(f"{self.what} ({describe(e)})") from e
 
@@ -163,8 +165,14 @@ def shown_url(url: str) -> str:
 def _engine(url: sa.URL) -> sa.Engine:
     if url.get_backend_name() != "sqlite":
         # A dead server must not hold a user's request for long: connect within 3 s, and check a
-        # pooled connection before use (it may be from before a restart).
-        return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 3})
+        # pooled connection before use (it may be from before a restart). A connection whose peer
+        # went silent (a failover, a lost NAT entry) fails within about 15 s instead of the
+        # kernel's 15 minutes: TCP keepalives, and a limit on unacknowledged sends. Text goes as
+        # UTF-8 whatever the server's default, so a non-UTF-8 server refuses what it can't hold
+        # (a clear error) rather than the driver failing to encode it.
+        return sa.create_engine(url, pool_pre_ping=True, connect_args={
+            "connect_timeout": 3, "client_encoding": "utf8", "keepalives": 1, "keepalives_idle": 10,
+            "keepalives_interval": 2, "keepalives_count": 3, "tcp_user_timeout": 15_000})
     # A file database: QueuePool, check_same_thread off (SQLAlchemy's default for files). Wait up to
     # 10 s for another writer (another process on the same file) rather than fail at once.
     engine = sa.create_engine(url, connect_args={"timeout": 10})
