@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -100,8 +99,26 @@ class Health:
 
         if not targets:
             return []
-        with ThreadPoolExecutor(max_workers=len(targets)) as pool:
-            return list(pool.map(one, targets))
+        # Daemon threads, not a ThreadPoolExecutor: the interpreter joins an executor's workers at
+        # exit, so a probe of a silent provider would hold a finished CLI open until its timeout.
+        events: list[ProbeEvent | None] = [None] * len(targets)
+        errors: list[BaseException] = []
+
+        def run(i: int, p: Provider) -> None:
+            try:
+                events[i] = one(p)
+            except BaseException as e:  # noqa: BLE001 — re-raised in the caller's thread below
+                errors.append(e)
+
+        threads = [threading.Thread(target=run, args=(i, p), name=f"understudy-probe-{p.name}", daemon=True)
+                   for i, p in enumerate(targets)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return events
 
     def start(self) -> None:
         """Probe every provider in the background every `interval` seconds; once, however many

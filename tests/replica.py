@@ -103,14 +103,21 @@ def serve(config: str) -> int:
 class Replica:
     """The driving side: start a replica process, send it ops, read its replies."""
 
-    def __init__(self, config: Path, *, name: str, env: dict[str, str]) -> None:
+    def __init__(self, config: Path, *, name: str, env: dict[str, str], wait: bool = True) -> None:
+        """Start the process; with `wait=False` the caller calls `ready()` (so replicas start together)."""
         full = {**os.environ, **env, "UNDERSTUDY_REPLICA": name, "PYTHONPATH": str(ROOT)}
         self.name = name
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.replica", str(config)], cwd=ROOT, env=full,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, bufsize=1)
+        if wait:
+            self.ready()
+
+    def ready(self) -> Replica:
+        """Wait for the replica's hello: its router is built and it reads ops."""
         hello = self._read()
         assert hello.get("ready"), hello
+        return self
 
     def __call__(self, op: str, **kw) -> dict:
         self.proc.stdin.write(json.dumps({"op": op, **kw}) + "\n")
@@ -126,13 +133,21 @@ class Replica:
             raise AssertionError(f"replica {self.name} exited ({self.proc.returncode}): {self.proc.stderr.read()[-2000:]}")
         return json.loads(line)
 
-    def close(self) -> None:
-        if self.proc.poll() is None:
+    def stop(self) -> None:
+        """Ask the replica to stop, without waiting (so several can shut down together)."""
+        if self.proc.poll() is None and not self.proc.stdin.closed:
             try:
                 self.proc.stdin.write(json.dumps({"op": "stop"}) + "\n")
                 self.proc.stdin.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.stop()
+        if self.proc.poll() is None:
+            try:
                 self.proc.wait(timeout=15)
-            except (OSError, subprocess.TimeoutExpired):
+            except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
 

@@ -65,15 +65,23 @@ def server(sims, tmp_path):
         proc.wait(timeout=20)
 
 
-@pytest.fixture
-def page():
-    SHOTS.mkdir(exist_ok=True)
+@pytest.fixture(scope="module")
+def browser():
+    """One Chromium for this module's tests; each test gets its own context (cookies, storage)."""
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(30_000)
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    SHOTS.mkdir(exist_ok=True)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})  # a fresh browser profile
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    yield page
+    context.close()
 
 
 def ask(page, text):

@@ -29,11 +29,15 @@ def fleet(sims, fleet_env, tmp_path):
         config = tmp_path / f"fleet-{len(started)}.toml"
         config.write_text(text, encoding="utf-8")
         env = {**fleet_env, "SIM_KEY": KEY, "UNDERSTUDY_DATA_DIR": str(tmp_path / "data")}
-        for name in ("A", "B"):
-            started.append(Replica(config, name=name, env=env))
-        return started[-2], started[-1], servers
+        pair = [Replica(config, name=name, env=env, wait=False) for name in ("A", "B")]
+        started.extend(pair)
+        for replica in pair:  # both processes start up at once, as a fleet does
+            replica.ready()
+        return pair[0], pair[1], servers
 
     yield start
+    for replica in started:
+        replica.stop()  # all shut down at once; then each is waited for
     for replica in started:
         replica.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 
@@ -11,7 +12,7 @@ from core.messages import ChatRequest
 from core.router import Router
 from core.simulator import Fault
 from tests.clock import ManualClock, NoJitter
-from tests.conftest import entry_for
+from tests.conftest import KEY, ROOT, entry_for
 
 
 def router_for(*servers, **kw):
@@ -86,6 +87,32 @@ def test_background_probing_runs_on_its_interval(sims):
         assert len(server.wait_for(3, method="GET", timeout=10)) >= 3
     finally:
         router.close()
+
+
+SILENT_PROBE = """
+import sys, threading
+from core.config import Config, ProviderEntry, Secret
+from core.providers.base import Provider
+from core.router import Router
+from tests.clock import inside, wait_until
+
+entry = ProviderEntry(name="a", kind="anthropic", model="m", base_url=sys.argv[1], api_key=Secret(sys.argv[2]),
+                      idle_timeout=300, first_token_timeout=300)
+router = Router(Config(providers=(entry,)))
+router.start_probing()
+wait_until(lambda: any(inside(t, Provider.probe) for t in threading.enumerate()), "the probe to be in flight")
+router.close()
+"""
+
+
+def test_a_probe_of_a_silent_provider_does_not_keep_a_finished_process_alive(sims):
+    # A long-lived process (`python -m core ask --jsonl`) probes in the background; once it is
+    # done it must exit, not wait for a probe of a silent provider to time out (here 300 s).
+    server = sims("anthropic")
+    server.set_default(Fault("silence", seconds=600))
+    proc = subprocess.run([sys.executable, "-c", SILENT_PROBE, server.url, KEY], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)  # only turns the hang into a failure
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_one_verdict_for_the_whole_chain():
