@@ -5,6 +5,8 @@ run here, in the test process: the upstream both replicas call, as a real provid
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from core.faults import Fault
@@ -74,34 +76,46 @@ def test_a_breaker_opened_by_failures_on_one_replica_is_open_on_the_other(fleet)
 
 
 def test_the_fleet_sends_exactly_one_half_open_trial(fleet):
-    # The trial's first token takes 10 s (inside its 15 s first-token deadline), so it stays in
-    # flight while both replicas send five questions each at once.
+    # The trial's first token is held until the other nine questions have been answered by the
+    # fallback (state the test waits on), so it is in flight the whole time both replicas ask.
     a, b, (primary, fallback) = fleet("[hedging]\nenabled = false\n[breaker]\nreset_timeout = 1.0\n",
-                                      primary_first_token=15.0)
+                                      primary_first_token=60.0)
     primary.set_default(Fault.http(503))
     for i in range(3):
         a("ask", q=f"opening question {i}")
     assert b("wait_breaker", name=PRIMARY, state="open", timeout=10)["seen"]
-    primary.set_default(Fault("slow_first", seconds=10))
+    held = threading.Event()
+
+    def hold_the_first_token() -> float:
+        held.wait(60)
+        return 0.0
+
+    primary.first_delay = hold_the_first_token
+    primary.set_default(Fault())
     wait_until(lambda: a("breaker", name=PRIMARY)["retry_in"] == 0 and b("breaker", name=PRIMARY)["retry_in"] == 0,
                "the cooldown to end on both replicas")
-    calls = len(primary.chat_requests())
-    import threading
+    calls, answered = len(primary.chat_requests()), len(fallback.chat_requests())
 
     answers: dict[str, list] = {}
     workers = [threading.Thread(target=lambda r=r: answers.__setitem__(r.name, r("ask_many", qs=[
         f"{r.name} asks {i}" for i in range(5)])["results"])) for r in (a, b)]
     for w in workers:
         w.start()
+    try:
+        wait_until(lambda: len(fallback.chat_requests()) - answered >= 9, "nine questions to reach the fallback",
+                   timeout=60)
+    finally:
+        held.set()  # now the trial may answer
     for w in workers:
         w.join(60)
     results = answers["A"] + answers["B"]
     assert len(results) == 10 and all(r["complete"] for r in results)
     by_primary = [r for r in results if r["provider"] == PRIMARY]
-    assert len(by_primary) == 1, [r["provider"] for r in results]  # the one trial answered, slowly
+    assert len(by_primary) == 1, [r["provider"] for r in results]  # the one trial answered
     skipped = [x["detail"] for r in results for x in r["attempts"] if x["provider"] == PRIMARY and x["outcome"] == "skipped"]
     assert len(skipped) == 9 and all("half-open" in d for d in skipped), skipped
     assert len(primary.chat_requests()) - calls == 1  # one trial call reached the provider, fleet-wide
+    assert len(fallback.chat_requests()) - answered == 9
 
 
 def test_an_answer_cached_on_one_replica_is_a_cache_hit_on_the_other(fleet):
