@@ -140,6 +140,7 @@ def retry_after_from_headers(headers: Mapping[str, str] | None, *, now: float | 
     `now`, a Unix time: this moment by default)."""
     if not headers:
         return None
+    headers = {str(k).lower(): str(v) for k, v in headers.items()}  # any mapping, any case
     raw_ms = headers.get("retry-after-ms")
     if raw_ms:
         try:
@@ -156,6 +157,94 @@ def retry_after_from_headers(headers: Mapping[str, str] | None, *, now: float | 
     try:
         when = email.utils.parsedate_to_datetime(raw)
     except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def retry_hint(headers: Mapping[str, str] | None, message: str = "", *, status: int | None = None,
+               now: float | None = None) -> float | None:
+    """Seconds the provider asked us to wait, in whichever form it gave it, or None:
+    `retry-after-ms` / `Retry-After`; on a 429, the rate-limit reset headers (OpenAI's
+    `x-ratelimit-reset-*` durations, Anthropic's `anthropic-ratelimit-*-reset` timestamps); else
+    the message text ("Please try again in 1.5s", "retry after 20 seconds"). A hint from the text
+    counts like a header: it decides between waiting and failing over, and how long the breaker
+    keeps the provider out. `now`: a Unix time (this moment by default)."""
+    found = retry_after_from_headers(headers, now=now)
+    if found is None and status == 429:
+        found = _reset_hint(headers, now)
+    return found if found is not None else retry_after_from_text(message)
+
+
+def parse_duration(raw: str) -> float | None:
+    """A Go-style duration as OpenAI writes them ("20ms", "1.5s", "6m0s", "1h2m3s"), or a bare
+    number of seconds; None when it is neither."""
+    raw = raw.strip()
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    match = _DURATION.fullmatch(raw)
+    if not match or not raw:
+        return None
+    h, m, sec, ms = (float(g) if g else 0.0 for g in match.groups())
+    return h * 3600 + m * 60 + sec + ms / 1000
+
+
+def retry_after_from_text(message: str) -> float | None:
+    """The wait a message asks for: "Please try again in 1.5s", "in 20ms", "in 6m0s", "Please
+    retry in 37.56s", "try again after 30 seconds", "in 2 minutes"."""
+    match = _TEXT_HINT.search(message or "")
+    if not match:
+        return None
+    amount, word = match.group("amount"), (match.group("word") or "").lower()
+    if word:
+        unit = next(factor for prefix, factor in _WORDS if word.startswith(prefix))
+        try:
+            return max(0.0, float(amount) * unit)
+        except ValueError:
+            return None
+    return parse_duration(amount)
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+(?:\.\d+)?)ms)?")
+_TEXT_HINT = re.compile(
+    r"\b(?:try again|retry)\s+(?:in|after)\s+(?P<amount>\d+(?:\.\d+)?(?:(?:h|m(?!s)|s|ms)(?:\d+(?:\.\d+)?(?:m(?!s)|s|ms))*)?)"
+    r"(?:\s*(?P<word>milliseconds?|millis|msecs?|seconds?|secs?|minutes?|mins?|hours?|hrs?)\b)?", re.IGNORECASE)
+_WORDS = (("mil", 0.001), ("ms", 0.001), ("s", 1.0), ("mi", 60.0), ("h", 3600.0))
+# Which limit a 429 hit: OpenAI names requests and tokens; Anthropic also input and output tokens.
+_RESET_HEADERS = [(f"x-ratelimit-remaining-{n}", f"x-ratelimit-reset-{n}") for n in ("requests", "tokens")] + [
+    (f"anthropic-ratelimit-{n}-remaining", f"anthropic-ratelimit-{n}-reset")
+    for n in ("requests", "tokens", "input-tokens", "output-tokens")]
+
+
+def _reset_hint(headers: Mapping[str, str] | None, now: float | None) -> float | None:
+    """On a 429: when the exhausted limit resets (the longest, if several are spent); with none
+    marked spent, the soonest reset (a retry then learns more)."""
+    if not headers:
+        return None
+    lower = {str(k).lower(): str(v) for k, v in headers.items()}
+    spent, others = [], []
+    for remaining, reset in _RESET_HEADERS:
+        if reset not in lower:
+            continue
+        wait = parse_duration(lower[reset])
+        if wait is None:  # Anthropic: an RFC 3339 timestamp
+            wait = _seconds_until(lower[reset], now)
+        if wait is not None:
+            (spent if lower.get(remaining, "").strip() == "0" else others).append(wait)
+    if spent:
+        return max(spent)
+    return min(others) if others else None
+
+
+def _seconds_until(stamp: str, now: float | None) -> float | None:
+    from datetime import datetime
+
+    try:
+        when = datetime.fromisoformat(stamp.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 

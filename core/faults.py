@@ -12,11 +12,17 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import NoReturn, Protocol
 
 # Every fault in the failure catalogue.
+# How an HTTP error tells the client when to come back (Fault.hint).
+RETRY_HINTS = ("retry-after", "retry-after-ms", "reset", "text")
+_HINT_WORDS = {"retry-after": "Retry-After", "retry-after-ms": "retry-after-ms", "reset": "rate-limit reset in",
+               "text": "“try again in” (text only)"}
 FAULT_KINDS = (
     "ok",           # a normal answer
     "status",       # an HTTP error in the provider's own shape (status, flavour, retry_after)
@@ -74,12 +80,17 @@ class Fault:
     after: int = 0
     seconds: float = 0.0
     retry_after_header: bool = True  # False: only where the protocol has a body field (Gemini's RetryInfo)
+    # How the wait is given (see RETRY_HINTS): the Retry-After header, retry-after-ms, the protocol's
+    # rate-limit reset headers, or only in the message text.
+    hint: str = "retry-after"
     reason: str = ""  # the finish reason a "finish" fault ends with
     echo_headers: bool = False  # the error message quotes the request's credential headers, as some proxies do
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {self.kind!r}; known: {', '.join(FAULT_KINDS)}")
+        if self.hint not in RETRY_HINTS:
+            raise ValueError(f"unknown retry hint {self.hint!r}; known: {', '.join(RETRY_HINTS)}")
         if (self.kind == "finish") != bool(self.reason):
             raise ValueError('a "finish" fault needs a reason, and only it takes one')
 
@@ -90,17 +101,19 @@ class Fault:
 
     @classmethod
     def http(cls, status: int = 0, flavour: str | None = None, retry_after: float | None = None,
-             retry_after_header: bool = True, echo_headers: bool = False) -> Fault:
-        """An HTTP error. Give a status, a flavour (e.g. "context_length") or both."""
+             retry_after_header: bool = True, echo_headers: bool = False, hint: str = "retry-after") -> Fault:
+        """An HTTP error. Give a status, a flavour (e.g. "context_length") or both; `retry_after`
+        seconds to wait, given the way `hint` says."""
         status = status or FLAVOUR_STATUS[flavour or "server"]
         return cls("status", status=status, flavour=flavour or STATUS_FLAVOUR.get(status, "server"),
-                   retry_after=retry_after, retry_after_header=retry_after_header, echo_headers=echo_headers)
+                   retry_after=retry_after, retry_after_header=retry_after_header, echo_headers=echo_headers,
+                   hint=hint)
 
     def describe(self) -> str:
         """In a few words, for people (the chaos panel)."""
         return {
             "status": f"HTTP {self.status} ({self.flavour})"
-                      + (f", Retry-After {self.retry_after:g}s" if self.retry_after else ""),
+                      + (f", {_HINT_WORDS[self.hint]} {self.retry_after:g}s" if self.retry_after else ""),
             "reset": "connection reset", "silence": "silence (never answers)",
             "latency": f"+{self.seconds:g}s latency", "slow_first": f"first token after {self.seconds:g}s",
             "cut": f"stream cut after {self.after} chunks",
@@ -156,6 +169,13 @@ class Dialect:
     def error_body(self, status: int, flavour: str, model: str, retry_after: float | None) -> dict:
         raise NotImplementedError
 
+    retry_text = " Please try again in {}."  # how its messages ask for a wait
+
+    def reset_headers(self, wait: float, now: float) -> dict[str, str]:
+        """The protocol's rate-limit headers for a limit spent until `wait` seconds from `now`
+        (protocols without any give Retry-After)."""
+        return {"retry-after": f"{wait:g}"}
+
     def with_note(self, body: dict, note: str) -> dict:
         """An error body with `note` appended to its message."""
         return {**body, "error": {**body["error"], "message": body["error"]["message"] + note}}
@@ -203,6 +223,14 @@ class AnthropicDialect(Dialect):
     def error_body(self, status, flavour, model, retry_after):
         return {"type": "error", "error": {"type": self._types[flavour], "message": self.message(flavour, model)}}
 
+    def reset_headers(self, wait, now):
+        # RFC 3339, to the second, as Anthropic sends them; the token limit is not the spent one.
+        stamp = lambda t: datetime.fromtimestamp(math.ceil(t), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {"anthropic-ratelimit-requests-limit": "50", "anthropic-ratelimit-requests-remaining": "0",
+                "anthropic-ratelimit-requests-reset": stamp(now + wait),
+                "anthropic-ratelimit-tokens-limit": "40000", "anthropic-ratelimit-tokens-remaining": "39000",
+                "anthropic-ratelimit-tokens-reset": stamp(now + 1)}
+
     def error_frame(self):
         return sse({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, "error")
 
@@ -224,6 +252,13 @@ class OpenAIDialect(Dialect):
         type_, code = self._codes[flavour]
         return {"error": {"message": self.message(flavour, model), "type": type_, "param": None, "code": code}}
 
+    def reset_headers(self, wait, now):
+        # The requests limit is spent; the tokens limit is not (its reset is not the wait).
+        return {"x-ratelimit-limit-requests": "3", "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": go_duration(wait),
+                "x-ratelimit-limit-tokens": "40000", "x-ratelimit-remaining-tokens": "39000",
+                "x-ratelimit-reset-tokens": "20ms"}
+
     def error_frame(self):
         return sse({"error": {"message": "server overloaded", "type": "server_error", "code": "overloaded"}})
 
@@ -239,6 +274,8 @@ class GeminiDialect(Dialect):
                "bad_request": "INVALID_ARGUMENT", "prefill": "INVALID_ARGUMENT"}
     _messages = {"context_length": "The input token count (250000) exceeds the maximum number of tokens allowed (32768).",
                  "overloaded": "The model is overloaded. Please try again later."}
+
+    retry_text = " Please retry in {}."
 
     def error_body(self, status, flavour, model, retry_after):
         error = {"code": status, "message": self.message(flavour, model), "status": self._status[flavour]}
@@ -261,6 +298,8 @@ class OllamaDialect(Dialect):
     _end = re.compile(rb'"done"\s*:\s*true')
     _messages = {"not_found": "model '{model}' not found, try pulling it first",
                  "context_length": "the input length exceeds the context length"}
+
+    retry_text = ", please try again in {}"
 
     def error_body(self, status, flavour, model, retry_after):
         return {"error": self.message(flavour, model)}
@@ -298,14 +337,34 @@ class Reply:
     body: bytes
 
 
-def error_reply(fault: Fault, dialect: Dialect, model: str, request_headers: dict[str, str]) -> Reply:
-    """The HTTP error a "status" fault answers with, in the protocol's own shape."""
+def go_duration(seconds: float) -> str:
+    """A duration as OpenAI writes one: "20ms", "1.5s", "6m0s"."""
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    if seconds < 60:
+        return f"{seconds:g}s"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{rest:g}s"
+
+
+def error_reply(fault: Fault, dialect: Dialect, model: str, request_headers: dict[str, str],
+                now: float | None = None) -> Reply:
+    """The HTTP error a "status" fault answers with, in the protocol's own shape. `now`: the Unix
+    time a reset timestamp counts from (this moment by default)."""
     status = fault.status or 500
     flavour = fault.flavour or STATUS_FLAVOUR.get(status, "server")
     headers = {"content-type": "application/json", "x-request-id": "req_fault", "request-id": "req_fault"}
-    if fault.retry_after is not None and fault.retry_after_header:
-        headers["retry-after"] = f"{fault.retry_after:g}"
-    body = dialect.error_body(status, flavour, model, fault.retry_after)
+    wait, hint = fault.retry_after, fault.hint
+    if wait is not None and fault.retry_after_header:
+        if hint == "retry-after":
+            headers["retry-after"] = f"{wait:g}"
+        elif hint == "retry-after-ms":
+            headers["retry-after-ms"] = f"{wait * 1000:g}"
+        elif hint == "reset":
+            headers.update(dialect.reset_headers(wait, time.time() if now is None else now))
+    body = dialect.error_body(status, flavour, model, wait if hint != "text" else None)
+    if wait is not None and hint == "text":
+        body = dialect.with_note(body, dialect.retry_text.format(go_duration(wait)))
     if fault.echo_headers:
         quoted = {k.lower(): v for k, v in request_headers.items() if k.lower() in _CREDENTIAL_HEADERS}
         body = dialect.with_note(body, f" (request headers: {quoted!r})")

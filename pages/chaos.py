@@ -40,6 +40,12 @@ STATUSES = {
     "400 context length": (400, "context_length"),
     "400 content filter": (400, "content_filter"),
 }
+HINTS = {  # how the provider says when to come back
+    "Retry-After header": "retry-after",
+    "retry-after-ms header": "retry-after-ms",
+    "rate-limit reset headers": "reset",
+    "only in the message text": "text",
+}
 
 top = st.columns([3, 1])
 top[0].markdown("Faults are injected **under the SDK**, at the HTTP transport: the SDK, adapter, breaker and "
@@ -62,12 +68,15 @@ for i, provider in enumerate(r.providers):
         cols = st.columns([2, 2, 2, 2])
         label = cols[0].selectbox("Fault", list(FAULTS), key=f"fault_{i}")
         kind = FAULTS[label]
-        status, flavour, retry_after, seconds_, after = None, None, None, 0.0, 0
+        status, flavour, retry_after, seconds_, after, hint = None, None, None, 0.0, 0, "retry-after"
         if kind == "status":
             status, flavour = STATUSES[cols[1].selectbox("Status", list(STATUSES), key=f"status_{i}")]
             if status in (429, 503, 529):
-                ra = cols[2].number_input("Retry-After (s, 0 = none)", 0.0, 600.0, 0.0, 1.0, key=f"retry_after_{i}")
+                ra = cols[2].number_input("Retry after (s, 0 = none)", 0.0, 600.0, 0.0, 1.0, key=f"retry_after_{i}")
                 retry_after = ra or None
+                hint = HINTS[cols[2].selectbox("Given as", list(HINTS), key=f"hint_{i}", disabled=not ra,
+                                               help="OpenAI and Anthropic send rate-limit reset headers; many "
+                                                    "servers say it only in the error message.")]
         if kind in ("latency", "slow_first", "stall"):
             seconds_ = cols[1].number_input("Seconds", 0.1, 120.0, 20.0 if kind != "latency" else 2.0, 0.5,
                                             key=f"seconds_{i}")
@@ -79,7 +88,8 @@ for i, provider in enumerate(r.providers):
         down = flap_cols[1].number_input("Down s", 1.0, 600.0, 5.0, 1.0, key=f"down_{i}", disabled=not flap)
         up = flap_cols[2].number_input("Up s", 1.0, 600.0, 5.0, 1.0, key=f"up_{i}", disabled=not flap)
         if flap_cols[3].button("Break it", key=f"apply_{i}", type="primary", width="stretch"):
-            fault = Fault(kind, status=status, flavour=flavour, retry_after=retry_after, after=after, seconds=seconds_)
+            fault = Fault(kind, status=status, flavour=flavour, retry_after=retry_after, after=after, seconds=seconds_,
+                          hint=hint)
             r.chaos.set(name, fault, probability=rate / 100, flap=(down, up) if flap else None)
             st.rerun()
         if flap_cols[4].button("Heal it", key=f"clear_{i}", width="stretch", disabled=not current):

@@ -195,6 +195,23 @@ def test_chaos_switches_change_what_chat_does(app):
     assert "**anthropic-0**" in captions(assistant(at))
 
 
+def test_a_chaos_429_whose_wait_is_only_in_the_text_keeps_the_provider_out_that_long(app):
+    at, (first, second) = app("anthropic", "openai")
+    at.switch_page("pages/chaos.py").run()
+    at.selectbox(key="status_0").set_value("429 rate limited")
+    at.number_input(key="retry_after_0").set_value(120.0).run()
+    at.selectbox(key="hint_0").set_value("only in the message text")
+    at.button(key="apply_0").click().run()
+    assert not at.exception
+    assert any("(text only) 120s" in m.value for m in at.markdown)  # the panel says what is injected
+    at.switch_page("pages/chat.py").run()
+    chat(at, "who now?")
+    assert "openai-1" in captions(assistant(at))
+    from pages.shared import router
+    assert router().breakers["anthropic-0"].state == "open"
+    assert 60 < router().breakers["anthropic-0"].retry_in() <= 120  # the text's 2 minutes, not the default 15 s
+
+
 def test_chaos_scenario_and_load_generator(app):
     at, (first, second) = app("anthropic", "openai")
     at.switch_page("pages/chaos.py").run()

@@ -10,8 +10,10 @@ from core.errors import (
     ErrorKind,
     ProviderError,
     kind_for_status,
+    parse_duration,
     retry_after_from_google_details,
     retry_after_from_headers,
+    retry_hint,
 )
 
 
@@ -78,3 +80,68 @@ def test_provider_error_reads_well_and_keeps_its_facts():
     err = ProviderError(ErrorKind.RATE_LIMITED, "slow down", provider="claude", status=429, retry_after=2.0)
     assert str(err) == "claude: rate_limited (HTTP 429): slow down"
     assert (err.kind, err.status, err.retry_after) == (ErrorKind.RATE_LIMITED, 429, 2.0)
+
+
+# -- retry hints, in every form providers give them (their real error bodies and headers) --------
+NOW = 1_796_310_000.0  # 2026-12-03T15:00:00Z
+
+OPENAI_429_TEXT = ("Rate limit reached for gpt-4o-mini in organization org-sim on requests per min (RPM): "
+                   "Limit 3, Used 3, Requested 1. Please try again in 20s. Visit "
+                   "https://platform.openai.com/account/rate-limits to learn more.")
+OPENAI_TPM_TEXT = ("Rate limit reached for gpt-4o in organization org-sim on tokens per min (TPM): Limit 30000, "
+                   "Used 29876, Requested 512. Please try again in 1.5s. Visit "
+                   "https://platform.openai.com/account/rate-limits to learn more.")
+GEMINI_429 = {"error": {"code": 429, "message": (
+    "You exceeded your current quota, please check your plan and billing details. For more information on this "
+    "error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.\n* Quota exceeded for metric: "
+    "generativelanguage.googleapis.com/generate_content_free_tier_requests, limit: 10\nPlease retry in "
+    "37.562910755s."), "status": "RESOURCE_EXHAUSTED", "details": [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{"quotaMetric": "x"}]},
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "37s"}]}}
+
+
+@pytest.mark.parametrize("headers, message, expected", [
+    ({"retry-after": "7"}, "", 7.0),
+    ({"retry-after-ms": "250", "retry-after": "7"}, "", 0.25),  # the finer one wins
+    ({"Retry-After": "Thu, 03 Dec 2026 15:00:30 GMT"}, "", 30.0),
+    # OpenAI: the requests limit is spent; the tokens one resets sooner but is not the one hit.
+    ({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "6m0s",
+      "x-ratelimit-remaining-tokens": "39000", "x-ratelimit-reset-tokens": "20ms"}, OPENAI_429_TEXT, 360.0),
+    ({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "20ms",
+      "x-ratelimit-remaining-requests": "2", "x-ratelimit-reset-requests": "1s"}, "", 0.02),
+    ({}, OPENAI_429_TEXT, 20.0),  # only in the text
+    ({}, OPENAI_TPM_TEXT, 1.5),
+    ({}, "Rate limit reached ... Please try again in 20ms. Visit https://platform.openai.com", 0.02),
+    # Anthropic: RFC 3339 reset times; the spent limit's counts.
+    ({"anthropic-ratelimit-requests-remaining": "0", "anthropic-ratelimit-requests-reset": "2026-12-03T15:00:42Z",
+      "anthropic-ratelimit-tokens-remaining": "39000", "anthropic-ratelimit-tokens-reset": "2026-12-03T15:00:01Z"},
+     "This request would exceed the rate limit for your organization of 50 requests per minute.", 42.0),
+    ({"anthropic-ratelimit-output-tokens-remaining": "0",
+      "anthropic-ratelimit-output-tokens-reset": "2026-12-03T15:01:00+00:00"}, "", 60.0),
+    ({}, GEMINI_429["error"]["message"], 37.562910755),  # Gemini's text (its RetryInfo: below)
+    # Ollama and other OpenAI-compatible servers: only their text.
+    ({}, "you have reached your hourly usage limit, please try again in 24m30s", 1470.0),
+    ({}, "Rate limit exceeded. Try again after 30 seconds.", 30.0),
+    ({}, "rate limited: retry in 2 minutes", 120.0),
+    ({}, "Too many requests, please retry after 500 milliseconds", 0.5),
+    ({}, "Too many requests. Please try again later.", None),
+    ({}, "", None),
+])
+def test_a_retry_hint_is_read_in_whatever_form_it_comes(headers, message, expected):
+    found = retry_hint(headers, message, status=429, now=NOW)
+    assert found == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_reset_headers_count_only_on_a_429_and_bad_values_are_no_hint():
+    spent = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "6m0s"}
+    assert retry_hint(spent, "", status=500, now=NOW) is None  # sent on every reply: not a hint on a 500
+    assert retry_hint({"x-ratelimit-reset-requests": "soon"}, "", status=429, now=NOW) is None
+    assert retry_hint({"anthropic-ratelimit-requests-reset": "yesterday"}, "", status=429, now=NOW) is None
+    assert retry_hint({"anthropic-ratelimit-requests-remaining": "0",
+                       "anthropic-ratelimit-requests-reset": "2026-12-03T14:00:00Z"}, "", status=429, now=NOW) == 0.0
+    assert retry_hint({"retry-after": "-5"}, "", now=NOW) == 0.0
+    assert parse_duration("6m0s") == 360 and parse_duration("1h2m3.5s") == 3723.5 and parse_duration("") is None
+
+
+def test_gemini_retryinfo_in_its_real_error_body():
+    assert retry_after_from_google_details(GEMINI_429) == 37

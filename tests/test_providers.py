@@ -66,6 +66,24 @@ def test_retry_after_is_read_from_the_response(kind, sims, adapters):
     assert caught.value.retry_after == pytest.approx(7)
 
 
+@pytest.mark.parametrize("hint", ["retry-after-ms", "reset", "text"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_retry_hint_in_any_form_is_read_through_the_real_sdk(kind, hint, sims, adapters):
+    """retry-after-ms; each protocol's rate-limit reset headers (OpenAI's durations, Anthropic's
+    timestamps; the others have none and send Retry-After); or only the message text."""
+    server = sims(kind)
+    provider = adapters(server)
+    server.push(Fault.http(429, retry_after=7, hint=hint))
+    with pytest.raises(ProviderError) as caught:
+        drain(provider, REQUEST)
+    assert caught.value.kind is ErrorKind.RATE_LIMITED
+    if kind == "anthropic" and hint == "reset":
+        # A timestamp to the second, read back against this moment: 7 s from when it was written.
+        assert 5 < caught.value.retry_after <= 8
+    else:
+        assert caught.value.retry_after == pytest.approx(7)
+
+
 def test_gemini_retry_delay_comes_from_retryinfo_in_the_body(sims, adapters):
     server = sims("gemini")
     provider = adapters(server)

@@ -70,6 +70,32 @@ def test_s01_long_retry_after_fails_over_at_once_and_keeps_the_provider_out(chai
     assert len(first.chat_requests()) == 1
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_retry_hint_only_in_the_message_text_is_used_like_a_header(kind, chain):
+    """Short: waited out on the same provider. Long: fail over at once, and the breaker keeps the
+    provider out for exactly that long. On every protocol, through its real SDK."""
+    clock = ManualClock()
+    other = "anthropic" if kind == "openai" else "openai"
+    router, (first, second) = chain(kind, other, clock=clock)
+    first.push(Fault.http(429, retry_after=0.3, hint="text"))
+    got = []
+    asking = threading.Thread(target=lambda: got.append(router.ask(Q)))
+    asking.start()
+    wait_until(lambda: router.metrics.events(AttemptEvent), "the 429 attempt")
+    assert len(first.chat_requests()) == 1 and asking.is_alive()  # waiting the 0.3 s the text asked for
+    clock.advance(0.3)
+    asking.join(timeout=30)
+    (short,) = got
+    assert short.provider == f"{kind}-0" and [a.outcome for a in short.attempts] == ["error", "ok"]
+    assert short.elapsed_ms == 300
+
+    first.push(Fault.http(429, retry_after=30, hint="text"))
+    long = finishes(lambda: router.ask(ChatRequest.ask("and another")), "the request")
+    assert long.provider == f"{other}-1" and long.elapsed_ms == 0
+    breaker = router.breakers[f"{kind}-0"]
+    assert breaker.state == "open" and breaker.retry_in() == 30
+
+
 def test_s02_endless_429_backs_off_then_fails_over_and_never_hammers(chain):
     router, (first, second) = chain("anthropic", "openai")
     first.set_default(Fault.http(429))

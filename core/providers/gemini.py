@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 
-from ..errors import ErrorKind, kind_for_status, retry_after_from_google_details, retry_after_from_headers
+from ..errors import ErrorKind, kind_for_status, retry_after_from_google_details, retry_after_from_text, retry_hint
 from ..faults import GeminiDialect
 from ..messages import StreamEnd, TextDelta, Usage
 from .base import Provider, ProviderKind
@@ -90,9 +90,12 @@ class GeminiProvider(Provider):
         if isinstance(e, errors.APIError):
             message = e.message or str(e)
             if state.opened:  # an error object inside the stream
-                return self._error(ErrorKind.STREAM_BROKEN, f"error event in the stream: {e.code} {message}")
+                return self._error(ErrorKind.STREAM_BROKEN, f"error event in the stream: {e.code} {message}",
+                                   retry_after=retry_after_from_text(message))
             headers = getattr(e.response, "headers", None)
-            retry_after = retry_after_from_google_details(e.details) or retry_after_from_headers(headers)
+            retry_after = retry_after_from_google_details(e.details)
+            if retry_after is None:
+                retry_after = retry_hint(headers, message, status=e.code)
             return self._error(kind_for_status(e.code or 500, message), message, status=e.code,
                                retry_after=retry_after)
         if isinstance(e, errors.UnknownApiResponseError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import ErrorKind, kind_for_status, retry_after_from_headers
+from ..errors import ErrorKind, kind_for_status, retry_after_from_text, retry_hint
 from ..faults import OllamaDialect
 from ..messages import StreamEnd, TextDelta, Usage
 from .base import Provider, ProviderKind
@@ -59,8 +59,9 @@ class OllamaProvider(Provider):
         ollama = self.sdk
         if isinstance(e, ollama.ResponseError):
             if e.status_code == -1:  # an {"error": ...} line inside the stream
-                return self._error(ErrorKind.STREAM_BROKEN, f"error in the stream: {e.error}")
+                return self._error(ErrorKind.STREAM_BROKEN, f"error in the stream: {e.error}",
+                                   retry_after=retry_after_from_text(e.error))
             headers = self.last_headers()
             return self._error(kind_for_status(e.status_code, e.error), e.error, status=e.status_code,
-                               retry_after=retry_after_from_headers(headers))
+                               retry_after=retry_hint(headers, e.error, status=e.status_code))
         return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx2
 
-from ..errors import ErrorKind, kind_for_status, retry_after_from_headers
+from ..errors import ErrorKind, kind_for_status, retry_after_from_text, retry_hint
 from ..faults import OpenAIDialect
 from ..messages import StreamEnd, TextDelta, Usage
 from .base import Provider, ProviderKind
@@ -75,7 +75,7 @@ class OpenAIProvider(Provider):
             message = str(body.get("message") or e.message or e)
             kind = _CODES.get(e.code or "") or kind_for_status(e.status_code, message)
             return self._error(kind, message, status=e.status_code,
-                               retry_after=retry_after_from_headers(e.response.headers))
+                               retry_after=retry_hint(e.response.headers, message, status=e.status_code))
         if isinstance(e, openai.APITimeoutError):
             return self._transport_error(httpx2.ReadTimeout(str(e)), state)
         if isinstance(e, openai.APIConnectionError):
@@ -83,7 +83,8 @@ class OpenAIProvider(Provider):
             return self._transport_error(cause, state)
         if isinstance(e, openai.APIError):  # an error object inside the stream (no status)
             kind = _CODES.get(getattr(e, "code", None) or "", ErrorKind.STREAM_BROKEN)
-            return self._error(kind, f"error event in the stream: {e.message}")
+            return self._error(kind, f"error event in the stream: {e.message}",
+                               retry_after=retry_after_from_text(e.message))
         if isinstance(e, openai.OpenAIError):
             return self._error(ErrorKind.BAD_REQUEST, str(e))
         return None
