@@ -23,6 +23,7 @@ from .fleet import bench_fleet
 from .hedging import bench_hedging
 from .memory import bench_memory
 from .overhead import bench_overhead
+from .recovery import bench_recovery
 from .rescue import bench_rescue
 from .soak import bench_soak
 
@@ -34,7 +35,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "latest.json"),
                         help="where to write the figures")
     parser.add_argument("--only", nargs="*", help="run only these: overhead rescue hedging concurrency cache "
-                                                   "memory soak fleet")
+                                                   "memory soak fleet recovery")
     args = parser.parse_args(argv)
     q = args.quick
     # Questions the soak leaves unanswered are kept: in a throwaway store, never the app's data.
@@ -50,6 +51,7 @@ def main(argv=None) -> int:
         "memory": lambda: bench_memory(50 if q else 1000, 150 if q else 10000),
         "soak": lambda: bench_soak(60 if q else 2000, 6 if q else 20),
         "fleet": lambda: bench_fleet(10 if q else 300, 5 if q else 50, 2 if q else 10, 3 if q else 50),
+        "recovery": lambda: bench_recovery(q),
     }
     machine = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "python": platform.python_version(),
                "cpus": os.cpu_count(), "machine": platform.machine(), "system": platform.system()}

@@ -35,9 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 class Upstream:
     """Simulated providers in a child process."""
 
-    def __init__(self, kinds: list[str], *, responder: str = "sixty", first_delay: float = 0.0) -> None:
+    def __init__(self, kinds: list[str], *, responder: str = "sixty", first_delay: float = 0.0, port: int = 0) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "core.simulator", *kinds, "--responder", responder,
-                                      "--first-delay", str(first_delay), "--key", KEY], cwd=ROOT,
+                                      "--first-delay", str(first_delay), "--key", KEY, "--port", str(port)], cwd=ROOT,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.urls: dict[str, str] = json.loads(self.proc.stdout.readline())
 

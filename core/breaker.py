@@ -60,6 +60,7 @@ class BreakerState:
     cooldown: float = 0.0  # while open: the cooldown it was opened with, for the transition event
     reason: str = ""  # why it entered this state
     trial: str | None = None  # while half-open: the token of the trial permit in flight
+    asked_until: float = 0.0  # while open: until when the provider itself asked us to stay away
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: each permit is only ever equal to itself
@@ -174,16 +175,18 @@ class Breaker:
         """A health failure (the provider is sick). A long Retry-After opens the breaker at once."""
         now = self._clock()
         cooldown = self.reset_timeout
+        asked = 0.0
         if retry_after is not None:
             cooldown = min(self.max_cooldown, max(cooldown, retry_after))
+            asked = now + min(self.max_cooldown, retry_after)
 
         def change(s: BreakerState) -> BreakerState:
             if s.state == HALF_OPEN:
-                return _opened(now, cooldown, f"trial call failed: {reason}") if _is_trial(permit, s) else s
+                return _opened(now, cooldown, f"trial call failed: {reason}", asked) if _is_trial(permit, s) else s
             if s.state == OPEN:
-                return _extended(s, now + cooldown)
+                return _extended(s, now + cooldown, asked)
             if s.failures + 1 >= self.fail_max:
-                return _opened(now, cooldown, f"{s.failures + 1} failures in a row, last: {reason}")
+                return _opened(now, cooldown, f"{s.failures + 1} failures in a row, last: {reason}", asked)
             return replace(s, failures=s.failures + 1)
 
         self._update(change)
@@ -195,9 +198,9 @@ class Breaker:
 
         def change(s: BreakerState) -> BreakerState:
             if s.state == OPEN:
-                return _extended(s, now + seconds)
+                return _extended(s, now + seconds, now + seconds)
             if s.state == CLOSED or _is_trial(permit, s):
-                return _opened(now, seconds, reason)
+                return _opened(now, seconds, reason, now + seconds)
             return s
 
         self._update(change)
@@ -209,9 +212,15 @@ class Breaker:
         self._update(lambda s: replace(s, trial=None) if _is_trial(permit, s) else s)
 
     def probe_succeeded(self) -> None:
-        """An active health probe got through: an open breaker may try a real call right away."""
+        """An active health probe got through: an open breaker may try a real call right away,
+        except while the provider's own asked-for wait lasts (a probe can't say a limit reset)."""
         now = self._clock()
-        self._update(lambda s: replace(s, open_until=now) if s.state == OPEN and s.open_until > now else s)
+
+        def change(s: BreakerState) -> BreakerState:
+            until = max(now, s.asked_until)
+            return replace(s, open_until=until) if s.state == OPEN and s.open_until > until else s
+
+        self._update(change)
 
     def reset(self) -> None:
         """Close and forget the failures counted so far (an operator's button)."""
@@ -240,11 +249,13 @@ def _is_trial(permit: Permit | None, s: BreakerState) -> bool:
     return permit is not None and s.trial is not None and permit.token == s.trial
 
 
-def _opened(now: float, cooldown: float, reason: str) -> BreakerState:
+def _opened(now: float, cooldown: float, reason: str, asked: float = 0.0) -> BreakerState:
     # A trial ends when the breaker leaves half-open; the failure count starts again once it closes.
-    return BreakerState(OPEN, open_until=now + cooldown, cooldown=cooldown, reason=reason)
+    return BreakerState(OPEN, open_until=now + cooldown, cooldown=cooldown, reason=reason, asked_until=asked)
 
 
-def _extended(s: BreakerState, until: float) -> BreakerState:
-    """An open breaker's cooldown is only ever lengthened."""
-    return replace(s, open_until=until) if until > s.open_until else s
+def _extended(s: BreakerState, until: float, asked: float = 0.0) -> BreakerState:
+    """An open breaker's cooldown (and the provider's own asked-for wait) is only ever lengthened."""
+    if until <= s.open_until and asked <= s.asked_until:
+        return s
+    return replace(s, open_until=max(until, s.open_until), asked_until=max(asked, s.asked_until))

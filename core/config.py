@@ -158,6 +158,9 @@ class Store:
 @dataclass(frozen=True)
 class Health:
     probe_interval: float = _setting(30.0, (0.0, _DAY), "seconds between background probes; 0 turns them off")
+    outage_probe_interval: float = _setting(1.0, (0.0, 3600.0), "while a breaker is open: seconds until its first "
+                                            "probe, doubling after each failed one; 0 turns them off")
+    outage_probe_max: float = _setting(4.0, (0.1, 3600.0), "the longest wait between two probes of an open breaker")
 
 
 @dataclass(frozen=True)
@@ -361,6 +364,11 @@ def _parse_policy(data: Mapping[str, Any], where: str) -> Policy:
     if 0 < interval < MIN_PROBE_INTERVAL:
         raise ConfigError(where, "health.probe_interval", f"must be 0 (off) or at least {MIN_PROBE_INTERVAL:g}, "
                           f"not {interval:g}", "raise it, or set 0 to turn background probes off")
+    outage = values["health"]
+    if outage["outage_probe_interval"] > outage["outage_probe_max"]:
+        raise ConfigError(where, "health.outage_probe_interval", f"must not exceed health.outage_probe_max "
+                          f"({outage['outage_probe_max']:g}), not {outage['outage_probe_interval']:g}",
+                          "lower it, or raise outage_probe_max")
     return Policy(**{f.name: f.default_factory(**values[f.name]) for f in fields(Policy)})
 
 

@@ -3,6 +3,12 @@ one overall verdict that `/healthz` and the Status page both show.
 
 A provider's health is passive (the success rate of recent traffic) and active (its last probe,
 a list-models call that costs no tokens). Reading it calls no provider unless asked to probe.
+
+While a provider's breaker is open it is probed much more often than the background interval
+(`[health] outage_probe_interval`, doubling after each failed probe up to `outage_probe_max`), one
+probe in flight per provider at most (in a fleet, one replica probes it: a lease per wait). A good
+probe lets the breaker's trial call through at once, so traffic is back on the primary seconds
+after an outage ends instead of after the whole cooldown.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .breaker import OPEN, Breaker
+
+OUTAGE_TICK = 0.1  # seconds (real time) between looks at which open breakers are due a probe
 from .errors import ProviderError
 from .metrics import Metrics, ProbeEvent
 from .providers.base import Provider
@@ -57,7 +65,8 @@ class Health:
 
     def __init__(self, providers: Sequence[Provider], breakers: Mapping[str, Breaker], metrics: Metrics, *,
                  interval: float, window: float, wall: Callable[[], float] = time.time,
-                 leases: ProbeLeases | None = None) -> None:
+                 leases: ProbeLeases | None = None, clock: Callable[[], float] = time.monotonic,
+                 outage_interval: float = 0.0, outage_max: float = 4.0) -> None:
         self.providers = providers
         self.leases = leases  # a fleet's: one replica probes each provider per interval
         self.breakers = breakers
@@ -71,6 +80,11 @@ class Health:
         self._prober: threading.Thread | None = None
         self.traffic: Callable[[], Metrics] | None = None  # whose traffic passive health reads; None: `metrics`
         self.rounds = 0  # background probe rounds run (in a fleet, a round may find every lease taken)
+        self.clock = clock  # the breakers' clock: when an open breaker's next probe is due
+        self.outage_interval, self.outage_max = outage_interval, outage_max
+        self._outage: dict[str, tuple[float, float]] = {}  # open breaker -> (next probe due, its wait)
+        self._probing: set[str] = set()  # providers with an outage probe in flight
+        self._outage_thread: threading.Thread | None = None
 
     def probe(self, names: Sequence[str] | None = None, *, leased: bool = False) -> list[ProbeEvent]:
         """Cheap active checks (list-models calls, no tokens), in parallel. A success lets an open
@@ -80,23 +94,7 @@ class Health:
         targets = [p for p in self.providers if names is None or p.name in names]
         if leased and self.leases is not None:
             targets = [p for p in targets if self.leases.take(p.name, self.interval)]
-
-        def one(p: Provider) -> ProbeEvent:
-            t0 = time.monotonic()
-            try:
-                p.probe()
-            except ProviderError as e:
-                event = ProbeEvent(self.wall(), p.name, False, _ms(time.monotonic() - t0), e.kind.value)
-            else:
-                event = ProbeEvent(self.wall(), p.name, True, _ms(time.monotonic() - t0))
-                self.breakers[p.name].probe_succeeded()
-            with self._lock:
-                self._last_probe[p.name] = event
-            self.metrics.record(event)
-            if self.leases is not None:
-                self.leases.share(event)
-            return event
-
+        one = self._probe_one
         if not targets:
             return []
         # Daemon threads, not a ThreadPoolExecutor: the interpreter joins an executor's workers at
@@ -120,14 +118,86 @@ class Health:
             raise errors[0]
         return events
 
-    def start(self) -> None:
-        """Probe every provider in the background every `interval` seconds; once, however many
-        threads ask at the same time."""
+    def _probe_one(self, p: Provider) -> ProbeEvent:
+        t0 = time.monotonic()
+        try:
+            p.probe()
+        except ProviderError as e:
+            event = ProbeEvent(self.wall(), p.name, False, _ms(time.monotonic() - t0), e.kind.value)
+        else:
+            event = ProbeEvent(self.wall(), p.name, True, _ms(time.monotonic() - t0))
+            self.breakers[p.name].probe_succeeded()
         with self._lock:
-            if self.interval <= 0 or self._prober is not None or self._stop.is_set():
+            self._last_probe[p.name] = event
+        self.metrics.record(event)
+        if self.leases is not None:
+            self.leases.share(event)
+        return event
+
+    def start(self) -> None:
+        """Probe every provider in the background every `interval` seconds, and open breakers'
+        providers as `outage_interval` says; once, however many threads ask at the same time."""
+        with self._lock:
+            if self._stop.is_set():
                 return
-            self._prober = threading.Thread(target=self._loop, name="understudy-prober", daemon=True)
-        self._prober.start()
+            if self.interval > 0 and self._prober is None:
+                self._prober = threading.Thread(target=self._loop, name="understudy-prober", daemon=True)
+                self._prober.start()
+            if self.outage_interval > 0 and self._outage_thread is None:
+                self._outage_thread = threading.Thread(target=self._outage_loop, name="understudy-outage-prober",
+                                                       daemon=True)
+                self._outage_thread.start()
+
+    # -- probing open breakers ---------------------------------------------------------------------
+    def next_outage_probe(self, name: str) -> float | None:
+        """When (on `clock`) this provider's next outage probe is due; None while its breaker is
+        closed, or its first one is not planned yet."""
+        with self._lock:
+            planned = self._outage.get(name)
+        return planned[0] if planned else None
+
+    def outage_round(self) -> list[str]:
+        """Start a probe of each open breaker's provider whose probe is due and has none in flight;
+        the providers probed. The outage prober calls this every OUTAGE_TICK."""
+        now, started = self.clock(), []
+        for p in self.providers:
+            if self.breakers[p.name].state != OPEN:
+                with self._lock:
+                    self._outage.pop(p.name, None)  # closed (or trying): the next outage starts afresh
+                continue
+            with self._lock:
+                due, wait = self._outage.setdefault(p.name, (now + self.outage_interval, self.outage_interval))
+                if now < due or p.name in self._probing:
+                    continue
+                self._probing.add(p.name)
+            if self.leases is not None and not self.leases.take(f"{p.name}#outage", wait):
+                self._planned(p.name, wait)  # another replica probes it this time
+                continue
+            threading.Thread(target=self._outage_probe, args=(p, wait), name=f"understudy-probe-{p.name}",
+                             daemon=True).start()
+            started.append(p.name)
+        return started
+
+    def _outage_probe(self, p: Provider, wait: float) -> None:
+        ok = False
+        try:
+            ok = self._probe_one(p).ok
+        except Exception:  # noqa: BLE001 — a probe bug must not stop the outage prober
+            log.exception("outage probe failed")
+        # Back: the trial call may go now, and there is no hurry to probe again. Still down: wait longer.
+        self._planned(p.name, self.outage_max if ok else min(wait * 2, self.outage_max))
+
+    def _planned(self, name: str, wait: float) -> None:
+        with self._lock:
+            self._probing.discard(name)
+            self._outage[name] = (self.clock() + wait, wait)
+
+    def _outage_loop(self) -> None:
+        while not self._stop.wait(OUTAGE_TICK):
+            try:
+                self.outage_round()
+            except Exception:  # noqa: BLE001 — a probe bug must not kill the prober
+                log.exception("outage probe round failed")
 
     def _loop(self) -> None:
         while True:  # probe at once, then on the interval

@@ -117,7 +117,9 @@ class Router:
             raise ConfigError(config.source, "offline.faq_file", str(e), "fix the FAQ file or point to another") from None
         self.followups = FollowUps(self.database, file=o.followup_file or None, wall=wall)
         self.health = Health(self.providers, self.breakers, self.metrics, interval=policy.health.probe_interval,
-                             window=policy.metrics.window, wall=wall, leases=self.stores.leases)
+                             window=policy.metrics.window, wall=wall, leases=self.stores.leases, clock=clock,
+                             outage_interval=policy.health.outage_probe_interval,
+                             outage_max=policy.health.outage_probe_max)
         self.health.traffic = self.traffic  # a provider's health from the whole fleet's traffic
 
     # -- answering ------------------------------------------------------------------------------
@@ -156,7 +158,8 @@ class Router:
         return self.health.probe(names)
 
     def start_probing(self) -> None:
-        """Probe every provider in the background every `[health] probe_interval` seconds."""
+        """Probe every provider in the background every `[health] probe_interval` seconds, and
+        providers whose breaker is open every few (`[health] outage_probe_interval`, backing off)."""
         self.health.start()
 
     def status(self, *, probe: bool = True) -> list[ProviderStatus]:

@@ -11,7 +11,7 @@ from core.health import ProviderStatus, verdict
 from core.messages import ChatRequest
 from core.router import Router
 from core.simulator import Fault
-from tests.clock import ManualClock, NoJitter
+from tests.clock import ManualClock, NoJitter, wait_until
 from tests.conftest import KEY, ROOT, entry_for
 
 
@@ -155,3 +155,85 @@ def test_probing_starts_once_however_many_threads_ask_at_the_same_time(sims):
             assert len(probers) == 1
     finally:
         sys.setswitchinterval(interval)
+
+
+def outage_router(sims, clock, **health):
+    """openai (primary) → ollama, the primary's breaker open after three 500s; background probes
+    off, so every probe is an outage probe."""
+    a, b = sims("openai"), sims("ollama")
+    a.set_default(Fault.http(500))
+    policy = Policy.defaults().with_(health__probe_interval=0.0, **{f"health__{k}": v for k, v in health.items()})
+    router = Router(Config(providers=(entry_for(a, name="openai-0"), entry_for(b, name="ollama-1")), policy=policy),
+                    clock=clock, rng=NoJitter())
+    for i in range(3):
+        router.ask(ChatRequest.ask(f"q{i}"))
+    assert router.breakers["openai-0"].state == "open"
+    return router, a
+
+
+def probes_of(server) -> int:
+    return len([r for r in server.requests if r.method == "GET"])
+
+
+def test_an_open_breaker_is_probed_every_few_seconds_and_traffic_is_back_soon_after_the_outage(sims):
+    clock = ManualClock()
+    router, primary = outage_router(sims, clock)
+    health = router.health
+    try:
+        router.start_probing()
+        wait_until(lambda: health.next_outage_probe("openai-0") is not None, "the first outage probe to be planned")
+        waits, start = [], clock()
+        while clock() - start < 60:  # a 60 s outage: each probe fails, and the next one waits longer
+            due, seen = health.next_outage_probe("openai-0"), probes_of(primary)
+            waits.append(due - clock())
+            clock.advance(due - clock())
+            wait_until(lambda: probes_of(primary) == seen + 1 and health.next_outage_probe("openai-0") != due,
+                       "the due probe to run")
+        assert waits[:4] == [1.0, 2.0, 4.0, 4.0] and set(waits[2:]) == {4.0}  # [health] defaults: 1 s doubling, ≤ 4 s
+        assert len(primary.chat_requests()) == 3  # probes are list-models calls: no real call reached it
+
+        primary.set_default(Fault())  # the outage ends
+        healed = clock()
+        due = health.next_outage_probe("openai-0")
+        clock.advance(due - clock())
+        wait_until(lambda: router.breakers["openai-0"].retry_in() == 0, "the good probe to let a trial through")
+        back = router.ask(ChatRequest.ask("back?"))
+        assert back.provider == "openai-0" and clock() - healed <= 5  # target: within 5 s of the outage's end
+        assert router.breakers["openai-0"].state == "closed"
+        assert len(primary.chat_requests()) == 4  # the one trial call, then the answer came from it
+    finally:
+        router.close()
+
+
+def test_at_most_one_outage_probe_is_in_flight_per_provider(sims):
+    clock = ManualClock()
+    router, primary = outage_router(sims, clock)
+    health = router.health
+    try:
+        primary.set_default(Fault("silence"))  # its probes hang now
+        assert health.outage_round() == []  # planned, not due yet
+        clock.advance(1.0)
+        assert health.outage_round() == ["openai-0"]
+        primary.wait_for(1, method="GET")  # it arrived, and hangs
+        for _ in range(5):  # however long it hangs, and however often the prober looks
+            clock.advance(10.0)
+            assert health.outage_round() == []
+        assert probes_of(primary) == 1
+    finally:
+        router.close()
+
+
+def test_a_good_probe_never_cuts_short_a_wait_the_provider_asked_for():
+    from core.breaker import Breaker
+
+    clock = ManualClock()
+    asked = Breaker("p", clock=clock, wall=clock, fail_max=1)
+    asked.failure("429", retry_after=60)  # "come back in 60 s"
+    asked.probe_succeeded()
+    assert asked.state == "open" and asked.retry_in() == 60
+    clock.advance(60)
+    assert asked.allow() is not None
+    sick = Breaker("q", clock=clock, wall=clock, fail_max=1)
+    sick.failure("500")  # no wait asked: the cooldown is ours, and a good probe ends it
+    sick.probe_succeeded()
+    assert sick.retry_in() == 0 and sick.allow() is not None

@@ -95,6 +95,19 @@ def test_a_breaker_opened_on_one_replica_is_open_on_the_other(breaker_stores):
     assert a.allow() is None and a.retry_in() == pytest.approx(30, abs=0.01)  # the cooldown carried over
 
 
+def test_a_wait_the_provider_asked_for_holds_on_every_replica_whatever_the_probes_say(breaker_stores):
+    clock = ManualClock()
+    sa, sb = breaker_stores(clock)
+    a = Breaker("p", fail_max=1, reset_timeout=15, clock=clock, wall=clock, store=sa)
+    b = Breaker("p", fail_max=1, reset_timeout=15, clock=clock, wall=clock, store=sb)
+    a.failure("429", retry_after=60)  # A was told "come back in 60 s"
+    wait_until(lambda: b.state == OPEN, "B to see the breaker A opened")
+    b.probe_succeeded()  # B's probe gets through: it can't say the rate limit reset
+    assert b.retry_in() == pytest.approx(60, abs=0.01) and a.retry_in() == pytest.approx(60, abs=0.01)
+    clock.advance(60)
+    assert b.allow() is not None
+
+
 def test_exactly_one_trial_for_the_whole_fleet(breaker_stores):
     clock = ManualClock()
     sa, sb = breaker_stores(clock)

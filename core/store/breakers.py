@@ -159,8 +159,9 @@ class RedisBreakerStore:
     # -- the record in Redis ------------------------------------------------------------------------------
     def _encode(self, s: BreakerState) -> str:
         row = asdict(s)
-        if s.open_until:
-            row["open_until"] = s.open_until + wall_offset(self._clock, self._wall)
+        for field in ("open_until", "asked_until"):
+            if row[field]:
+                row[field] = row[field] + wall_offset(self._clock, self._wall)
         return json.dumps(row)
 
     def _parse(self, version, data) -> tuple[int, BreakerState]:
@@ -179,13 +180,17 @@ class RedisBreakerStore:
             row = json.loads(data)
             s = BreakerState(state=str(row["state"]), failures=int(row["failures"]),
                              open_until=float(row["open_until"]), cooldown=float(row["cooldown"]),
-                             reason=str(row["reason"]), trial=None if row["trial"] is None else str(row["trial"]))
-            if s.state not in STATES or not all(map(math.isfinite, (s.open_until, s.cooldown))):
+                             reason=str(row["reason"]), trial=None if row["trial"] is None else str(row["trial"]),
+                             asked_until=float(row.get("asked_until") or 0.0))  # absent: from an older replica
+            if s.state not in STATES or not all(map(math.isfinite, (s.open_until, s.cooldown, s.asked_until))):
                 raise ValueError(s.state)
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
             return _CLOSED  # a record this version can't read: start closed rather than crash
+        offset = wall_offset(self._clock, self._wall)
         if s.open_until:
-            s = replace(s, open_until=s.open_until - wall_offset(self._clock, self._wall))
+            s = replace(s, open_until=s.open_until - offset)
+        if s.asked_until:
+            s = replace(s, asked_until=s.asked_until - offset)
         return s
 
 
