@@ -29,6 +29,7 @@ class Result:
     finish_reason: str | None = None
     notice: str = ""  # why the answer is not a normal one (declined, stale, offline, unavailable, cut)
     ttft_ms: float | None = None  # time to the first text the caller kept
+    stopped: bool = False  # the caller stopped it (Stream.stop): `text` is what had arrived
 
     def as_dict(self) -> dict:
         """Plain JSON values (the tier and outcomes as their stable names)."""

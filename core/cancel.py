@@ -17,11 +17,12 @@ _local = threading.local()
 
 
 class CancelScope:
-    __slots__ = ("event", "_responses", "_lock")
+    __slots__ = ("event", "_responses", "_sockets", "_lock")
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self._responses: list[Any] = []
+        self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
 
     @property
@@ -40,12 +41,29 @@ class CancelScope:
         if late:
             _shutdown(response)
 
+    def hold(self, sock: socket.socket) -> None:
+        """The attempt is about to wait on this socket (before any response exists: connecting,
+        sending, waiting for the headers of a silent provider)."""
+        with self._lock:
+            self._sockets.add(sock)
+            late = self.event.is_set()
+        if late:
+            _shut(sock)
+
+    def release(self) -> None:
+        """The attempt is over: its pooled connection may serve someone else now."""
+        with self._lock:
+            self._responses.clear()
+            self._sockets.clear()
+
     def cancel(self) -> None:
         self.event.set()
         with self._lock:
-            responses = list(self._responses)
+            responses, sockets = list(self._responses), list(self._sockets)
         for response in responses:
             _shutdown(response)
+        for sock in sockets:
+            _shut(sock)
 
 
 def _shutdown(response: Any) -> None:
@@ -53,10 +71,54 @@ def _shutdown(response: Any) -> None:
     stream = getattr(response, "extensions", {}).get("network_stream")
     sock = stream.get_extra_info("socket") if stream is not None else None
     if isinstance(sock, socket.socket):
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class ScopedBackend:
+    """An httpcore network backend whose connections tell the calling thread's scope which socket
+    it waits on, at every read and write: so a cancel ends even a wait for the first byte of a
+    silent provider, on a new or a pooled connection."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def connect_tcp(self, *args: Any, **kwargs: Any) -> Any:
+        return _ScopedStream(self._inner.connect_tcp(*args, **kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _ScopedStream:
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        sock = inner.get_extra_info("socket")
+        self._sock = sock if isinstance(sock, socket.socket) else None
+
+    def _held(self) -> None:
+        if self._sock is not None and (s := current()) is not None:
+            s.hold(self._sock)
+
+    def read(self, *args: Any, **kwargs: Any) -> bytes:
+        self._held()
+        return self._inner.read(*args, **kwargs)
+
+    def write(self, *args: Any, **kwargs: Any) -> None:
+        self._held()
+        return self._inner.write(*args, **kwargs)
+
+    def start_tls(self, *args: Any, **kwargs: Any) -> Any:
+        return _ScopedStream(self._inner.start_tls(*args, **kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 def current() -> CancelScope | None:

@@ -29,6 +29,7 @@ import itertools
 import logging
 import queue
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -56,6 +57,7 @@ from .tiers import Origin, Tier, declined_text, degraded_answer
 __all__ = ["Attempt", "Delta", "Done", "Event", "Origin", "ProviderStatus", "Restart", "Result", "Router"]  # re-exported
 
 log = logging.getLogger("understudy")
+STOP = object()  # on a run's queue: the caller stopped it (from another thread)
 
 
 class Router:
@@ -130,14 +132,11 @@ class Router:
         assert answer.result is not None  # stream() always ends with Done
         return answer.result
 
-    def stream(self, request: ChatRequest, *, fresh: bool = False, origin: Origin | None = None) -> Iterator[Event]:
+    def stream(self, request: ChatRequest, *, fresh: bool = False, origin: Origin | None = None) -> Stream:
         """`fresh=True` skips the cached answer (a "regenerate"); the new answer still updates it.
-        `origin` says who asked, in which conversation: kept with the question if nothing answers."""
-        run = _Run(self, request, fresh=fresh, origin=origin)
-        try:
-            yield from run.events()
-        finally:
-            run.close()  # also when the caller stops early (the UI's stop button)
+        `origin` says who asked, in which conversation: kept with the question if nothing answers.
+        The stream can be stopped from any thread at any moment (`Stream.stop`)."""
+        return Stream(_Run(self, request, fresh=fresh, origin=origin))
 
     def traffic(self) -> Metrics:
         """Whose traffic the dashboard and passive health read: the whole fleet's while its Redis
@@ -175,8 +174,47 @@ class Router:
         self.stores.close()
 
 
+class Stream:
+    """The events of one request, read by one thread; `stop()` may come from any other."""
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+        self._events = self._generate()
+
+    def _generate(self) -> Iterator[Event]:
+        try:
+            yield from self._run.events()
+        finally:
+            self._run.close()  # also when the caller stops reading early
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> Event:
+        return next(self._events)
+
+    def stop(self) -> None:
+        """Stop now, whatever the provider is doing — before its first token, mid-answer, or silent
+        mid-stall: every attempt's socket is shut, the reader wakes, and the stream ends with a
+        `Done` whose result is `stopped`, holding the text that had arrived. Thread-safe; a stop
+        says nothing about the providers' health."""
+        self._run.stop()
+
+    @property
+    def answering(self) -> tuple[str, str] | None:
+        """(provider, model) whose text the reader holds right now, else None. Any thread may ask
+        (a stopped answer says where its text came from)."""
+        leader = self._run.leader
+        return (leader.name, leader.provider.model) if leader is not None else None
+
+    def close(self) -> None:
+        """The reader is done with it (from the reading thread)."""
+        self._events.close()
+
+
 class _Run:
-    """The state of one request while it is being answered (used by one thread only)."""
+    """The state of one request while it is being answered (read by one thread; `stop` may come
+    from another)."""
 
     def __init__(self, router: Router, request: ChatRequest, *, fresh: bool = False,
                  origin: Origin | None = None) -> None:
@@ -208,6 +246,30 @@ class _Run:
         self.result: Result | None = None
         self.key = cache_key(request) if router.cache.enabled else None
         self.flight: Flight | None = None
+        self._stopping = threading.Event()
+        self._launched: list[LiveAttempt] = []  # every attempt started, for a stop from another thread
+        self._launched_lock = threading.Lock()
+
+    def stop(self) -> None:
+        """From any thread: shut every attempt's socket (a blocked read ends at once) and wake the
+        run, which ends as stopped."""
+        self._stopping.set()
+        with self._launched_lock:
+            launched = list(self._launched)
+        for live in launched:
+            live.scope.cancel()
+        self.q.put((-1, STOP))
+
+    def _stopped(self) -> None:
+        """End the run as the caller asked: what had arrived is the answer, marked stopped."""
+        for live in list(self.active.values()):
+            self._cancel(live, "stopped by the caller")  # neutral for its breaker: a stop is no failure
+        self.retry_at.clear()
+        leader = self.leader
+        self._finish(tier=Tier.PROVIDER, text="".join(leader.pieces) if leader else "", complete=False,
+                     provider=leader.name if leader else None, model=leader.provider.model if leader else None,
+                     notice="Stopped by the caller.", stopped=True,
+                     ttft=_ms(leader.first_at - self.start) if leader and leader.first_at is not None else None)
 
     # -- the event loop -------------------------------------------------------------------------
     def events(self) -> Iterator[Event]:
@@ -247,6 +309,9 @@ class _Run:
                 flight.alive(self.deadline)
         self._failover()
         while self.result is None:
+            if self._stopping.is_set():
+                self._stopped()
+                return
             now = self.clock()
             items = []
             try:
@@ -256,6 +321,8 @@ class _Run:
             except queue.Empty:
                 pass
             for live_id, item in items:
+                if self._stopping.is_set():
+                    break  # what the stop's shut sockets produced says nothing about the providers
                 if item is HANDOFF:
                     live = self.active.get(live_id)
                     if live is not None:  # else it was cancelled meanwhile, and its stream closed then
@@ -265,6 +332,8 @@ class _Run:
                 yield from self._flush()
                 if self.result is not None:
                     return
+            if self._stopping.is_set():
+                continue  # ends at the top of the loop, before any deadline acts
             self._timers(self.clock())
             yield from self._flush()
 
@@ -290,7 +359,10 @@ class _Run:
     def _read(self, live: LiveAttempt) -> Iterator[Event]:
         """Read the leader's handed-over stream in this thread, item by item."""
         while live.id in self.active and self.result is None:
-            self._handle(live.id, live.read())
+            item = live.read()
+            if self._stopping.is_set():
+                return
+            self._handle(live.id, item)
             yield from self._flush()
 
     def _flush(self) -> Iterator[Event]:
@@ -416,6 +488,7 @@ class _Run:
                 self._alive(now + live.provider.entry.idle_timeout)
         elif isinstance(item, StreamEnd):
             del self.active[live.id]
+            live.scope.release()
             self._record(live, Outcome.OK, latency=now - live.start, usage=item.usage, model=item.model)
             self.r.breakers[live.name].success(live.permit)
             # An allow-list: only a normal ending is whole and cached; "length" is the caller's own
@@ -431,6 +504,7 @@ class _Run:
                          ttft=_ms(live.first_at - self.start) if live.first_at is not None else None)
         elif isinstance(item, ProviderError):
             del self.active[live.id]
+            live.scope.release()
             self._failed(live, item, now)
 
     def _failed(self, live: LiveAttempt, e: ProviderError, now: float) -> None:
@@ -521,6 +595,10 @@ class _Run:
     def _launch(self, provider: Provider, permit: Permit, *, hedge: bool) -> None:
         self.tries[provider.name] += 1
         live = LiveAttempt(next(self.ids), provider, hedge, self.clock(), permit)
+        with self._launched_lock:
+            self._launched.append(live)
+        if self._stopping.is_set():
+            live.scope.cancel()  # stopped a moment ago: it starts and ends at once
         self.active[live.id] = live
         self._alive(live.start + provider.entry.first_token_timeout)
         if self.pending_restart is not None and self.shown_from is not None:
@@ -553,10 +631,10 @@ class _Run:
 
     def _finish(self, *, tier: Tier, text: str, complete: bool, provider: str | None = None, model: str | None = None,
                 usage: Usage | None = None, finish_reason: str | None = None, notice: str = "",
-                ttft: float | None = None) -> None:
+                ttft: float | None = None, stopped: bool = False) -> None:
         self.result = Result(text=text, complete=complete, tier=tier, provider=provider, model=model, usage=usage,
                              attempts=tuple(self.attempts), elapsed_ms=_ms(self.clock() - self.start),
-                             finish_reason=finish_reason, notice=notice, ttft_ms=ttft)
+                             finish_reason=finish_reason, notice=notice, ttft_ms=ttft, stopped=stopped)
 
     def _record(self, live: LiveAttempt, outcome: Outcome, *, latency: float, error: ProviderError | None = None,
                 usage: Usage | None = None, model: str | None = None, detail: str = "") -> None:

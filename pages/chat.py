@@ -8,7 +8,9 @@ database is down the messages stay in this tab and are saved when it is back.
 
 from __future__ import annotations
 
+import queue
 import secrets
+import threading
 import time
 from dataclasses import asdict
 
@@ -400,6 +402,34 @@ def conversation() -> ChatRequest:
                        max_tokens=int(max_tokens))
 
 
+_END = object()
+
+
+def _promptly(stream, tick, every: float = 0.2):
+    """The stream's events, read on a helper thread, so this script thread is never blocked on a
+    silent provider: while nothing arrives it calls `tick()` (a repaint) every `every` seconds,
+    which is where Streamlit delivers a Stop press or a new message to this thread at once."""
+    events: queue.SimpleQueue = queue.SimpleQueue()
+
+    def read() -> None:
+        try:
+            for event in stream:
+                events.put(event)
+        finally:
+            events.put(_END)
+
+    threading.Thread(target=read, name="understudy-answer-reader", daemon=True).start()
+    while True:
+        try:
+            event = events.get(timeout=every)
+        except queue.Empty:
+            tick()
+            continue
+        if event is _END:
+            return
+        yield event
+
+
 def answer(*, fresh: bool = False) -> None:
     request = conversation()
     with st.chat_message("assistant"):
@@ -409,7 +439,8 @@ def answer(*, fresh: bool = False) -> None:
         reply, last_paint, started = Answer(), 0.0, time.monotonic()
         stream = router().stream(request, fresh=fresh, origin=Origin(conv["id"] or "", who))
         try:
-            for event in stream:
+            for event in _promptly(stream, lambda: body.markdown(without_images(reply.text) + " ▌" if reply.text
+                                                                 else "⏳ *thinking…*")):
                 reply.add(event)
                 if isinstance(event, Delta):
                     if time.monotonic() - last_paint > 0.05:  # repaint at most 20 times a second
@@ -424,10 +455,13 @@ def answer(*, fresh: bool = False) -> None:
             switches = [asdict(s) for s in reply.switches]
             if reply.result is None:
                 # Interrupted: the Stop button, another message, or leaving the page. Keep what arrived.
-                stream.close()
+                stream.stop()  # from this thread while a reader may be blocked on a silent provider
+                source = stream.answering if reply.text else None  # whose words these are
                 messages.append({"role": "assistant", "content": reply.text or "*(stopped before any text arrived)*",
                                  "at": time.time(),
                                  "meta": {"tier": Tier.PROVIDER.value, "complete": False, "stopped": True,
+                                          "provider": source[0] if source else None,
+                                          "model": source[1] if source else None,
                                           "switches": switches, "attempts": [],
                                           "elapsed_ms": (time.monotonic() - started) * 1000,
                                           "notice": "Stopped by you: the text above is what had arrived."}})

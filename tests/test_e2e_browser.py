@@ -13,7 +13,8 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import KEY, ROOT, toml_for
+from core.simulator import Fault
+from tests.conftest import IDLE, KEY, ROOT, toml_for
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "tests" / "screenshots"
@@ -42,9 +43,24 @@ def free_port() -> int:
 @pytest.fixture
 def server(sims, tmp_path):
     """The real app, started the README's way, on a chain of simulated providers."""
+    yield from _serve(sims, tmp_path)
+
+
+@pytest.fixture
+def patient_server(sims, tmp_path):
+    """The same, with a primary that may stay silent for a minute before its deadlines act: what
+    ends a stall then is the user's Stop."""
+    yield from _serve(sims, tmp_path, primary_idle=60.0)
+
+
+def _serve(sims, tmp_path, *, primary_idle: float | None = None):
     first, second = sims("anthropic"), sims("openai")
     config = tmp_path / "chain.toml"
-    config.write_text(toml_for([first, second], "[hedging]\nenabled = false\n"), encoding="utf-8")
+    text = toml_for([first, second], "[hedging]\nenabled = false\n")
+    if primary_idle is not None:
+        text = text.replace(f"idle_timeout = {IDLE}\nfirst_token_timeout = {IDLE}",
+                            f"idle_timeout = {primary_idle}\nfirst_token_timeout = {primary_idle}", 1)
+    config.write_text(text, encoding="utf-8")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and k != "UNDERSTUDY_ADMIN_PASSWORD"}
     env.update(UNDERSTUDY_CONFIG=str(config), SIM_KEY=KEY)
@@ -145,6 +161,23 @@ def test_ops_endpoints_on_the_apps_own_server(server):
     assert "# TYPE understudy_requests_total counter" in text
     assert 'understudy_breaker_state{provider="anthropic-0"} 0' in text
     assert KEY not in text and KEY not in json.dumps(health)
+
+
+def test_stop_during_a_stall_stops_at_once_and_keeps_what_arrived(patient_server, page):
+    base, first, second = patient_server
+    first.set_default(Fault("stall", after=12, seconds=60))  # twelve words (to "w2"), then a minute of silence
+    page.goto(base + "/")
+    ask(page, "Stall on me")
+    reply = page.get_by_test_id("stChatMessage").nth(1)
+    expect(reply).to_contain_text("w2")  # the words before the stall are on screen
+    page.get_by_role("button", name="Stop").click()  # mid-stall: nothing is arriving
+    # Playwright's wait here is 30 s at most; the stall has 60 s left, and no deadline fires before.
+    expect(reply).to_contain_text("stopped", timeout=30_000)
+    text = reply.inner_text()
+    assert "w2" in text and "w3" not in text
+    assert "anthropic-0" in text  # marked stopped, with the provider its words came from
+    assert second.chat_requests() == []  # stopped, not failed over
+    page.screenshot(path=str(SHOTS / "5b-stopped-mid-stall.png"))
 
 
 def test_stop_ends_a_long_answer_and_keeps_what_arrived(server, page):

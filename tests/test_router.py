@@ -13,7 +13,9 @@ from core.metrics import AttemptEvent
 from core.router import Delta, Done, Restart
 from core.simulator import Fault
 from tests.clock import FakeClock, ManualClock, finishes, inside, wait_until
-from tests.conftest import KINDS
+from core.config import Config
+from core.router import Router
+from tests.conftest import KINDS, entry_for, policy
 
 Q = ChatRequest.ask("Explain the understudy pattern briefly.")
 
@@ -94,6 +96,55 @@ def test_a_retry_hint_only_in_the_message_text_is_used_like_a_header(kind, chain
     assert long.provider == f"{other}-1" and long.elapsed_ms == 0
     breaker = router.breakers[f"{kind}-0"]
     assert breaker.state == "open" and breaker.retry_in() == 30
+
+
+def stop_while(router, *, ready, request=Q):
+    """Read a stream in a thread; once `ready(deltas)` holds, stop it from this thread. The events."""
+    stream = router.stream(request)
+    got: list = []
+    reader = threading.Thread(target=lambda: got.extend(stream))
+    reader.start()
+    wait_until(lambda: ready([e for e in list(got) if isinstance(e, Delta)]), "the moment to stop")
+    stream.stop()
+    reader.join(30)
+    assert not reader.is_alive()
+    return got
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_stop_before_the_first_token_ends_the_stream_at_once_and_closes_the_socket(kind, sims):
+    # The clock stands still and the provider's deadlines are a minute: only the stop can end it.
+    # Built as the app builds it (its own transports), on a silent provider that sent no byte yet.
+    first, second = sims(kind), sims("openai" if kind != "openai" else "anthropic")
+    entries = (entry_for(first, name=f"{kind}-0", first_token_timeout=60.0, idle_timeout=60.0),
+               entry_for(second, name=f"{second.kind}-1"))
+    router = Router(Config(providers=entries, policy=policy(hedging__enabled=False)), clock=ManualClock())
+    first.set_default(Fault("silence", seconds=60))
+    got = stop_while(router, ready=lambda deltas: len(first.chat_requests()) == 1)
+    (done,) = [e for e in got if isinstance(e, Done)]
+    assert done.result.stopped and not done.result.complete and done.result.text == ""
+    assert [(a.provider, a.outcome.value, a.detail) for a in done.result.attempts] == [
+        (f"{kind}-0", "cancelled", "stopped by the caller")]
+    assert second.chat_requests() == []  # a stop is not a failure: nothing fails over
+    attempt_threads_end()  # its socket was shut: the attempt thread is not left waiting a minute
+    assert router.breakers[f"{kind}-0"].state == "closed"
+    assert router.breakers[f"{kind}-0"]._store.read(f"{kind}-0").failures == 0
+    router.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_stop_mid_stall_keeps_the_text_that_arrived(kind, chain):
+    router, (first, second) = chain(kind, "openai" if kind != "openai" else "anthropic", clock=ManualClock(),
+                                    timeouts={"first_token_timeout": 60.0, "idle_timeout": 60.0})
+    first.set_default(Fault("stall", after=5, seconds=60))
+    got = stop_while(router, ready=lambda deltas: len(deltas) >= 5)
+    (done,) = [e for e in got if isinstance(e, Done)]
+    shown = "".join(e.text for e in got if isinstance(e, Delta))
+    assert done.result.stopped and done.result.text == shown and len(shown.split()) == 5
+    assert done.result.provider == f"{kind}-0" and not done.result.complete
+    assert second.chat_requests() == [] and not any(isinstance(e, Restart) for e in got)
+    attempt_threads_end()
+    assert router.breakers[f"{kind}-0"]._store.read(f"{kind}-0").failures == 0
 
 
 def test_s02_endless_429_backs_off_then_fails_over_and_never_hammers(chain):
