@@ -38,17 +38,18 @@ def _one(outage: float, probes: bool, after: float) -> dict:
                              api_key=Secret(KEY), **policy.timeouts.for_entry()))
     router = Router(Config(providers=entries, policy=policy))
     router.start_probing()
-    served: list[tuple[float, str, int, bool]] = []  # (when, who, real calls to the primary, it was skipped)
+    served: list[tuple[float, float, str, int, bool]] = []  # (asked, answered, who, calls to the primary, skipped it)
     lock, stop = threading.Lock(), threading.Event()
 
     def user(n: int) -> None:
         i = 0
         while not stop.is_set():
+            asked = time.monotonic()
             result = router.ask(ChatRequest.ask(f"user {n} question {i}"))
             calls = sum(1 for a in result.attempts if a.provider == "openai-0" and a.outcome.value != "skipped")
             skipped = any(a.provider == "openai-0" and a.outcome.value == "skipped" for a in result.attempts)
             with lock:
-                served.append((time.monotonic(), result.provider or "", calls, skipped))
+                served.append((asked, time.monotonic(), result.provider or "", calls, skipped))
             i += 1
             stop.wait(PACE)
 
@@ -62,15 +63,15 @@ def _one(outage: float, probes: bool, after: float) -> dict:
     back = None
     while time.monotonic() < deadline and back is None:
         with lock:
-            back = next((t for t, who, _, _ in served if t > ended and who == "openai-0"), None)
+            back = next((t for _, t, who, _, _ in served if t > ended and who == "openai-0"), None)
         stop.wait(0.05)
     stop.set()
     for u in users:
         u.join(30)
     with lock:
         # From when its breaker first kept it out (before that, the failures that opened it).
-        opened = next((t for t, _, _, skipped in served if skipped), ended)
-        during = sum(c for t, _, c, _ in served if opened < t <= ended)
+        opened = next((t for _, t, _, _, skipped in served if skipped), ended)
+        during = sum(c for a, t, _, c, _ in served if opened < a and t <= ended)  # asked once it was open
         asked = len(served)
     router.close()
     primary.close()
