@@ -24,6 +24,10 @@ ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--
 
 try:
     from playwright.sync_api import expect, sync_playwright
+
+    # Every browser test waits on the page's state; on a loaded CI machine drawing six Plotly charts
+    # can take longer than Playwright's default 5 s, so the wait is generous (a hang still fails).
+    expect.set_options(timeout=30_000)
 except ImportError:  # pragma: no cover
     sync_playwright = None
 
@@ -171,8 +175,8 @@ def test_stop_during_a_stall_stops_at_once_and_keeps_what_arrived(patient_server
     reply = page.get_by_test_id("stChatMessage").nth(1)
     expect(reply).to_contain_text("w2")  # the words before the stall are on screen
     page.get_by_role("button", name="Stop").click()  # mid-stall: nothing is arriving
-    # Playwright's wait here is 30 s at most; the stall has 60 s left, and no deadline fires before.
-    expect(reply).to_contain_text("stopped", timeout=30_000)
+    # Playwright waits 30 s at most here; the stall has 60 s left, and no deadline fires before it.
+    expect(reply).to_contain_text("stopped")
     text = reply.inner_text()
     assert "w2" in text and "w3" not in text
     assert "anthropic-0" in text  # marked stopped, with the provider its words came from

@@ -49,7 +49,6 @@ def replicas(sims, fleet_env, tmp_path):
 def test_chaos_on_one_replica_shows_and_strikes_on_the_other_and_status_shows_the_fleet(replicas):
     bases, first, second = replicas
     SHOTS.mkdir(exist_ok=True)
-    expect.set_options(timeout=30_000)  # a loaded CI machine: wait on the page's state, generously
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         a = browser.new_page(viewport={"width": 1400, "height": 1000})
