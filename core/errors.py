@@ -81,6 +81,7 @@ class ProviderError(Exception):
         provider: str = "",
         status: int | None = None,
         retry_after: float | None = None,
+        stalled: bool = False,
     ) -> None:
         super().__init__(message)
         self.kind = kind
@@ -88,6 +89,7 @@ class ProviderError(Exception):
         self.provider = provider
         self.status = status
         self.retry_after = retry_after
+        self.stalled = stalled  # it went silent mid-answer: strong evidence (the router keeps it out)
 
     def __str__(self) -> str:
         where = f"{self.provider}: " if self.provider else ""

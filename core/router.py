@@ -432,7 +432,7 @@ class _Run:
         idle = live.provider.entry.idle_timeout
         self._cancel(live, "", record=False)
         self._failed(live, ProviderError(ErrorKind.STREAM_BROKEN, f"the stream stalled for {idle:g}s",
-                                         provider=live.name), now)
+                                         provider=live.name, stalled=True), now)
 
     def _hedge_delay(self, live: LiveAttempt) -> float:
         return self.r.hedge.delay(live.name, self.r.metrics.ttft_quantile)
@@ -517,6 +517,11 @@ class _Run:
             breaker.failure(f"{e.kind.value}: {e.message[:120]}", retry_after=e.retry_after, permit=live.permit)
             if hold_off is not None:
                 breaker.hold_off(hold_off, f"asked to wait {hold_off:g}s", permit=live.permit)
+            if e.stalled:
+                # A stall is strong evidence: the next user must not wait out another one. Out for
+                # a whole cooldown at once, which no probe shortens (its list-models call would
+                # pass: a stalling provider still answers those). Slow but steady never stalls.
+                breaker.hold_off(self.r.config.policy.breaker.reset_timeout, "stalled mid-answer", permit=live.permit)
         else:
             breaker.neutral(live.permit)
         if not fails_over:

@@ -238,9 +238,25 @@ def test_s09_stalled_stream_is_detected_and_the_fallback_finishes(chain):
     result = router.ask(Q)
     assert result.complete and result.provider == "openai-1"
     assert result.attempts[0].error_kind == "stream_broken" and "stall" in result.attempts[0].detail
-    again = router.ask(ChatRequest.ask("still healthy?"))
-    assert again.provider == "anthropic-0" and again.complete
+    # A stall is strong evidence: the next request does not wait out another one on the same provider.
+    again = router.ask(ChatRequest.ask("and the next user?"))
+    assert again.provider == "openai-1" and again.complete
+    assert again.attempts[0].outcome.value == "skipped" and "breaker open" in again.attempts[0].detail
+    assert len(first.chat_requests()) == 1
+    breaker = router.breakers["anthropic-0"]
+    router.health.probe(["anthropic-0"])  # its list-models call passes: that doesn't say it stopped stalling
+    assert breaker.state == "open" and breaker.retry_in() > 0
     attempt_threads_end()
+
+
+def test_a_slow_but_steady_provider_is_never_taken_for_a_stalled_one(chain):
+    # A chunk every 0.5 s against a 0.8 s idle deadline: slow, never silent for long.
+    router, (first, second) = chain("anthropic", "openai", server_kw={
+        "chunk_delay": 0.5, "responder": lambda question, model: "slow and steady wins the race"})
+    result = router.ask(ChatRequest.ask("a slow question"))
+    assert result.provider == "anthropic-0" and result.complete and result.text == "slow and steady wins the race"
+    assert router.breakers["anthropic-0"].state == "closed" and second.chat_requests() == []
+    assert router.breakers["anthropic-0"]._store.read("anthropic-0").failures == 0
 
 
 def test_s10_malformed_chunk_fails_over_cleanly(chain):

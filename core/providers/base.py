@@ -196,7 +196,7 @@ class Provider:
         text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
         if isinstance(e, TIMEOUTS):
             if state.started:
-                return self._error(ErrorKind.STREAM_BROKEN, f"the stream stalled ({text})")
+                return self._error(ErrorKind.STREAM_BROKEN, f"the stream stalled ({text})", stalled=True)
             return self._error(ErrorKind.TIMEOUT, f"no answer in time ({text})")
         if isinstance(e, TRANSPORT_ERRORS + (ConnectionError,)):
             if state.opened:
