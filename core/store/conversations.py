@@ -176,11 +176,12 @@ class SqlConversationStore:
                        settings=_dumps(c.settings), messages=_dumps(c.messages), message_count=len(c.messages),
                        writer=c.writer)
         key = parse_id(c.id)
+        # Row-locked (PostgreSQL: FOR UPDATE; SQLite: the transaction holds the write lock), so the
+        # check and the write are one step for every process on this database.
+        stored = (sa.select(t.c.owner, t.c.title, t.c.version, t.c.writer, t.c.deleted_at)
+                  .where(t.c.id == key).with_for_update())
         with self._errors("save a conversation in"), self.db.begin() as conn:
-            # Row-locked (PostgreSQL: FOR UPDATE; SQLite: the transaction holds the write lock), so
-            # the check and the write are one step for every process on this database.
-            row = conn.execute(sa.select(t.c.owner, t.c.title, t.c.version, t.c.writer, t.c.deleted_at)
-                               .where(t.c.id == key).with_for_update()).first()
+            row = conn.execute(stored).first()
             if row is None:
                 insert = (sqlite.insert if self.db.is_sqlite else postgresql.insert)(t)
                 added = conn.execute(insert.values(id=key, owner=c.owner, created_at=c.created_at, version=1,
@@ -188,8 +189,7 @@ class SqlConversationStore:
                 if added is not None:
                     return Saved.SAVED
                 # Inserted by someone else a moment ago: that copy is not this snapshot's base.
-                row = conn.execute(sa.select(t.c.owner, t.c.title, t.c.version, t.c.writer, t.c.deleted_at)
-                                   .where(t.c.id == key).with_for_update()).first()
+                row = conn.execute(stored).first()
             if row.deleted_at is not None:
                 return Saved.DELETED
             if row.owner != c.owner:
