@@ -26,6 +26,7 @@ from .overhead import bench_overhead
 from .recovery import bench_recovery
 from .rescue import bench_rescue
 from .soak import bench_soak
+from .stalls import bench_stalls
 
 
 def main(argv=None) -> int:
@@ -35,7 +36,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "latest.json"),
                         help="where to write the figures")
     parser.add_argument("--only", nargs="*", help="run only these: overhead rescue hedging concurrency cache "
-                                                   "memory soak fleet recovery")
+                                                   "memory soak fleet recovery stalls")
     args = parser.parse_args(argv)
     q = args.quick
     # Questions the soak leaves unanswered are kept: in a throwaway store, never the app's data.
@@ -52,6 +53,7 @@ def main(argv=None) -> int:
         "soak": lambda: bench_soak(60 if q else 2000, 6 if q else 20),
         "fleet": lambda: bench_fleet(10 if q else 300, 5 if q else 50, 2 if q else 10, 3 if q else 50),
         "recovery": lambda: bench_recovery(q),
+        "stalls": lambda: bench_stalls(1 if q else 3, quick=q),
     }
     machine = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "python": platform.python_version(),
                "cpus": os.cpu_count(), "machine": platform.machine(), "system": platform.system()}

@@ -35,11 +35,21 @@ ROOT = Path(__file__).resolve().parent.parent
 class Upstream:
     """Simulated providers in a child process."""
 
-    def __init__(self, kinds: list[str], *, responder: str = "sixty", first_delay: float = 0.0, port: int = 0) -> None:
+    def __init__(self, kinds: list[str], *, responder: str = "sixty", first_delay: float = 0.0,
+                 chunk_delay: float = 0.0, port: int = 0) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "core.simulator", *kinds, "--responder", responder,
-                                      "--first-delay", str(first_delay), "--key", KEY, "--port", str(port)], cwd=ROOT,
+                                      "--first-delay", str(first_delay), "--chunk-delay", str(chunk_delay),
+                                      "--key", KEY, "--port", str(port)], cwd=ROOT,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.urls: dict[str, str] = json.loads(self.proc.stdout.readline())
+
+    def script(self, kind: str, **command) -> None:
+        """Script one server's faults in the child (core/simulator/__main__.py), and wait until it has."""
+        self.proc.stdin.write(json.dumps({"kind": kind, **command}) + "\n")
+        self.proc.stdin.flush()
+        reply = json.loads(self.proc.stdout.readline())
+        if not reply.get("ok"):
+            raise RuntimeError(f"the simulator refused {command}: {reply.get('error')}")
 
     def close(self) -> None:
         self.proc.stdin.close()

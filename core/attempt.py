@@ -13,7 +13,7 @@ import enum
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from . import cancel
@@ -53,6 +53,7 @@ class Attempt:
     ttft_ms: float | None = None
     detail: str = ""  # a short reason for people; never message content or keys
     hedge: bool = False  # started in parallel because the one before it was slow
+    stall: bool = False  # that hedge started because the answer being shown stalled
 
     def as_dict(self) -> dict:
         return {**asdict(self), "outcome": self.outcome.value}
@@ -75,7 +76,14 @@ class LiveAttempt:
     first_at: float | None = None
     last_at: float = 0.0
     pieces: list[str] = field(default_factory=list)
+    gaps: list[float] = field(default_factory=list)  # seconds between its chunks: what is normal for its provider
     backed_up: bool = False  # a hedge was started against it already
+    stall_after: float | None = None  # as the leader: silence that makes it stalling (None: only the hard limit)
+    # Asked by its thread before its first text goes out: False, and it ends without sending it (a
+    # backup started for a stalling answer asks whether it still may take that answer over).
+    claim: Callable[[LiveAttempt], bool] | None = None
+    failed: bool = False  # its thread sent an error: it is over, though the reader may not know yet
+    note: str = ""  # for the timeline, when it ends without an error of its own
     _stream: Iterator | None = None
     _handed_over: bool = False  # set by its thread, under `_lock`, together with the cancel check
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -92,7 +100,8 @@ class LiveAttempt:
             try:
                 self._stream = stream = self.provider.stream(request)
                 for item in stream:
-                    if self.scope.cancelled:
+                    if self.scope.cancelled or (isinstance(item, TextDelta) and self.claim is not None
+                                                and not self.claim(self)):
                         stream.close()  # closes the SDK stream and its connection
                         return
                     out.put((self.id, item))
@@ -103,9 +112,11 @@ class LiveAttempt:
                             stream.close()
                         return
             except ProviderError as e:
+                self.failed = True
                 out.put((self.id, e))
             except Exception as e:  # noqa: BLE001 — an adapter bug still ends the attempt cleanly
                 log.exception("adapter %s raised outside the taxonomy", self.name)
+                self.failed = True
                 out.put((self.id, ProviderError(ErrorKind.SERVER, f"internal error ({type(e).__name__})",
                                                 provider=self.name)))
 

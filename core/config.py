@@ -123,6 +123,18 @@ class Hedging:
 
 
 @dataclass(frozen=True)
+class Stalls:
+    hedge: bool = _setting(True, None, "when an answer stalls, start the next provider in parallel; the first to "
+                                       "go on wins")
+    multiple: float = _setting(4.0, (1.0, 1000.0), "an answer stalls when silent this many times its provider's "
+                                                   "normal gap between chunks")
+    quantile: float = _setting(0.99, (0.5, 1.0), "which quantile of recent gaps is the normal gap")
+    floor: float = _setting(0.5, (0.0, 600.0), "seconds; the stall threshold is never shorter")
+    cold_start: float = _setting(1.0, (0.0, 600.0), "seconds; the stall threshold before enough gaps were seen")
+    min_samples: int = _setting(50, (1, 100_000), "gaps seen before the quantile is trusted")
+
+
+@dataclass(frozen=True)
 class CachePolicy:
     enabled: bool = _setting(True, None, "serve repeated questions from memory")
     ttl: float = _setting(3600.0, (0.0, _YEAR), "seconds an answer stays fresh")
@@ -171,6 +183,7 @@ class Policy:
     retries: Retries = field(default_factory=Retries)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     hedging: Hedging = field(default_factory=Hedging)
+    stalls: Stalls = field(default_factory=Stalls)
     cache: CachePolicy = field(default_factory=CachePolicy)
     offline: Offline = field(default_factory=Offline)
     metrics: MetricsPolicy = field(default_factory=MetricsPolicy)

@@ -93,6 +93,10 @@ def prometheus(router: Router) -> str:
            [({"provider": k.provider, "state": k.state}, n) for k, n in labelled(TransitionKey)])
     family("understudy_hedges_total", "counter", "Hedged requests started.", [({}, totals.get("hedges", 0))])
     family("understudy_hedges_won_total", "counter", "Hedges that answered.", [({}, totals.get("hedges_won", 0))])
+    family("understudy_stall_hedges_total", "counter", "Backups started because an answer stalled.",
+           [({}, totals.get("stall_hedges", 0))])
+    family("understudy_stall_switches_total", "counter", "Stalled answers taken over by their backup.",
+           [({}, totals.get("stall_switches", 0))])
     family("understudy_failovers_total", "counter", "Providers tried after the first.", [({}, totals.get("failovers", 0))])
     family("understudy_breaker_state", "gauge", "0 closed, 1 half-open, 2 open.",
            [({"provider": name}, _BREAKER_VALUE[b.state]) for name, b in router.breakers.items()])

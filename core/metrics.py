@@ -58,6 +58,8 @@ class RequestEvent:
     hedge_won: bool
     restarted: bool  # a provider failed mid-answer and another took over
     replica: str = ""
+    stall_hedges: int = 0  # backups started because the answer being shown stalled
+    stall_switched: bool = False  # a backup went on first, and took the answer over
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ class TransitionKey:
     state: str  # the new state
 
 
-# Plain: "requests", "attempts", "hedges", "hedges_won", "failovers".
+# Plain: "requests", "attempts", "hedges", "hedges_won", "failovers", "stall_hedges", "stall_switches".
 Total = str | TierKey | AttemptKey | TokenKey | TransitionKey
 
 
@@ -142,6 +144,7 @@ class Metrics:
         self._events: deque[Event] = deque(maxlen=max_events)
         self._recorded = 0  # events ever recorded: the next one's sequence number
         self._ttfts: dict[str, deque[float]] = {}  # recent first-token times per provider, for hedging
+        self._gaps: dict[str, _Gaps] = {}  # recent gaps between chunks per provider, for stall detection
         self._totals: Counter[Total] = Counter()
         self._windows: OrderedDict[float, _Window] = OrderedDict()  # by span, least recently read first
         self._lock = threading.Lock()
@@ -206,6 +209,8 @@ class Metrics:
             t["hedges"] += event.hedges
             t["hedges_won"] += int(event.hedge_won)
             t["failovers"] += event.failovers
+            t["stall_hedges"] += event.stall_hedges
+            t["stall_switches"] += int(event.stall_switched)
         elif isinstance(event, AttemptEvent):
             t["attempts"] += 1
             t[AttemptKey(event.provider, event.outcome, event.error_kind)] += 1
@@ -249,6 +254,18 @@ class Metrics:
             recent = list(self._ttfts.get(provider, ()))
         return quantile(recent, q) if len(recent) >= min_samples else None
 
+    def record_gaps(self, provider: str, gaps: Sequence[float]) -> None:
+        """An attempt's gaps between chunks (seconds), once it ended: what is normal for `provider`."""
+        if gaps:
+            with self._lock:
+                self._gaps.setdefault(provider, _Gaps()).add(gaps)
+
+    def gap_quantile(self, provider: str, q: float, min_samples: int) -> float | None:
+        """Recent gap between chunks at quantile `q`, in seconds, or None with too few samples."""
+        with self._lock:
+            gaps = self._gaps.get(provider)
+            return gaps.quantile(q) if gaps is not None and len(gaps.recent) >= min_samples else None
+
     def summary(self, window_s: float = 900.0) -> dict:
         """Per-provider and overall figures over the last `window_s` seconds (JSON-ready)."""
         with self._lock:
@@ -267,6 +284,31 @@ class Metrics:
                     "totals": _json_totals(self._totals)}
 
 
+class _Gaps:
+    """One provider's last `KEEP` gaps between chunks. A quantile is sorted afresh only once a
+    quarter of them are new: a request reads it, and a sort per request would cost more than the
+    router's whole per-request budget."""
+
+    KEEP = 1000
+
+    def __init__(self) -> None:
+        self.recent: deque[float] = deque(maxlen=self.KEEP)
+        self.fresh = 0  # added since the quantiles were last sorted
+        self.quantiles: dict[float, float | None] = {}
+
+    def add(self, gaps: Sequence[float]) -> None:
+        self.recent.extend(gaps)
+        self.fresh += len(gaps)
+
+    def quantile(self, q: float) -> float | None:
+        if self.fresh * 4 >= self.KEEP or q not in self.quantiles:
+            if self.fresh:
+                self.quantiles.clear()
+            self.fresh = 0
+            self.quantiles[q] = quantile(self.recent, q)
+        return self.quantiles[q]
+
+
 _MAX_WINDOWS = 8  # spans asked for (the policy's window, a test's): each costs a copy of the figures
 
 
@@ -278,6 +320,8 @@ class _RequestFigures:
     hedges: int = 0
     hedges_won: int = 0
     restarts: int = 0
+    stall_hedges: int = 0
+    stall_switches: int = 0
 
     def add(self, r: RequestEvent, sign: int) -> None:
         self.requests += sign
@@ -286,12 +330,14 @@ class _RequestFigures:
         self.hedges += sign * r.hedges
         self.hedges_won += sign * int(r.hedge_won)
         self.restarts += sign * int(r.restarted)
+        self.stall_hedges += sign * r.stall_hedges
+        self.stall_switches += sign * int(r.stall_switched)
 
     def summary(self) -> dict:
         return {"requests": self.requests, "tiers": dict(self.tiers),
                 "cache_hit_ratio": (self.tiers["cache"] / self.requests) if self.requests else None,
                 "failovers": self.failovers, "hedges": self.hedges, "hedges_won": self.hedges_won,
-                "restarts": self.restarts}
+                "restarts": self.restarts, "stall_hedges": self.stall_hedges, "stall_switches": self.stall_switches}
 
 
 @dataclass

@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .config import Hedging, Retries
+from .config import Hedging, Retries, Stalls
 from .errors import ProviderError
 
 
@@ -57,6 +57,27 @@ class HedgePolicy:
         observed = ttft_quantile(provider, s.quantile, s.min_samples)
         delay = s.default_delay if observed is None else observed / 1000
         return min(s.cap, max(s.floor, delay))
+
+
+@dataclass(frozen=True)
+class StallPolicy:
+    """When an answer that has started is stalling: silent much longer than its provider's normal
+    gap between chunks, learned from live traffic as the hedge delay learns first tokens."""
+
+    settings: Stalls
+
+    def after(self, provider: str, idle_timeout: float,
+              gap_quantile: Callable[[str, float, int], float | None]) -> float | None:
+        """Seconds of silence after which `provider`'s answer is stalling: `multiple` times its
+        observed gap quantile (seconds, from `gap_quantile(provider, q, min_samples)`), or the cold
+        start value until enough gaps were seen, at least `floor`. None: nothing is hedged, because
+        stall hedging is off or the threshold reaches `idle_timeout` (the hard limit) anyway."""
+        s = self.settings
+        if not s.hedge:
+            return None
+        observed = gap_quantile(provider, s.quantile, s.min_samples)
+        after = max(s.floor, s.cold_start if observed is None else s.multiple * observed)
+        return after if after < idle_timeout else None
 
 
 @dataclass(frozen=True)

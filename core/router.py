@@ -15,7 +15,10 @@ What happens to a request, in order:
 4. If the first token is late (past the provider's observed p95), the next provider is started in
    parallel; the first to produce text wins and the other is cancelled, its connection closed.
 5. A stream that breaks, stalls or errors after text was shown moves to the next provider, which
-   answers from scratch (`Restart`): no assistant prefill, no duplicated text.
+   answers from scratch (`Restart`): no assistant prefill, no duplicated text. A stream silent for
+   much longer than its provider's normal gap between chunks is *stalling*: the next provider starts
+   in parallel, and whichever goes on first keeps the answer (stall hedging; `idle_timeout` stays the
+   hard limit).
 6. When no provider can answer: the degraded tiers (core/tiers.py). A content-policy decline is
    reported, never routed around.
 
@@ -46,18 +49,20 @@ from .health import Health, ProviderStatus
 from .messages import ChatRequest, StreamEnd, TextDelta, Usage
 from .metrics import AttemptEvent, Metrics, ProbeEvent, RequestEvent
 from .offline import Faq, FollowUps
-from .policies import FailoverPolicy, HedgePolicy, RetryPolicy
+from .policies import FailoverPolicy, HedgePolicy, RetryPolicy, StallPolicy
 from .providers import build
 from .providers.base import Provider
 from .store.answers import StaleAnswers
 from .store.history import History
 from .store.stores import Stores, open_stores
 from .tiers import Origin, Tier, declined_text, degraded_answer
+from .watchdog import Watchdog
 
 __all__ = ["Attempt", "Delta", "Done", "Event", "Origin", "ProviderStatus", "Restart", "Result", "Router"]  # re-exported
 
 log = logging.getLogger("understudy")
 STOP = object()  # on a run's queue: the caller stopped it (from another thread)
+_STALL_RECHECK = 0.05  # seconds: how often the watchdog looks at a stall backup's race
 
 
 class Router:
@@ -86,6 +91,8 @@ class Router:
         self.rng = rng or random.Random()
         self.retry = RetryPolicy(policy.retries)
         self.hedge = HedgePolicy(policy.hedging)
+        self.stalls = StallPolicy(policy.stalls)
+        self.watchdog = Watchdog()  # notices a stalling answer while its reader waits on the socket
         self.failover = FailoverPolicy()
         self.chaos = chaos or Chaos(clock)
         self.stores.share_chaos(self.chaos)
@@ -166,6 +173,7 @@ class Router:
 
     def close(self) -> None:
         self.health.stop()
+        self.watchdog.close()
         for p in self.providers:
             p.close()
         self.followups.close()
@@ -204,8 +212,8 @@ class Stream:
     def answering(self) -> tuple[str, str] | None:
         """(provider, model) whose text the reader holds right now, else None. Any thread may ask
         (a stopped answer says where its text came from)."""
-        leader = self._run.leader
-        return (leader.name, leader.provider.model) if leader is not None else None
+        showing = self._run.showing
+        return (showing.name, showing.provider.model) if showing is not None else None
 
     def close(self) -> None:
         """The reader is done with it (from the reading thread)."""
@@ -213,8 +221,9 @@ class Stream:
 
 
 class _Run:
-    """The state of one request while it is being answered (read by one thread; `stop` may come
-    from another)."""
+    """The state of one request while it is being answered: by its reading thread, under `_mutex`
+    (released whenever it waits or yields), and by the stall watchdog's thread under the same lock.
+    `stop` may come from any thread."""
 
     def __init__(self, router: Router, request: ChatRequest, *, fresh: bool = False,
                  origin: Origin | None = None) -> None:
@@ -237,11 +246,15 @@ class _Run:
         self.retry_at: list[tuple[float, Provider]] = []
         self.attempts: list[Attempt] = []
         self.out: list[Event] = []
-        self.shown_from: str | None = None  # whose partial text the caller holds right now
+        self.showing: LiveAttempt | None = None  # whose partial text the caller holds right now
         self.pending_restart: tuple[str, str] | None = None
         self.hedges = 0
         self.hedge_won = False
         self.restarted = False
+        self.stall_backup: LiveAttempt | None = None  # started because the leader is stalling
+        self.switching: LiveAttempt | None = None  # a stalled leader whose backup went on first
+        self.stall_hedges = 0
+        self.stall_switched = False
         self.waited_for_trial = False
         self.result: Result | None = None
         self.key = cache_key(request) if router.cache.enabled else None
@@ -249,6 +262,7 @@ class _Run:
         self._stopping = threading.Event()
         self._launched: list[LiveAttempt] = []  # every attempt started, for a stop from another thread
         self._launched_lock = threading.Lock()
+        self._mutex = threading.Lock()
 
     def stop(self) -> None:
         """From any thread: shut every attempt's socket (a blocked read ends at once) and wake the
@@ -265,11 +279,11 @@ class _Run:
         for live in list(self.active.values()):
             self._cancel(live, "stopped by the caller")  # neutral for its breaker: a stop is no failure
         self.retry_at.clear()
-        leader = self.leader
-        self._finish(tier=Tier.PROVIDER, text="".join(leader.pieces) if leader else "", complete=False,
-                     provider=leader.name if leader else None, model=leader.provider.model if leader else None,
+        shown = self.showing  # the text on the caller's screen, also after a mid-answer switch
+        self._finish(tier=Tier.PROVIDER, text="".join(shown.pieces) if shown else "", complete=False,
+                     provider=shown.name if shown else None, model=shown.provider.model if shown else None,
                      notice="Stopped by the caller.", stopped=True,
-                     ttft=_ms(leader.first_at - self.start) if leader and leader.first_at is not None else None)
+                     ttft=_ms(shown.first_at - self.start) if shown and shown.first_at is not None else None)
 
     # -- the event loop -------------------------------------------------------------------------
     def events(self) -> Iterator[Event]:
@@ -286,7 +300,8 @@ class _Run:
         self.r.metrics.record(RequestEvent(
             self.r.wall(), self.result.tier.value, self.result.provider, self.result.elapsed_ms, self.result.ttft_ms,
             self.result.complete, len(tried), max(0, len({a.provider for a in tried}) - 1),
-            self.hedges, self.hedge_won, self.restarted))
+            self.hedges, self.hedge_won, self.restarted, stall_hedges=self.stall_hedges,
+            stall_switched=self.stall_switched))
         self._land()  # followers get the result now, not when our caller gets round to closing us
         yield Done(self.result)
 
@@ -307,15 +322,19 @@ class _Run:
             else:
                 self.flight = flight
                 flight.alive(self.deadline)
-        self._failover()
+        with self._mutex:
+            self._failover()
         while self.result is None:
             if self._stopping.is_set():
-                self._stopped()
+                with self._mutex:
+                    self._stopped()
                 return
             now = self.clock()
+            with self._mutex:
+                wake = self._next_wake(now)
             items = []
             try:
-                items.append(self.q.get(timeout=max(0.0, self._next_wake(now) - now)))
+                items.append(self.q.get(timeout=max(0.0, wake - now)))
                 while True:
                     items.append(self.q.get_nowait())
             except queue.Empty:
@@ -328,13 +347,15 @@ class _Run:
                     if live is not None:  # else it was cancelled meanwhile, and its stream closed then
                         yield from self._read(live)
                 else:
-                    self._handle(live_id, item)
+                    with self._mutex:
+                        self._handle(live_id, item)
                 yield from self._flush()
                 if self.result is not None:
                     return
             if self._stopping.is_set():
                 continue  # ends at the top of the loop, before any deadline acts
-            self._timers(self.clock())
+            with self._mutex:
+                self._timers(self.clock())
             yield from self._flush()
 
     def _follow(self, flight: Flight) -> Iterator[Event]:
@@ -357,21 +378,38 @@ class _Run:
             yield Delta(self.result.text)
 
     def _read(self, live: LiveAttempt) -> Iterator[Event]:
-        """Read the leader's handed-over stream in this thread, item by item."""
-        while live.id in self.active and self.result is None:
-            item = live.read()
-            if self._stopping.is_set():
-                return
-            self._handle(live.id, item)
-            yield from self._flush()
+        """Read the leader's handed-over stream in this thread, item by item, while the watchdog
+        looks out for a stall."""
+        watched = live.stall_after is not None
+        if watched:
+            self.r.watchdog.watch(self)
+        try:
+            while live.id in self.active and self.result is None:
+                # Silence is counted from here: time its reader waits, not time its caller takes.
+                live.last_at = self.clock()
+                item = live.read()
+                if self._stopping.is_set():
+                    return
+                with self._mutex:
+                    if self.switching is live:
+                        self._switched(live)  # what it sent meanwhile is dropped: the backup restarts the answer
+                    else:
+                        self._handle(live.id, item)
+                yield from self._flush()
+        finally:
+            if watched:
+                self.r.watchdog.unwatch(self)
 
     def _flush(self) -> Iterator[Event]:
-        out, self.out = self.out, []
+        with self._mutex:
+            out, self.out = self.out, []
         yield from out
 
     def close(self) -> None:
-        for live in list(self.active.values()):
-            self._cancel(live, "request ended")
+        self.r.watchdog.unwatch(self)
+        with self._mutex:
+            for live in list(self.active.values()):
+                self._cancel(live, "request ended")
         self._land()
 
     def _land(self) -> None:
@@ -451,6 +489,72 @@ class _Run:
         if self._launch_next(hedge=True):
             self.hedges += 1
 
+    # -- stalls ------------------------------------------------------------------------------------
+    # Once the leader's text is showing, its reader is blocked on the socket: the watchdog's thread
+    # asks `stall_poll`. A leader silent past its stall threshold gets a backup, and keeps going:
+    # whichever goes on first keeps the answer (`_claim` decides, under the lock). The leader first:
+    # the backup is cancelled (`_resumed`). The backup first: the leader's socket is shut, and its
+    # reader, woken, hands the answer over with a Restart (`_switched`). `idle_timeout` stays the
+    # hard limit either way.
+
+    def stall_poll(self) -> float | None:
+        """From the watchdog's thread: start a backup if the answer is stalling. Seconds until it
+        wants to be asked again; None: not until it is watched again."""
+        with self._mutex:
+            live = self.leader
+            if (live is None or live.stall_after is None or live.id not in self.active or self.result is not None
+                    or self._stopping.is_set() or self.switching is not None):
+                return None
+            backup = self.stall_backup
+            if backup is not None and not backup.failed:
+                return _STALL_RECHECK  # racing; if it fails before its first text, the next one starts
+            silent = self.clock() - live.last_at
+            if silent < live.stall_after:
+                return live.stall_after - silent
+            if not self._more_to_try():
+                return None
+            self.stall_backup = backup = self._launch_next(hedge=True, claim=self._claim)
+            if backup is None:
+                return None
+            live.backed_up = True
+            self.stall_hedges += 1
+            backup.note = f"started when {live.name} went silent mid-answer for {silent:.1f}s"
+            return _STALL_RECHECK
+
+    def _claim(self, backup: LiveAttempt) -> bool:
+        """From a stall backup's thread, at its first text: may it take the answer over?"""
+        with self._mutex:
+            if backup.scope.cancelled or self.result is not None or backup.id not in self.active:
+                return False
+            leader = self.leader
+            if leader is not None and self.stall_backup is backup and self.switching is None:
+                self.switching = leader
+                self.stall_switched = True
+                leader.scope.cancel()  # its reader's blocked read ends at once
+            return True
+
+    def _resumed(self, live: LiveAttempt, silent: float) -> None:
+        """The stalling leader went on before its backup produced text: the backup is cancelled."""
+        backup, self.stall_backup = self.stall_backup, None
+        live.backed_up = False
+        live.note = f"went on after {silent:.1f}s of silence; its stall backup was cancelled"
+        if backup is not None and backup.id in self.active and not backup.failed:
+            self._cancel(backup, f"{live.name} went on first")
+            self.spare.append(backup.provider)  # healthy, only not needed: next in line again
+        self.r.watchdog.watch(self)  # its next stall threshold counts from now
+
+    def _switched(self, live: LiveAttempt) -> None:
+        """The stalled leader's backup went on first: the leader is done, and the backup answers
+        from scratch (a Restart when its first text is shown)."""
+        backup = self.stall_backup
+        self.switching = self.stall_backup = None
+        now = self.clock()
+        self._cancel(live, "", record=False)
+        self._failed(live, ProviderError(
+            ErrorKind.STREAM_BROKEN, f"stalled mid-answer: silent {now - live.last_at:.1f}s (its stall threshold "
+            f"{live.stall_after:.1f}s); {backup.name if backup else 'its backup'} went on first",
+            provider=live.name, stalled=True), now)
+
     def _retry(self, item: tuple[float, Provider]) -> None:
         if item not in self.retry_at:
             return
@@ -468,13 +572,19 @@ class _Run:
             return  # from an attempt already cancelled or timed out
         now = self.clock()
         if isinstance(item, TextDelta):
-            live.last_at = now
             if live.first_at is None:
                 live.first_at = now
+            else:
+                live.gaps.append(now - live.last_at)
+                if self.stall_backup is not None and live is self.leader:
+                    self._resumed(live, now - live.last_at)
+            live.last_at = now
             live.pieces.append(item.text)
             if self.leader is None:
                 self.leader = live
-                if live.is_hedge:
+                live.stall_after = self.r.stalls.after(live.name, live.provider.entry.idle_timeout,
+                                                       self.r.metrics.gap_quantile)
+                if live.is_hedge and live.claim is None:
                     self.hedge_won = True
                 for other in list(self.active.values()):
                     if other is not live:
@@ -482,8 +592,11 @@ class _Run:
                         self.spare.append(other.provider)
             if live is self.leader:
                 if self.pending_restart is not None:
+                    failed, reason = self.pending_restart
                     self.pending_restart = None
-                self.shown_from = live.name
+                    if self.showing is not None:  # started before the failure: its text replaces what is shown
+                        self.out.append(Restart(failed, live.name, reason))
+                self.showing = live
                 self.out.append(Delta(item.text))
                 self._alive(now + live.provider.entry.idle_timeout)
         elif isinstance(item, StreamEnd):
@@ -546,9 +659,9 @@ class _Run:
         for other in list(self.active.values()):
             self._cancel(other, "request declined")
         self.retry_at.clear()
-        if self.shown_from:
-            self.out.append(Restart(self.shown_from, None, "declined"))
-            self.shown_from = None
+        if self.showing:
+            self.out.append(Restart(self.showing.name, None, "declined"))
+            self.showing = None
         self._finish(tier=Tier.DECLINED, text=declined_text(live.name, e.message), provider=live.name,
                      model=live.provider.model, complete=False, finish_reason="content_filter", notice=e.message)
 
@@ -573,7 +686,8 @@ class _Run:
         self.retry_at.append((now + soonest[0], soonest[1]))
         return True
 
-    def _launch_next(self, *, hedge: bool = False) -> bool:
+    def _launch_next(self, *, hedge: bool = False, claim: Callable[[LiveAttempt], bool] | None = None
+                     ) -> LiveAttempt | None:
         providers = self.r.providers
         while self._more_to_try():
             if self.spare:
@@ -593,24 +707,25 @@ class _Run:
                 self.r.metrics.record(AttemptEvent(self.r.wall(), p.name, p.model, Outcome.SKIPPED.value, None, 0.0,
                                                    None))
                 continue
-            self._launch(p, permit, hedge=hedge)
-            return True
-        return False
+            return self._launch(p, permit, hedge=hedge, claim=claim)
+        return None
 
-    def _launch(self, provider: Provider, permit: Permit, *, hedge: bool) -> None:
+    def _launch(self, provider: Provider, permit: Permit, *, hedge: bool,
+                claim: Callable[[LiveAttempt], bool] | None = None) -> LiveAttempt:
         self.tries[provider.name] += 1
-        live = LiveAttempt(next(self.ids), provider, hedge, self.clock(), permit)
+        live = LiveAttempt(next(self.ids), provider, hedge, self.clock(), permit, claim=claim)
         with self._launched_lock:
             self._launched.append(live)
         if self._stopping.is_set():
             live.scope.cancel()  # stopped a moment ago: it starts and ends at once
         self.active[live.id] = live
         self._alive(live.start + provider.entry.first_token_timeout)
-        if self.pending_restart is not None and self.shown_from is not None:
+        if self.pending_restart is not None and self.showing is not None:
             failed, reason = self.pending_restart
             self.out.append(Restart(failed, provider.name, reason))
-            self.shown_from = None
+            self.showing = None
         live.run(self.request, self.q)
+        return live
 
     def _cancel(self, live: LiveAttempt, why: str, *, record: bool = True) -> None:
         self.active.pop(live.id, None)
@@ -626,9 +741,9 @@ class _Run:
 
     # -- endings ---------------------------------------------------------------------------------
     def _degrade(self, reason: str) -> None:
-        if self.shown_from:
-            self.out.append(Restart(self.shown_from, None, reason))
-            self.shown_from = None
+        if self.showing:
+            self.out.append(Restart(self.showing.name, None, reason))
+            self.showing = None
         d = degraded_answer(self.request.last_user_text(), reason, cache=self.r.cache, key=self.key, faq=self.r.faq,
                             followups=self.r.followups, now=self.clock(), origin=self.origin, answers=self.r.answers)
         self._finish(tier=d.tier, text=d.text, complete=d.complete, provider=d.provider, model=d.model,
@@ -645,9 +760,11 @@ class _Run:
                 usage: Usage | None = None, model: str | None = None, detail: str = "") -> None:
         ttft = _ms(live.first_at - live.start) if live.first_at is not None else None
         kind = error.kind.value if error else None
-        detail = detail or (error.message[:300] if error else "")
+        detail = detail or (error.message[:300] if error else "") or live.note
+        if live.gaps:
+            self.r.metrics.record_gaps(live.name, live.gaps)
         attempt = Attempt(live.name, model or live.provider.model, outcome, kind, _ms(latency), ttft, detail,
-                          live.is_hedge)
+                          live.is_hedge, stall=live.claim is not None)
         self.attempts.append(attempt)
         self.r.metrics.record(AttemptEvent(
             self.r.wall(), attempt.provider, attempt.model, outcome.value, kind, attempt.latency_ms, ttft, live.is_hedge,

@@ -191,7 +191,8 @@ def _attempt(a: dict) -> dict:
     return {"provider": _text(a.get("provider")), "model": _text(a.get("model")),
             "outcome": outcome if outcome in {o.value for o in Outcome} else Outcome.ERROR.value,
             "error_kind": _text_or_none(a.get("error_kind")), "latency_ms": _ms(a.get("latency_ms")) or 0.0,
-            "ttft_ms": _ms(a.get("ttft_ms")), "detail": _text(a.get("detail"))[:500], "hedge": a.get("hedge") is True}
+            "ttft_ms": _ms(a.get("ttft_ms")), "detail": _text(a.get("detail"))[:500], "hedge": a.get("hedge") is True,
+            "stall": a.get("stall") is True}
 
 
 def _switch(s: dict) -> dict:

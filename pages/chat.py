@@ -328,9 +328,13 @@ def badge(meta: dict) -> str:
     failed = [a for a in meta.get("attempts", []) if Outcome(a["outcome"]).failed]
     if failed:
         parts.append(f"↪ {len(failed)} failed/skipped")
-    if any(a.get("hedge") for a in meta.get("attempts", [])):
-        won = any(a.get("hedge") and a["outcome"] == "ok" for a in meta.get("attempts", []))
+    attempts = meta.get("attempts", [])
+    if any(a.get("hedge") and not a.get("stall") for a in attempts):
+        won = any(a.get("hedge") and not a.get("stall") and a["outcome"] == "ok" for a in attempts)
         parts.append("⚡ hedge won" if won else "⚡ hedged")
+    if any(a.get("stall") for a in attempts):
+        took_over = any(a.get("stall") and a["outcome"] == "ok" for a in attempts)
+        parts.append("⏸ stalled, its backup took over" if took_over else "⏸ stalled, then went on")
     if meta.get("switches"):
         parts.append(f"🔀 switched mid-answer ×{len(meta['switches'])}")
     if meta.get("stopped"):

@@ -76,13 +76,16 @@ def frame(events: list, kind: type) -> pd.DataFrame:
 
 def tiles(metrics) -> None:
     summary = metrics.summary(r.config.policy.metrics.window)
-    top = st.columns(5)
+    top = st.columns(6)
     top[0].metric("Requests", summary["requests"])
     ratio = summary["cache_hit_ratio"]
     top[1].metric("Cache hits", "–" if ratio is None else f"{ratio:.0%}")
     top[2].metric("Failovers", summary["failovers"])
     top[3].metric("Hedges (won)", f"{summary['hedges']} ({summary['hedges_won']})")
     top[4].metric("Mid-answer switches", summary["restarts"])
+    top[5].metric("Stall hedges (took over)", f"{summary['stall_hedges']} ({summary['stall_switches']})",
+                  help="Backups started because an answer went silent mid-stream; in brackets, those that "
+                       "went on first and took the answer over.")
     rows = r.status(probe=False)
     overall = verdict(rows, r.followups.health())  # the same verdict /healthz reports
     st.caption(f"{HEALTH_ICON[overall]} Overall: **{overall}** · over the last {summary['window_s'] / 60:.0f} min · "
@@ -163,6 +166,7 @@ def charts(metrics) -> None:
             q = requests.copy()
             q["bucket"] = q["time"].dt.floor("10s")
             g = q.groupby("bucket").agg(failovers=("failovers", "sum"), hedges=("hedges", "sum"),
+                                        stall_hedges=("stall_hedges", "sum"),
                                         switches=("restarted", "sum")).reset_index()
             fig = px.bar(g.melt(id_vars="bucket", var_name="what", value_name="count"), x="bucket", y="count",
                          color="what", barmode="group")

@@ -133,6 +133,8 @@ def reference_summary(events, now, window_s):
         "cache_hit_ratio": (tiers["cache"] / len(requests)) if requests else None,
         "failovers": sum(r.failovers for r in requests), "hedges": sum(r.hedges for r in requests),
         "hedges_won": sum(1 for r in requests if r.hedge_won), "restarts": sum(1 for r in requests if r.restarted),
+        "stall_hedges": sum(r.stall_hedges for r in requests),
+        "stall_switches": sum(1 for r in requests if r.stall_switched),
         "providers": providers,
     }
 
@@ -143,7 +145,8 @@ def random_event(rng, at):
     if roll < 0.2:
         return RequestEvent(at, rng.choice(["provider", "cache", "offline"]), provider, rng.uniform(1, 500), None,
                             rng.random() < 0.9, rng.randint(0, 3), rng.randint(0, 2), rng.randint(0, 1),
-                            rng.random() < 0.3, rng.random() < 0.1)
+                            rng.random() < 0.3, rng.random() < 0.1, stall_hedges=rng.randint(0, 2),
+                            stall_switched=rng.random() < 0.2)
     if roll < 0.25:
         return TransitionEvent(at, provider, "closed", rng.choice(["open", "half-open"]), "why", 5.0)
     if roll < 0.28:

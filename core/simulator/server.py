@@ -65,6 +65,8 @@ class SimServer:
         # Bounded: a long-running demo must not grow without end.
         self._requests: collections.deque[Recorded] = collections.deque(maxlen=keep)
         self._stop = threading.Event()
+        self._resumes = 0  # resume() calls so far: a pause that sees it change ends early
+        self._resumed = threading.Condition()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -81,6 +83,7 @@ class SimServer:
 
     def close(self) -> None:
         self._stop.set()
+        self.resume()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -107,6 +110,13 @@ class SimServer:
         """Answer the next chat requests with these faults, in order; then with the default."""
         with self._lock:
             self._script.extend(faults)
+
+    def resume(self) -> None:
+        """End every pause now: a stalled or silent stream goes on at once (a test's "the provider
+        came back", at the moment it chooses)."""
+        with self._resumed:
+            self._resumes += 1
+            self._resumed.notify_all()
 
     def set_default(self, fault: Fault) -> None:
         with self._lock:
@@ -256,7 +266,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- the fault peer (core.faults.Peer) -------------------------------------------------------
     def pause(self, seconds: float) -> None:
-        if seconds > 0 and self.sim._stop.wait(None if math.isinf(seconds) else seconds):
+        if seconds <= 0:
+            return
+        sim = self.sim
+        with sim._resumed:
+            seen = sim._resumes
+            sim._resumed.wait_for(lambda: sim._resumes != seen, None if math.isinf(seconds) else seconds)
+        if sim._stop.is_set():
             raise _Gone  # the server is closing
 
     def hang_up(self) -> NoReturn:
