@@ -644,7 +644,7 @@ class _Run:
             # Mid-answer: the next provider restarts the answer; the caller is told to replace it.
             self.leader = None
             self.restarted = True
-            self.pending_restart = (live.name, e.kind.value)
+            self.pending_restart = (live.name, "stalled" if e.stalled else e.kind.value)
             self._failover()
             return
         if not self.active:  # else another attempt (a hedge) carries on

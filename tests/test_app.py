@@ -19,11 +19,11 @@ def app(sims, tmp_path, monkeypatch):
     """app("anthropic", "openai") -> (AppTest after its first run, [servers])."""
     app_without_configuration(monkeypatch, tmp_path)
 
-    def make(*kinds, env=None):
+    def make(*kinds, env=None, settings=""):
         servers = [sims(k) for k in kinds]
         if servers:
             path = tmp_path / "chain.toml"
-            path.write_text(toml_for(servers, "[hedging]\nenabled = false\n"), encoding="utf-8")
+            path.write_text(toml_for(servers, "[hedging]\nenabled = false\n" + settings), encoding="utf-8")
             monkeypatch.setenv("UNDERSTUDY_CONFIG", str(path))
             monkeypatch.setenv("SIM_KEY", KEY)
         else:
@@ -90,6 +90,22 @@ def test_a_mid_stream_switch_is_marked(app):
     assert "gemini-test" in reply.markdown[0].value and "anthropic-test" not in reply.markdown[0].value
     assert "switched mid-answer" in captions(reply)
     assert "broke off mid-answer" in captions(reply) and "partial text was replaced" in captions(reply)
+
+
+def test_a_stall_taken_over_by_its_backup_reads_as_such(app):
+    # The primary's idle deadline is 0.8 s here: a stall threshold under it makes stall hedging act.
+    at, (first, second) = app("anthropic", "openai", settings="[stalls]\ncold_start = 0.3\n")
+    first.push(Fault("stall", after=10, seconds=60))
+    second.set_default(Fault("ok"))
+    chat(at, "Tell me more")
+    reply = assistant(at)
+    assert "openai-test" in reply.markdown[0].value and "anthropic-test" not in reply.markdown[0].value
+    badge = captions(reply)
+    assert "stalled, its backup took over" in badge and "hedge won" not in badge
+    assert "broke off mid-answer (stalled)" in badge
+    table = next(m.value for m in reply.markdown if m.value.startswith("| # |"))
+    table = as_text(table)
+    assert "stalled mid-answer" in table and "(hedge)" in table and "went silent mid-answer" in table
 
 
 def test_follow_up_turns_carry_the_conversation(app):

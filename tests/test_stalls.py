@@ -63,7 +63,7 @@ def test_a_stalled_answer_is_taken_over_by_its_backup_with_a_restart(kind, chain
     assert result.complete and result.provider == f"{other(kind)}-1"
     # The ten words shown are replaced, once, by the backup's whole answer: nothing lost or doubled.
     (restart,) = [e for e in evs if isinstance(e, Restart)]
-    assert (restart.failed, restart.provider, restart.reason) == (f"{kind}-0", f"{other(kind)}-1", "stream_broken")
+    assert (restart.failed, restart.provider, restart.reason) == (f"{kind}-0", f"{other(kind)}-1", "stalled")
     shown_before = "".join(e.text for e in evs[:evs.index(restart)] if isinstance(e, Delta))
     assert len(shown_before.split()) == 10
     assert result.text == text_after_last_restart(evs) and result.text.endswith("w49")
