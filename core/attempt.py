@@ -83,6 +83,8 @@ class LiveAttempt:
     # backup started for a stalling answer asks whether it still may take that answer over).
     claim: Callable[[LiveAttempt], bool] | None = None
     failed: bool = False  # its thread sent an error: it is over, though the reader may not know yet
+    error: ProviderError | None = None  # that error, for whoever handles it first (queue or watchdog)
+    reading: bool = False  # its reader is waiting on its socket right now: only then is silence a stall
     note: str = ""  # for the timeline, when it ends without an error of its own
     _stream: Iterator | None = None
     _handed_over: bool = False  # set by its thread, under `_lock`, together with the cancel check
@@ -112,13 +114,15 @@ class LiveAttempt:
                             stream.close()
                         return
             except ProviderError as e:
-                self.failed = True
-                out.put((self.id, e))
+                self._fail(e, out)
             except Exception as e:  # noqa: BLE001 — an adapter bug still ends the attempt cleanly
                 log.exception("adapter %s raised outside the taxonomy", self.name)
-                self.failed = True
-                out.put((self.id, ProviderError(ErrorKind.SERVER, f"internal error ({type(e).__name__})",
-                                                provider=self.name)))
+                self._fail(ProviderError(ErrorKind.SERVER, f"internal error ({type(e).__name__})", provider=self.name),
+                           out)
+
+    def _fail(self, e: ProviderError, out: queue.SimpleQueue) -> None:
+        self.error, self.failed = e, True
+        out.put((self.id, e))
 
     def _hand_over(self) -> bool:
         with self._lock:

@@ -52,8 +52,10 @@ class Flight:
         """The leader is making progress: it will land or report progress again by `until`.
         Followers aren't woken for it: they look again when their current wait runs out. Called for
         every chunk, so no lock: one float assignment is atomic, and a follower that reads the value
-        just before it changes only looks again a little sooner."""
-        self.alive_until = until
+        just before it changes only looks again a little sooner. Never shortened: a backup started
+        beside a streaming answer must not cut the followers' wait below what the answer has left."""
+        if until > self.alive_until:
+            self.alive_until = until
 
     def finish(self, result) -> None:
         with self._changed:

@@ -387,7 +387,9 @@ class _Run:
             while live.id in self.active and self.result is None:
                 # Silence is counted from here: time its reader waits, not time its caller takes.
                 live.last_at = self.clock()
+                live.reading = True
                 item = live.read()
+                live.reading = False
                 if self._stopping.is_set():
                     return
                 with self._mutex:
@@ -500,14 +502,20 @@ class _Run:
     def stall_poll(self) -> float | None:
         """From the watchdog's thread: start a backup if the answer is stalling. Seconds until it
         wants to be asked again; None: not until it is watched again."""
-        with self._mutex:
+        if not self._mutex.acquire(blocking=False):
+            return _STALL_RECHECK  # its reader is busy handling something: not silent; the other runs can't wait
+        try:
             live = self.leader
             if (live is None or live.stall_after is None or live.id not in self.active or self.result is not None
                     or self._stopping.is_set() or self.switching is not None):
                 return None
             backup = self.stall_backup
-            if backup is not None and not backup.failed:
-                return _STALL_RECHECK  # racing; if it fails before its first text, the next one starts
+            if backup is not None:
+                if not backup.failed:
+                    return _STALL_RECHECK  # racing
+                self._backup_failed(backup)  # before its first text: recorded now, and the next one may start
+            if not live.reading:
+                return live.stall_after  # its caller is busy, not the provider: that is no silence
             silent = self.clock() - live.last_at
             if silent < live.stall_after:
                 return live.stall_after - silent
@@ -520,6 +528,15 @@ class _Run:
             self.stall_hedges += 1
             backup.note = f"started when {live.name} went silent mid-answer for {silent:.1f}s"
             return _STALL_RECHECK
+        finally:
+            self._mutex.release()
+
+    def _backup_failed(self, backup: LiveAttempt) -> None:
+        """A stall backup failed before its first text: handled here, as its queued error would be
+        (which is then ignored), since the reader is still blocked on the leader."""
+        self.stall_backup = None
+        if backup.id in self.active and backup.error is not None:
+            self._handle(backup.id, backup.error)
 
     def _claim(self, backup: LiveAttempt) -> bool:
         """From a stall backup's thread, at its first text: may it take the answer over?"""
@@ -529,18 +546,21 @@ class _Run:
             leader = self.leader
             if leader is not None and self.stall_backup is backup and self.switching is None:
                 self.switching = leader
-                self.stall_switched = True
                 leader.scope.cancel()  # its reader's blocked read ends at once
             return True
 
     def _resumed(self, live: LiveAttempt, silent: float) -> None:
         """The stalling leader went on before its backup produced text: the backup is cancelled."""
-        backup, self.stall_backup = self.stall_backup, None
+        backup = self.stall_backup
         live.backed_up = False
         live.note = f"went on after {silent:.1f}s of silence; its stall backup was cancelled"
-        if backup is not None and backup.id in self.active and not backup.failed:
-            self._cancel(backup, f"{live.name} went on first")
-            self.spare.append(backup.provider)  # healthy, only not needed: next in line again
+        if backup.failed:
+            self._backup_failed(backup)
+        else:
+            self.stall_backup = None
+            if backup.id in self.active:
+                self._cancel(backup, f"{live.name} went on first")
+                self.spare.append(backup.provider)  # healthy, only not needed: next in line again
         self.r.watchdog.watch(self)  # its next stall threshold counts from now
 
     def _switched(self, live: LiveAttempt) -> None:
@@ -548,6 +568,7 @@ class _Run:
         from scratch (a Restart when its first text is shown)."""
         backup = self.stall_backup
         self.switching = self.stall_backup = None
+        self.stall_switched = True
         now = self.clock()
         self._cancel(live, "", record=False)
         self._failed(live, ProviderError(
@@ -576,7 +597,7 @@ class _Run:
                 live.first_at = now
             else:
                 live.gaps.append(now - live.last_at)
-                if self.stall_backup is not None and live is self.leader:
+                if self.stall_backup is not None and live is self.leader and live is not self.stall_backup:
                     self._resumed(live, now - live.last_at)
             live.last_at = now
             live.pieces.append(item.text)
@@ -638,11 +659,15 @@ class _Run:
         else:
             breaker.neutral(live.permit)
         if not fails_over:
+            if self.leader is not None and live is not self.leader:
+                return  # a backup's decline doesn't end the answer the leader is giving
             self._decline(live, e)
             return
         if live is self.leader:
-            # Mid-answer: the next provider restarts the answer; the caller is told to replace it.
+            # Mid-answer: the next provider restarts the answer; the caller is told to replace it. A
+            # stall backup already racing is that next provider now, no longer anyone's backup.
             self.leader = None
+            self.stall_backup = self.switching = None
             self.restarted = True
             self.pending_restart = (live.name, "stalled" if e.stalled else e.kind.value)
             self._failover()

@@ -11,11 +11,11 @@ import pytest
 
 from core.config import Config, Stalls
 from core.messages import ChatRequest
-from core.metrics import Metrics, RequestEvent
+from core.metrics import AttemptEvent, Metrics, RequestEvent
 from core.policies import StallPolicy
 from core.router import Delta, Restart, Router
 from core.simulator import Fault
-from tests.clock import wait_until
+from tests.clock import ManualClock, wait_until
 from tests.conftest import KINDS, entry_for, policy
 from tests.test_router import attempt_threads_end, stop_while, text_after_last_restart
 
@@ -35,12 +35,12 @@ def chain(sims):
     (its hard limits are a minute away); the fallback's limits are generous."""
     routers = []
 
-    def make(*kinds, timeouts=None, server_kw=None, **overrides):
+    def make(*kinds, timeouts=None, server_kw=None, clock=None, **overrides):
         servers = [sims(kinds[0], **(server_kw or {})), *(sims(k) for k in kinds[1:])]
         relaxed = dict(idle_timeout=5.0, first_token_timeout=5.0, connect_timeout=5.0)
         entries = tuple(entry_for(s, name=f"{s.kind}-{i}", **((timeouts or PATIENT) if i == 0 else relaxed))
                         for i, s in enumerate(servers))
-        router = Router(Config(providers=entries, policy=policy(**overrides)))
+        router = Router(Config(providers=entries, policy=policy(**overrides)), **({"clock": clock} if clock else {}))
         routers.append(router)
         return router, servers
 
@@ -129,6 +129,89 @@ def test_stop_after_a_stall_switch_keeps_the_backups_text_and_names_it(kind, cha
     assert result.stopped and result.provider == f"{other(kind)}-1"
     assert result.text == text_after_last_restart(got) and len(result.text.split()) == 5
     attempt_threads_end()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_leader_that_dies_while_its_backup_races_hands_the_answer_to_that_backup(kind, chain):
+    # The leader's hard limit is 2 s; its backup, started at the stall threshold, is slow to begin.
+    router, (first, second) = chain(kind, other(kind), timeouts={"idle_timeout": 2.0, "first_token_timeout": 2.0})
+    first.push(Fault("stall", after=10, seconds=60))
+    second.push(Fault("slow_first", seconds=60))
+    got: list = []
+    reader = threading.Thread(target=lambda: got.extend(router.stream(Q)))
+    reader.start()
+    wait_until(lambda: any(e.provider == f"{kind}-0" and e.outcome == "error"
+                           for e in router.metrics.events(AttemptEvent)), "the leader's hard limit")
+    second.resume()  # the backup begins only now, after the leader is gone
+    reader.join(30)
+    assert not reader.is_alive(), "the request never ended"
+    result = got[-1].result
+    assert result.complete and result.provider == f"{other(kind)}-1" and result.text.endswith("w49")
+    (restart,) = [e for e in got if isinstance(e, Restart)]
+    assert (restart.failed, restart.provider) == (f"{kind}-0", f"{other(kind)}-1")
+    assert result.text == text_after_last_restart(got)
+    assert [(a.provider, a.outcome.value) for a in result.attempts] == [(f"{kind}-0", "error"),
+                                                                        (f"{other(kind)}-1", "ok")]
+    assert not request_event(router).stall_switched  # the leader ended on its own: no takeover
+    attempt_threads_end()
+
+
+def test_a_slow_caller_is_never_taken_for_a_stalled_provider(chain):
+    # The provider sent its whole answer; the caller reads three words and then takes its time.
+    clock = ManualClock()
+    router, (first, second) = chain("anthropic", "openai", clock=clock)
+    stream = router.stream(Q)
+    events = iter(stream)
+    deltas = 0
+    while deltas < 3:
+        deltas += isinstance(next(events), Delta)
+    clock.advance(60.0)  # a minute since the last chunk, on the router's clock
+    run = stream._run
+    assert run.stall_poll() is not None  # asked again later, and nothing started now
+    assert run.stall_backup is None and second.chat_requests() == []
+    rest = list(events)
+    result = rest[-1].result
+    assert result.complete and result.provider == "anthropic-0" and not any(isinstance(e, Restart) for e in rest)
+    assert router.breakers["anthropic-0"]._store.read("anthropic-0").failures == 0
+
+
+def test_a_backup_that_fails_while_the_leader_is_stalled_is_recorded_and_held_against(chain):
+    router, (first, second) = chain("anthropic", "openai", breaker__fail_max=1)
+    first.push(Fault("stall", after=10, seconds=60))
+    second.push(Fault.http(503))
+    got: list = []
+    reader = threading.Thread(target=lambda: got.extend(router.stream(Q)))
+    reader.start()
+    wait_until(lambda: any(e.provider == "openai-1" and e.outcome == "error"
+                           for e in router.metrics.events(AttemptEvent)), "the backup's 503, recorded")
+    first.resume()
+    reader.join(30)
+    result = got[-1].result
+    assert result.complete and result.provider == "anthropic-0" and not any(isinstance(e, Restart) for e in got)
+    assert ("openai-1", "error", "overloaded") in [(a.provider, a.outcome.value, a.error_kind) for a in result.attempts]
+    assert router.breakers["openai-1"].state == "open"
+    assert router.breakers["anthropic-0"].state == "closed"
+    attempt_threads_end()
+
+
+def test_two_stalls_in_a_row_end_with_the_third_provider(sims):
+    a, b, c = sims("anthropic"), sims("openai"), sims("gemini")
+    entries = (entry_for(a, name="a", **PATIENT), entry_for(b, name="b", **PATIENT),
+               entry_for(c, name="c", idle_timeout=5.0, first_token_timeout=5.0))
+    router = Router(Config(providers=entries, policy=policy(hedging__enabled=False)))
+    try:
+        a.push(Fault("stall", after=10, seconds=60))
+        b.push(Fault("stall", after=5, seconds=60))
+        evs = list(router.stream(Q))
+        result = evs[-1].result
+        restarts = [(e.failed, e.provider, e.reason) for e in evs if isinstance(e, Restart)]
+        assert restarts == [("a", "b", "stalled"), ("b", "c", "stalled")]
+        assert result.provider == "c" and result.complete and result.text == text_after_last_restart(evs)
+        assert {n: br.state for n, br in router.breakers.items()} == {"a": "open", "b": "open", "c": "closed"}
+        assert request_event(router).stall_hedges == 2
+        attempt_threads_end()
+    finally:
+        router.close()
 
 
 def test_stop_works_through_the_stall_helpers(chain):
