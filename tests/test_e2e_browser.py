@@ -52,15 +52,21 @@ def server(sims, tmp_path):
 
 @pytest.fixture
 def patient_server(sims, tmp_path):
-    """The same, with a primary that may stay silent for a minute before its deadlines act: what
-    ends a stall then is the user's Stop."""
+    """The same, with a primary that may stay silent for a minute before its deadlines act, and no
+    stall hedging: what ends a stall then is the user's Stop."""
+    yield from _serve(sims, tmp_path, primary_idle=60.0, settings="[stalls]\nhedge = false\n")
+
+
+@pytest.fixture
+def stalling_server(sims, tmp_path):
+    """A patient primary with stall hedging on, as by default: a stall is the backup's to take over."""
     yield from _serve(sims, tmp_path, primary_idle=60.0)
 
 
-def _serve(sims, tmp_path, *, primary_idle: float | None = None):
+def _serve(sims, tmp_path, *, primary_idle: float | None = None, settings: str = ""):
     first, second = sims("anthropic"), sims("openai")
     config = tmp_path / "chain.toml"
-    text = toml_for([first, second], "[hedging]\nenabled = false\n")
+    text = toml_for([first, second], "[hedging]\nenabled = false\n" + settings)
     if primary_idle is not None:
         text = text.replace(f"idle_timeout = {IDLE}\nfirst_token_timeout = {IDLE}",
                             f"idle_timeout = {primary_idle}\nfirst_token_timeout = {primary_idle}", 1)
@@ -182,6 +188,41 @@ def test_stop_during_a_stall_stops_at_once_and_keeps_what_arrived(patient_server
     assert "anthropic-0" in text  # marked stopped, with the provider its words came from
     assert second.chat_requests() == []  # stopped, not failed over
     page.screenshot(path=str(SHOTS / "5b-stopped-mid-stall.png"))
+
+
+def test_a_stall_is_taken_over_by_its_backup_and_the_answer_says_so(stalling_server, page):
+    base, first, second = stalling_server
+    first.set_default(Fault("stall", after=12, seconds=60))  # twelve words, then a minute of silence
+    page.goto(base + "/")
+    ask(page, "Stall on me")
+    reply = page.get_by_test_id("stChatMessage").nth(1)
+    # Within a minute only the stall backup can have finished it: the primary is still silent.
+    expect(reply).to_contain_text("w49")
+    expect(reply).to_contain_text("openai-1")
+    expect(reply).to_contain_text("stalled, its backup took over")
+    text = reply.inner_text()
+    assert "anthropic-test" not in text.split("openai-1")[0]  # the stalled words were replaced, not kept
+    reply.get_by_text("How it got here").click()
+    expect(reply.get_by_role("table")).to_contain_text("stalled mid-answer")
+    expect(reply.get_by_role("table")).to_contain_text("went silent mid-answer")
+    reply.get_by_role("table").scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "5c-stall-taken-over.png"))
+
+
+def test_stop_after_a_stall_takeover_keeps_the_backups_words_and_names_it(stalling_server, page):
+    base, first, second = stalling_server
+    first.set_default(Fault("stall", after=12, seconds=60))
+    second.set_default(Fault("stall", after=8, seconds=60))  # the backup takes over, then stalls too
+    page.goto(base + "/")
+    ask(page, "Stall on me twice")
+    reply = page.get_by_test_id("stChatMessage").nth(1)
+    expect(reply).to_contain_text("openai-test")  # the backup's words replaced the primary's
+    expect(reply).to_contain_text("broke off mid-answer")
+    page.get_by_role("button", name="Stop").click()
+    expect(reply).to_contain_text("stopped")
+    text = reply.inner_text()
+    assert "openai-1" in text and "anthropic-test" not in text  # kept, and named after where it came from
+    page.screenshot(path=str(SHOTS / "5d-stopped-after-takeover.png"))
 
 
 def test_stop_ends_a_long_answer_and_keeps_what_arrived(server, page):
