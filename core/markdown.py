@@ -10,6 +10,10 @@ ways to draw such text:
   table cell, heading, list, math or Streamlit `:directive[…]`. GFM's bare links (`http://…`,
   `www.…`, `a@b.c`) are found after escapes are undone, so a word joiner (U+2060, zero width)
   goes before each `//`, `.` after `www` and `@`: what is seen is unchanged, and no link starts.
+- `as_typed(text)`: a user's own message, as HTML that shows exactly what they typed: no Markdown
+  at all, every line break and run of spaces kept, and the direction taken from the text itself
+  (`dir="auto"`: Arabic or Hebrew reads right to left). Everything is escaped, so no tag, image
+  or link can start in it.
 - `without_images(text)`: a message keeps its Markdown (lists, code, links) but no image can
   start in it: `![` becomes `!\\[`, which shows as `![`. Outside code that is invisible; inside
   code the backslash shows (e.g. Rust's `vec!\\[1]`). Telling code from text here would need the
@@ -18,12 +22,18 @@ ways to draw such text:
 
 from __future__ import annotations
 
+import html
 import re
 
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # all of ASCII punctuation, backslash included
 _BARE_LINK = re.compile(r"(?=//)|(?<=www)(?=\.)|(?=@)", re.IGNORECASE)  # where GFM would start a link
 JOINER = "\u2060"
 _BACKTICKS = re.compile(r"`+")
+
+
+def as_typed(text: object) -> str:
+    return (f'<div dir="auto" style="white-space: pre-wrap; overflow-wrap: anywhere; text-align: start">'
+            f'{html.escape(str(text), quote=True)}</div>')
 
 
 def _one_line(text: object) -> str:

@@ -19,7 +19,7 @@ import streamlit as st
 from core.answer import Answer, Delta, Restart
 from core.attempt import Outcome
 from core.browser import COOKIE, owner_for
-from core.markdown import code, literal, without_images
+from core.markdown import as_typed, code, literal, without_images
 from core.messages import MAX_INPUT_CHARS, ChatRequest, Message, clean_text
 from core.store import StoreError
 from core.store.conversations import (BadConversationId, Conversation, Summary, label_for, new_id, parse_id,
@@ -375,9 +375,31 @@ def timeline(meta: dict) -> None:
             st.caption(literal(meta["notice"]))
 
 
+PREVIEW_LINES, PREVIEW_CHARS = 25, 2500  # a longer message of the user's is collapsed: its start, then "show all"
+# Every paragraph of an answer takes its direction from its own text, as dir="auto" would: Arabic or
+# Hebrew reads right to left, English beside it left to right.
+st.html("<style>[data-testid='stChatMessageContent'] :is(p, li, h1, h2, h3, h4, blockquote, td, th) "
+        "{unicode-bidi: plaintext; text-align: start}</style>")
+
+
+def user_text(text: str) -> None:
+    """What the user typed, exactly: no Markdown (a log stays a log), line breaks kept."""
+    lines = text.count("\n") + 1
+    if lines <= PREVIEW_LINES and len(text) <= PREVIEW_CHARS:
+        st.html(as_typed(text))
+        return
+    head = "\n".join(text.split("\n", PREVIEW_LINES)[:PREVIEW_LINES])[:PREVIEW_CHARS]
+    st.html(as_typed(head + " …"))
+    with st.expander(f"Show all — {lines:,} lines, {len(text):,} characters"):
+        st.html(as_typed(text))
+
+
 def show(message: dict) -> None:
     with st.chat_message(message["role"]):
-        st.markdown(without_images(message["content"]))  # a remote image would be fetched on sight
+        if message["role"] == "user":
+            user_text(message["content"])
+        else:
+            st.markdown(without_images(message["content"]))  # a remote image would be fetched on sight
         if message["role"] == "assistant" and message.get("meta"):
             st.caption(badge(message["meta"]))
             timeline(message["meta"])

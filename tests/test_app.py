@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
@@ -50,6 +51,13 @@ def assistant(at, index=-1):
     return [m for m in at.chat_message if m.name == "assistant"][index]
 
 
+def typed(block) -> str:
+    """A user message's text as it shows: drawn as escaped HTML (core.markdown.as_typed), never Markdown."""
+    (element,) = [e for e in block if e.type == "html"][:1]
+    assert element.value.startswith('<div dir="auto"')
+    return html.unescape(re.sub(r"<[^>]+>", "", element.value))
+
+
 def captions(block) -> str:
     """A message's captions (its badge, notices) as they read."""
     return as_text(" ".join(c.value for c in block.caption))
@@ -59,7 +67,7 @@ def test_chat_round_trip_with_badge(app):
     at, (first, second) = app("anthropic", "openai")
     chat(at, "What is an understudy?")
     user, reply = at.chat_message[0], assistant(at)
-    assert user.name == "user" and user.markdown[0].value == "What is an understudy?"
+    assert user.name == "user" and typed(user) == "What is an understudy?" and not user.markdown
     assert "anthropic-test" in reply.markdown[0].value and reply.markdown[0].value.rstrip().endswith("w49")
     badge = captions(reply)
     assert "**anthropic-0**" in badge and "`anthropic-test`" in badge and "first token" in badge
@@ -108,6 +116,20 @@ def test_a_stall_taken_over_by_its_backup_reads_as_such(app):
     assert "stalled mid-answer" in table and "(hedge)" in table and "went silent mid-answer" in table
 
 
+def test_a_users_message_shows_exactly_as_typed(app):
+    at, (first,) = app("ollama")
+    log = "2026-12-04 ERROR *exactly* this\n1. not a list\n<b>not bold</b> ![x](http://evil/x.png)"
+    chat(at, log)
+    user = at.chat_message[0]
+    assert typed(user) == log and "<b>" not in user[0].value and "&lt;b&gt;" in user[0].value
+    chat(at, "\n".join(f"line {i}" for i in range(200)))  # a pasted log: its start, then "show all"
+    user = at.chat_message[2]
+    assert typed(user).startswith("line 0\nline 1\n") and "line 24 …" in typed(user) and "line 25" not in typed(user)
+    (more,) = user.expander
+    assert more.label == "Show all — 200 lines, 1,689 characters"
+    assert html.unescape(re.sub(r"<[^>]+>", "", more[0].value)) == "\n".join(f"line {i}" for i in range(200))
+
+
 def test_follow_up_turns_carry_the_conversation(app):
     at, (first,) = app("ollama")
     chat(at, "first")
@@ -145,7 +167,7 @@ def test_nothing_typed_is_lost_when_every_provider_fails(app):
         s.set_default(Fault.http(503))
     chat(at, "Which moon of Saturn has methane lakes?")
     user, reply = at.chat_message[0], assistant(at)
-    assert user.markdown[0].value == "Which moon of Saturn has methane lakes?"
+    assert typed(user) == "Which moon of Saturn has methane lakes?"
     assert "Which moon of Saturn has methane lakes?" in reply.markdown[0].value
     assert "unavailable" in captions(reply)
 

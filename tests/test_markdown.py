@@ -77,3 +77,14 @@ def test_a_messages_other_markdown_is_untouched():
     text = ("# Title\n\n**bold**, _em_, [a link](https://example.com), `code`, <https://example.com>\n\n"
             "- one\n- two\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n```python\nprint('hi!')\n```\n\nWow! [Really]?")
     assert without_images(text) == text
+
+
+def test_a_users_text_is_drawn_as_typed_and_nothing_in_it_is_markup():
+    from core.markdown import as_typed
+    text = 'a <script>x()</script> & "q" \'s\'\n  two  spaces\n![i](http://evil/p.png) *not italic* مرحبا'
+    drawn = as_typed(text)
+    assert drawn.startswith('<div dir="auto"') and "white-space: pre-wrap" in drawn and drawn.endswith("</div>")
+    inner = drawn[drawn.index(">") + 1:-len("</div>")]
+    assert "<" not in inner and ">" not in inner and '"' not in inner  # no tag or attribute can start
+    import html
+    assert html.unescape(inner) == text  # every character, line break and run of spaces kept
