@@ -12,8 +12,8 @@ ways to draw such text:
   goes before each `//`, `.` after `www` and `@`: what is seen is unchanged, and no link starts.
 - `as_typed(text)`: a user's own message, as HTML that shows exactly what they typed: no Markdown
   at all, every line break and run of spaces kept, and the direction taken from the text itself
-  (`dir="auto"`: Arabic or Hebrew reads right to left). Everything is escaped, so no tag, image
-  or link can start in it.
+  (`dir="auto"`, and line by line: Arabic or Hebrew reads right to left, an English line beside it
+  left to right). Everything is escaped, so no tag, image or link can start in it.
 - `without_images(text)`: a message keeps its Markdown (lists, code, links) but no image can
   start in it: `![` becomes `!\\[`, which shows as `![`. Outside code that is invisible; inside
   code the backslash shows (e.g. Rust's `vec!\\[1]`). Telling code from text here would need the
@@ -32,7 +32,7 @@ _BACKTICKS = re.compile(r"`+")
 
 
 def as_typed(text: object) -> str:
-    return (f'<div dir="auto" style="white-space: pre-wrap; overflow-wrap: anywhere; text-align: start">'
+    return (f'<div dir="auto" style="white-space: pre-wrap; overflow-wrap: anywhere; unicode-bidi: plaintext; text-align: start">'
             f'{html.escape(str(text), quote=True)}</div>')
 
 
