@@ -194,6 +194,10 @@ with st.sidebar:
     temperature = st.slider("Temperature", *TEMPERATURE_RANGE, step=0.1, key="temperature",
                             help="Not sent to Anthropic models: their current API has no temperature.")
     max_tokens = st.number_input("Max tokens", *MAX_TOKENS_RANGE, step=64, key="max_tokens")
+    skip_cache = st.toggle("Skip the cache", key="skip_cache",
+                           help="Ask the providers every time, even for a question answered a moment ago: for "
+                                "demos, so a repeated question shows the failover rather than a cached answer. "
+                                "This tab only; answers still refresh the cache for everyone else.")
     chosen = {"system": system, "temperature": float(temperature), "max_tokens": int(max_tokens)}
     if chosen != st.session_state.settings:
         st.session_state.settings = chosen
@@ -463,7 +467,7 @@ def answer(*, fresh: bool = False) -> None:
         body.markdown("⏳ *thinking…*")
         st.button("⏹ Stop", key=f"stop_{len(messages)}", help="Stop this answer; what arrived so far is kept.")
         reply, last_paint, started = Answer(), 0.0, time.monotonic()
-        stream = router().stream(request, fresh=fresh, origin=Origin(conv["id"] or "", who))
+        stream = router().stream(request, fresh=fresh or skip_cache, origin=Origin(conv["id"] or "", who))
         try:
             for event in _promptly(stream, lambda: body.markdown(without_images(reply.text) + " ▌" if reply.text
                                                                  else "⏳ *thinking…*")):

@@ -130,6 +130,20 @@ def test_a_users_message_shows_exactly_as_typed(app):
     assert html.unescape(re.sub(r"<[^>]+>", "", more[0].value)) == "\n".join(f"line {i}" for i in range(200))
 
 
+def test_skip_the_cache_asks_the_providers_again(app):
+    at, (first, second) = app("anthropic", "openai")
+    chat(at, "What is an understudy?")
+    at.button(key="new_chat").click().run()
+    chat(at, "What is an understudy?")  # the same first question in a new chat: from the cache
+    assert "cached" in captions(assistant(at)).lower() and len(first.chat_requests()) == 1
+    first.set_default(Fault.http(529))  # Claude breaks: a cached answer would hide it
+    at.toggle(key="skip_cache").set_value(True).run()
+    at.button(key="new_chat").click().run()
+    chat(at, "What is an understudy?")
+    reply = captions(assistant(at))
+    assert "cached" not in reply.lower() and "**openai-1**" in reply and len(first.chat_requests()) > 2
+
+
 def test_follow_up_turns_carry_the_conversation(app):
     at, (first,) = app("ollama")
     chat(at, "first")
