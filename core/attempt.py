@@ -54,6 +54,7 @@ class Attempt:
     detail: str = ""  # a short reason for people; never message content or keys
     hedge: bool = False  # started in parallel because the one before it was slow
     stall: bool = False  # that hedge started because the answer being shown stalled
+    status: int | None = None  # the HTTP status of its error, if it had one
 
     def as_dict(self) -> dict:
         return {**asdict(self), "outcome": self.outcome.value}

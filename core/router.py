@@ -310,7 +310,9 @@ class _Run:
             hit = self.r.cache.get(self.key)
             if hit is not None and hit[1]:
                 self._finish(tier=Tier.CACHE, text=hit[0].text, provider=hit[0].provider, model=hit[0].model,
-                             complete=True, finish_reason="stop", notice="Served from the answer cache.", ttft=0.0)
+                             complete=True, finish_reason="stop", ttft=0.0,
+                             notice=f"Served from the answer cache (answered {_ago(self.clock() - hit[0].stored_at)} "
+                                    f"ago by {hit[0].provider}).")
                 yield Delta(hit[0].text)
                 return
             flight, leader = self.r.cache.join(self.key)
@@ -789,11 +791,21 @@ class _Run:
         if live.gaps:
             self.r.metrics.record_gaps(live.name, live.gaps)
         attempt = Attempt(live.name, model or live.provider.model, outcome, kind, _ms(latency), ttft, detail,
-                          live.is_hedge, stall=live.claim is not None)
+                          live.is_hedge, stall=live.claim is not None, status=error.status if error else None)
         self.attempts.append(attempt)
         self.r.metrics.record(AttemptEvent(
             self.r.wall(), attempt.provider, attempt.model, outcome.value, kind, attempt.latency_ms, ttft, live.is_hedge,
             usage.input_tokens if usage else None, usage.output_tokens if usage else None))
+
+
+def _ago(seconds: float) -> str:
+    """How long ago, the way people say it: "12 s", "4 min", "3 h", "2 days"."""
+    seconds = max(0.0, seconds)
+    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if unit == 'day' and n != 1 else ''}"
+    return f"{seconds:.0f} s"
 
 
 def _ms(seconds: float) -> float:

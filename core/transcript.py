@@ -192,7 +192,11 @@ def _attempt(a: dict) -> dict:
             "outcome": outcome if outcome in {o.value for o in Outcome} else Outcome.ERROR.value,
             "error_kind": _text_or_none(a.get("error_kind")), "latency_ms": _ms(a.get("latency_ms")) or 0.0,
             "ttft_ms": _ms(a.get("ttft_ms")), "detail": _text(a.get("detail"))[:500], "hedge": a.get("hedge") is True,
-            "stall": a.get("stall") is True}
+            "stall": a.get("stall") is True, "status": _status(a.get("status"))}
+
+
+def _status(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599 else None
 
 
 def _switch(s: dict) -> dict:

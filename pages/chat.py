@@ -22,6 +22,7 @@ from core.browser import COOKIE, owner_for
 from core.markdown import as_typed, code, literal, without_images
 from core.messages import MAX_INPUT_CHARS, ChatRequest, Message, clean_text
 from core.store import StoreError
+from core.story import story
 from core.store.conversations import (BadConversationId, Conversation, Summary, label_for, new_id, parse_id,
                                       title_for)
 from core.tiers import Origin, Tier
@@ -405,6 +406,8 @@ def show(message: dict) -> None:
         else:
             st.markdown(without_images(message["content"]))  # a remote image would be fetched on sight
         if message["role"] == "assistant" and message.get("meta"):
+            if line := story(message["meta"]):  # the failover in one plain line; the badge has the details
+                st.markdown(f"↪️ {literal(line)}")
             st.caption(badge(message["meta"]))
             timeline(message["meta"])
 

@@ -84,6 +84,7 @@ def test_failover_shows_in_the_badge_and_timeline(app):
     reply = assistant(at)
     assert "openai-test" in reply.markdown[0].value
     assert "**openai-1**" in captions(reply) and "failed/skipped" in captions(reply)
+    assert as_text(reply.markdown[1].value).startswith("↪️ anthropic-0 overloaded (529) → openai-1 answered · ")
     table = next(m.value for m in reply.markdown if m.value.startswith("| # |"))
     rows = [[as_text(c.strip()) for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in table.splitlines()[2:]]
     assert [r[2] for r in rows] == ["anthropic-0", "anthropic-0", "openai-1"]
@@ -98,6 +99,7 @@ def test_a_mid_stream_switch_is_marked(app):
     assert "gemini-test" in reply.markdown[0].value and "anthropic-test" not in reply.markdown[0].value
     assert "switched mid-answer" in captions(reply)
     assert "broke off mid-answer" in captions(reply) and "partial text was replaced" in captions(reply)
+    assert as_text(reply.markdown[1].value).startswith("↪️ anthropic-0 broke off mid-answer → gemini-1 restarted the answer")
 
 
 def test_a_stall_taken_over_by_its_backup_reads_as_such(app):
@@ -136,6 +138,7 @@ def test_skip_the_cache_asks_the_providers_again(app):
     at.button(key="new_chat").click().run()
     chat(at, "What is an understudy?")  # the same first question in a new chat: from the cache
     assert "cached" in captions(assistant(at)).lower() and len(first.chat_requests()) == 1
+    assert as_text(assistant(at).markdown[1].value).startswith("↪️ Served from the cache · asked ")
     first.set_default(Fault.http(529))  # Claude breaks: a cached answer would hide it
     at.toggle(key="skip_cache").set_value(True).run()
     at.button(key="new_chat").click().run()

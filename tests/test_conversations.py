@@ -35,9 +35,9 @@ META = {"tier": "provider", "complete": True, "provider": "anthropic-0", "model"
         "notice": "", "ttft_ms": 120.0, "switches": [{"failed": "openai-1", "provider": "anthropic-0",
                                                        "reason": "stream broke"}],
         "attempts": [{"provider": "openai-1", "model": "gpt-test", "outcome": "error", "error_kind": "overloaded",
-                      "latency_ms": 40.0, "ttft_ms": None, "detail": "529", "hedge": False, "stall": False},
+                      "latency_ms": 40.0, "ttft_ms": None, "detail": "529", "hedge": False, "stall": False, "status": None},
                      {"provider": "anthropic-0", "model": "claude-test", "outcome": "ok", "error_kind": None,
-                      "latency_ms": 700.0, "ttft_ms": 120.0, "detail": "", "hedge": True, "stall": False}]}
+                      "latency_ms": 700.0, "ttft_ms": 120.0, "detail": "", "hedge": True, "stall": False, "status": None}]}
 
 
 def conversation(owner=ADA, *, at=100.0, question="Which moon of Saturn has methane lakes? 100% _serious_",
@@ -333,7 +333,7 @@ def test_hand_edited_badges_are_rebuilt_from_known_fields():
     assert "at" not in parsed.messages[1] and "script" not in meta
     assert (meta["tier"], meta["elapsed_ms"], meta["switches"]) == ("provider", None, [])
     assert meta["attempts"] == [{"provider": "", "model": "", "outcome": "error", "error_kind": None,
-                                 "latency_ms": 0.0, "ttft_ms": None, "detail": "", "hedge": False, "stall": False}]
+                                 "latency_ms": 0.0, "ttft_ms": None, "detail": "", "hedge": False, "stall": False, "status": None}]
 
 
 # -- the saver: writes off the request thread, through a real outage ---------------------------------
