@@ -135,7 +135,9 @@ class LiveAttempt:
     def read(self):
         """The next item of the handed-over stream, read in the caller's thread under this
         attempt's cancel scope. Failures come back as a `ProviderError`, never raised."""
-        previous = cancel.enter(self.scope)
+        local = cancel.local
+        previous = getattr(local, "scope", None)
+        local.scope = self.scope  # cancel.enter / leave, inlined: this is the per-chunk path
         try:
             return next(self._stream)
         except StopIteration:  # pragma: no cover — stream() ends with StreamEnd or raises
@@ -146,7 +148,7 @@ class LiveAttempt:
             log.exception("adapter %s raised outside the taxonomy", self.name)
             return ProviderError(ErrorKind.SERVER, f"internal error ({type(e).__name__})", provider=self.name)
         finally:
-            cancel.leave(previous)
+            local.scope = previous
 
     def cancel(self) -> None:
         """Stop it and close its connection. Whoever holds the stream closes it: its thread, if it

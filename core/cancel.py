@@ -13,7 +13,8 @@ import threading
 from contextlib import contextmanager
 from typing import Any
 
-_local = threading.local()
+local = threading.local()  # `scope`: the calling thread's CancelScope (read directly on hot paths)
+_local = local
 
 
 class CancelScope:

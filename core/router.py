@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 
-from .answer import Answer, Delta, Done, Event, Restart, Result
+from .answer import Delta, Done, Event, Restart, Result
 from .attempt import HANDOFF, Attempt, LiveAttempt, Outcome
 from .breaker import OPEN, Breaker, Permit
 from .cache import AnswerCache, Flight, cache_key
@@ -133,11 +133,15 @@ class Router:
 
     # -- answering ------------------------------------------------------------------------------
     def ask(self, request: ChatRequest, *, fresh: bool = False, origin: Origin | None = None) -> Result:
-        answer = Answer()
-        for event in self.stream(request, fresh=fresh, origin=origin):
-            answer.add(event)
-        assert answer.result is not None  # stream() always ends with Done
-        return answer.result
+        """The whole answer at once. Its `Result` has the final text: the events are only run through."""
+        run = _Run(self, request, fresh=fresh, origin=origin)
+        try:
+            for event in run.events():
+                pass
+        finally:
+            run.close()
+        assert isinstance(event, Done)  # events() always ends with Done
+        return event.result
 
     def stream(self, request: ChatRequest, *, fresh: bool = False, origin: Origin | None = None) -> Stream:
         """`fresh=True` skips the cached answer (a "regenerate"); the new answer still updates it.
@@ -300,7 +304,7 @@ class _Run:
         self.r.metrics.record(RequestEvent(
             self.r.wall(), self.result.tier.value, self.result.provider, self.result.elapsed_ms, self.result.ttft_ms,
             self.result.complete, len(tried), max(0, len({a.provider for a in tried}) - 1),
-            self.hedges, self.hedge_won, self.restarted, stall_hedges=self.stall_hedges,
+            self.hedges, self.hedge_won, self.restarted, self.r.metrics.replica, stall_hedges=self.stall_hedges,
             stall_switched=self.stall_switched))
         self._land()  # followers get the result now, not when our caller gets round to closing us
         yield Done(self.result)
@@ -384,7 +388,7 @@ class _Run:
         looks out for a stall."""
         watched = live.stall_after is not None
         if watched:
-            self.r.watchdog.watch(self)
+            self.r.watchdog.watch(self, after=live.stall_after)
         try:
             while live.id in self.active and self.result is None:
                 # Silence is counted from here: time its reader waits, not time its caller takes.
@@ -399,7 +403,8 @@ class _Run:
                         self._switched(live)  # what it sent meanwhile is dropped: the backup restarts the answer
                     else:
                         self._handle(live.id, item)
-                yield from self._flush()
+                    out, self.out = self.out, []
+                yield from out
         finally:
             if watched:
                 self.r.watchdog.unwatch(self)
@@ -563,7 +568,7 @@ class _Run:
             if backup.id in self.active:
                 self._cancel(backup, f"{live.name} went on first")
                 self.spare.append(backup.provider)  # healthy, only not needed: next in line again
-        self.r.watchdog.watch(self)  # its next stall threshold counts from now
+        self.r.watchdog.watch(self, after=live.stall_after)  # its next stall threshold counts from now
 
     def _switched(self, live: LiveAttempt) -> None:
         """The stalled leader's backup went on first: the leader is done, and the backup answers
@@ -795,7 +800,7 @@ class _Run:
         self.attempts.append(attempt)
         self.r.metrics.record(AttemptEvent(
             self.r.wall(), attempt.provider, attempt.model, outcome.value, kind, attempt.latency_ms, ttft, live.is_hedge,
-            usage.input_tokens if usage else None, usage.output_tokens if usage else None))
+            usage.input_tokens if usage else None, usage.output_tokens if usage else None, self.r.metrics.replica))
 
 
 def _ago(seconds: float) -> str:

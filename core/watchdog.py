@@ -29,20 +29,24 @@ class Watchdog:
         self._pokes: dict[Watched, int] = {}  # the latest watch() of each: one during an ask wins over its answer
         self._seq = 0
         self._thread: threading.Thread | None = None
+        self._wakes_at = float("-inf")  # when its thread's wait ends by itself (inf: not until notified)
         self._closed = False
 
-    def watch(self, target: Watched) -> None:
-        """Ask `target` now, and from then on when it says (again, if it is watched already)."""
+    def watch(self, target: Watched, *, after: float = 0.0) -> None:
+        """Ask `target` in `after` seconds, and from then on when it says (again, if it is watched
+        already). The thread is woken only if that is sooner than it would wake anyway: an answer
+        that streams to its end before its stall threshold never wakes it."""
         with self._cond:
             if self._closed:
                 return
-            self._due[target] = 0.0
+            due = self._due[target] = time.monotonic() + after
             self._seq += 1
             self._pokes[target] = self._seq
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if due < self._wakes_at:
+                self._cond.notify()
 
     def unwatch(self, target: Watched) -> None:
         with self._cond:
@@ -62,8 +66,10 @@ class Watchdog:
         while True:
             with self._cond:
                 while not self._closed and not self._ready():
-                    soonest = min(self._due.values(), default=None)
-                    self._cond.wait(None if soonest is None else max(0.0, soonest - time.monotonic()))
+                    soonest = min(self._due.values(), default=float("inf"))
+                    self._wakes_at = soonest
+                    self._cond.wait(None if soonest == float("inf") else max(0.0, soonest - time.monotonic()))
+                self._wakes_at = float("-inf")  # awake: a new watch needs no notify to be seen
                 if self._closed:
                     return
                 now = time.monotonic()
