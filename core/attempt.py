@@ -83,6 +83,8 @@ class LiveAttempt:
     # Asked by its thread before its first text goes out: False, and it ends without sending it (a
     # backup started for a stalling answer asks whether it still may take that answer over).
     claim: Callable[[LiveAttempt], bool] | None = None
+    for_stall: bool = False  # a backup started because the answer being shown stalled
+    claimed: bool = False  # its first text is on its way to the reader: no racer may cancel it now
     failed: bool = False  # its thread sent an error: it is over, though the reader may not know yet
     error: ProviderError | None = None  # that error, for whoever handles it first (queue or watchdog)
     reading: bool = False  # its reader is waiting on its socket right now: only then is silence a stall
@@ -97,6 +99,11 @@ class LiveAttempt:
 
     def run(self, request: ChatRequest, out: queue.SimpleQueue) -> None:
         threading.Thread(target=self._work, args=(request, out), name=f"attempt-{self.name}", daemon=True).start()
+
+    def run_here(self, request: ChatRequest, out: queue.SimpleQueue) -> None:
+        """The same, in the calling thread: it returns at the first text (handed over), an error or
+        a cancel. A request's first attempt runs so: no thread to start, no hop to its reader."""
+        self._work(request, out)
 
     def _work(self, request: ChatRequest, out: queue.SimpleQueue) -> None:
         with cancel.scope(self.scope):
@@ -149,6 +156,14 @@ class LiveAttempt:
             return ProviderError(ErrorKind.SERVER, f"internal error ({type(e).__name__})", provider=self.name)
         finally:
             local.scope = previous
+
+    def finish(self) -> None:
+        """Its stream ended (its last item was read): close the generator now, from the reader, so
+        its connection goes back to the pool. Left to the garbage collector, the close could run
+        inside the pool's own lock on this very thread, which httpcore's lock does not allow
+        (a deadlock seen in the bench)."""
+        if self._handed_over and self._stream is not None:
+            self._stream.close()
 
     def cancel(self) -> None:
         """Stop it and close its connection. Whoever holds the stream closes it: its thread, if it

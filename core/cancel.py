@@ -122,6 +122,17 @@ class _ScopedStream:
         return getattr(self._inner, name)
 
 
+def scoped_transport(lib: Any) -> Any:
+    """A plain `lib.HTTPTransport` (httpx or httpx2) whose connections tell the calling thread's
+    scope which socket it waits on: cancelling an attempt then shuts that socket, even before any
+    response exists. httpx builds its pool with no say in the network backend: it is swapped in."""
+    transport = lib.HTTPTransport()
+    pool = getattr(transport, "_pool", None)
+    if pool is not None and hasattr(pool, "_network_backend"):
+        pool._network_backend = ScopedBackend(pool._network_backend)
+    return transport
+
+
 def current() -> CancelScope | None:
     return getattr(_local, "scope", None)
 

@@ -279,12 +279,7 @@ def _transport_class(lib: Any) -> type:
 
         def __init__(self, provider: str, dialect: Dialect, chaos: Chaos) -> None:
             self.provider, self.dialect, self.chaos = provider, dialect, chaos
-            self.inner = lib.HTTPTransport()
-            # Cancelling an attempt shuts the socket it waits on, even before any response exists.
-            # httpx builds its pool with no say in the network backend: it is swapped in here.
-            pool = getattr(self.inner, "_pool", None)
-            if pool is not None and hasattr(pool, "_network_backend"):
-                pool._network_backend = cancel.ScopedBackend(pool._network_backend)
+            self.inner = cancel.scoped_transport(lib)  # a cancel shuts the socket, even before a response
 
         def handle_request(self, request: Any) -> Any:
             fault = self.chaos.strike(self.provider)

@@ -259,6 +259,10 @@ class _Run:
         self.switching: LiveAttempt | None = None  # a stalled leader whose backup went on first
         self.stall_hedges = 0
         self.stall_switched = False
+        # The first attempt runs in the reader's own thread until its first text; meanwhile the
+        # watchdog keeps the run's timers (first-token deadline, hedge start, request deadline).
+        self.inline: LiveAttempt | None = None
+        self._inline_ok = True
         self.waited_for_trial = False
         self.result: Result | None = None
         self.key = cache_key(request) if router.cache.enabled else None
@@ -335,6 +339,13 @@ class _Run:
                 with self._mutex:
                     self._stopped()
                 return
+            if self.inline is not None:
+                self.inline.run_here(self.request, self.q)  # until its first text, an error or a cancel
+                self.r.watchdog.unwatch(self)
+                with self._mutex:
+                    self.inline = None
+                yield from self._flush()
+                continue
             now = self.clock()
             with self._mutex:
                 wake = self._next_wake(now)
@@ -495,23 +506,31 @@ class _Run:
         if live.id not in self.active or not self._can_hedge(live):
             return
         live.backed_up = True
-        if self._launch_next(hedge=True):
+        # Racing the attempt that runs in the reader's thread: whichever has text first cancels the other.
+        if self._launch_next(hedge=True, claim=self._claim_first if self.inline is not None else None):
             self.hedges += 1
 
     # -- stalls ------------------------------------------------------------------------------------
     # Once the leader's text is showing, its reader is blocked on the socket: the watchdog's thread
-    # asks `stall_poll`. A leader silent past its stall threshold gets a backup, and keeps going:
+    # asks `poll`. A leader silent past its stall threshold gets a backup, and keeps going:
     # whichever goes on first keeps the answer (`_claim` decides, under the lock). The leader first:
     # the backup is cancelled (`_resumed`). The backup first: the leader's socket is shut, and its
     # reader, woken, hands the answer over with a Restart (`_switched`). `idle_timeout` stays the
     # hard limit either way.
 
-    def stall_poll(self) -> float | None:
-        """From the watchdog's thread: start a backup if the answer is stalling. Seconds until it
-        wants to be asked again; None: not until it is watched again."""
+    def poll(self) -> float | None:
+        """From the watchdog's thread: keep the timers while the reader runs the first attempt, and
+        start a backup if the answer is stalling. Seconds until it wants to be asked again; None:
+        not until it is watched again."""
         if not self._mutex.acquire(blocking=False):
             return _STALL_RECHECK  # its reader is busy handling something: not silent; the other runs can't wait
         try:
+            if self.inline is not None:
+                if self.result is not None or self._stopping.is_set():
+                    return None
+                now = self.clock()
+                self._timers(now)  # what the reader's loop would do, were it not inside the attempt
+                return None if self.result is not None else max(0.0, self._next_wake(now) - now)
             live = self.leader
             if (live is None or live.stall_after is None or live.id not in self.active or self.result is not None
                     or self._stopping.is_set() or self.switching is not None):
@@ -531,6 +550,7 @@ class _Run:
             self.stall_backup = backup = self._launch_next(hedge=True, claim=self._claim)
             if backup is None:
                 return None
+            backup.for_stall = True
             live.backed_up = True
             self.stall_hedges += 1
             backup.note = f"started when {live.name} went silent mid-answer for {silent:.1f}s"
@@ -544,6 +564,29 @@ class _Run:
         self.stall_backup = None
         if backup.id in self.active and backup.error is not None:
             self._handle(backup.id, backup.error)
+
+    def _claim_first(self, hedge: LiveAttempt) -> bool:
+        """From a first-token hedge's thread, at its first text, while the first attempt still runs
+        in the reader's thread: the first to claim wins; a winning hedge cancels that attempt."""
+        with self._mutex:
+            if hedge.scope.cancelled or self.result is not None or hedge.id not in self.active:
+                return False
+            first = self.inline
+            if first is not None and first.id in self.active:
+                if first.claimed:
+                    return False  # its text is on the way already
+                self._cancel(first, "lost the hedge race")  # its reader wakes, and reads the hedge's text
+                self.spare.append(first.provider)
+            hedge.claimed = True
+            return True
+
+    def _claim_inline(self, live: LiveAttempt) -> bool:
+        """From the reader's own thread, at the first attempt's first text: not if a hedge won."""
+        with self._mutex:
+            if live.scope.cancelled or live.id not in self.active or self.result is not None:
+                return False
+            live.claimed = True
+            return True
 
     def _claim(self, backup: LiveAttempt) -> bool:
         """From a stall backup's thread, at its first text: may it take the answer over?"""
@@ -612,7 +655,7 @@ class _Run:
                 self.leader = live
                 live.stall_after = self.r.stalls.after(live.name, live.provider.entry.idle_timeout,
                                                        self.r.metrics.gap_quantile)
-                if live.is_hedge and live.claim is None:
+                if live.is_hedge and not live.for_stall:
                     self.hedge_won = True
                 for other in list(self.active.values()):
                     if other is not live:
@@ -629,6 +672,7 @@ class _Run:
                 self._alive(now + live.provider.entry.idle_timeout)
         elif isinstance(item, StreamEnd):
             del self.active[live.id]
+            live.finish()
             live.scope.release()
             self._record(live, Outcome.OK, latency=now - live.start, usage=item.usage, model=item.model)
             self.r.breakers[live.name].success(live.permit)
@@ -645,6 +689,7 @@ class _Run:
                          ttft=_ms(live.first_at - self.start) if live.first_at is not None else None)
         elif isinstance(item, ProviderError):
             del self.active[live.id]
+            live.finish()
             live.scope.release()
             self._failed(live, item, now)
 
@@ -756,6 +801,13 @@ class _Run:
             failed, reason = self.pending_restart
             self.out.append(Restart(failed, provider.name, reason))
             self.showing = None
+        if self._inline_ok and not hedge and claim is None and len(self.active) == 1:
+            # The request's first attempt: the reader's loop runs it (see `_answer`), the watchdog its timers.
+            self._inline_ok = False
+            self.inline, live.claim = live, self._claim_inline
+            now = self.clock()
+            self.r.watchdog.watch(self, after=max(0.0, self._next_wake(now) - now))
+            return live
         live.run(self.request, self.q)
         return live
 
@@ -796,7 +848,7 @@ class _Run:
         if live.gaps:
             self.r.metrics.record_gaps(live.name, live.gaps)
         attempt = Attempt(live.name, model or live.provider.model, outcome, kind, _ms(latency), ttft, detail,
-                          live.is_hedge, stall=live.claim is not None, status=error.status if error else None)
+                          live.is_hedge, stall=live.for_stall, status=error.status if error else None)
         self.attempts.append(attempt)
         self.r.metrics.record(AttemptEvent(
             self.r.wall(), attempt.provider, attempt.model, outcome.value, kind, attempt.latency_ms, ttft, live.is_hedge,

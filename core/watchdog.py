@@ -2,7 +2,7 @@
 
 Once a provider is answering, the thread reading its stream is blocked on the provider's socket
 (core/attempt.py: no thread hop per chunk), so it can't notice the silence itself. The watchdog
-asks each watched run, when that run said to (`stall_poll()` returns seconds until it wants to be
+asks each watched run, when that run said to (`poll()` returns seconds until it wants to be
 asked again, or None: not until it is watched again), and the run acts under its own lock. It
 sleeps in between: an answer that keeps streaming costs it about one wake-up per stall threshold.
 """
@@ -15,10 +15,11 @@ import time
 from typing import Protocol
 
 log = logging.getLogger("understudy")
+TICK = 0.25  # seconds: the longest the thread sleeps without looking
 
 
 class Watched(Protocol):
-    def stall_poll(self) -> float | None: ...
+    def poll(self) -> float | None: ...
 
 
 class Watchdog:
@@ -66,9 +67,11 @@ class Watchdog:
         while True:
             with self._cond:
                 while not self._closed and not self._ready():
-                    soonest = min(self._due.values(), default=float("inf"))
-                    self._wakes_at = soonest
-                    self._cond.wait(None if soonest == float("inf") else max(0.0, soonest - time.monotonic()))
+                    # Also awake every TICK on its own: a watch due later than that needs no notify,
+                    # so a request (each watches once or twice) never wakes this thread for nothing.
+                    now = time.monotonic()
+                    self._wakes_at = min(min(self._due.values(), default=now + TICK), now + TICK)
+                    self._cond.wait(max(0.0, self._wakes_at - now))
                 self._wakes_at = float("-inf")  # awake: a new watch needs no notify to be seen
                 if self._closed:
                     return
@@ -76,7 +79,7 @@ class Watchdog:
                 ready = [(t, self._pokes.get(t)) for t, at in self._due.items() if at <= now]
             for target, pokes in ready:
                 try:
-                    wait = target.stall_poll()
+                    wait = target.poll()
                 except Exception:  # noqa: BLE001 — one run's bug must not blind the others
                     log.exception("stall watchdog: a run's poll failed")
                     wait = None

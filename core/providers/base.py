@@ -213,10 +213,16 @@ class Provider:
         read = max(e.idle_timeout, e.first_token_timeout)
         return _HTTP[self.info.http].Timeout(connect=e.connect_timeout, read=read, write=read, pool=e.connect_timeout)
 
+    def _transport_or_scoped(self) -> Any:
+        """The transport given (the chaos one), or else one whose sockets a cancel can shut before
+        any response exists: a request's first attempt runs in its reader's thread, which a silent
+        provider must never keep."""
+        return self._transport or cancel.scoped_transport(_HTTP[self.info.http])
+
     def _http_client(self, **kwargs: Any) -> Any:
         """The HTTP client under the SDK: our transport (fault injection) and response hook."""
         return _HTTP[self.info.http].Client(
-            transport=self._transport, timeout=self._timeout(),
+            transport=self._transport_or_scoped(), timeout=self._timeout(),
             event_hooks={"request": [self._on_request], "response": [self._on_response]}, **kwargs)
 
     def _on_request(self, request: Any) -> None:

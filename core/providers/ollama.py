@@ -25,7 +25,7 @@ class OllamaProvider(Provider):
         e = self.entry
         headers = {"authorization": f"Bearer {e.api_key.reveal()}"} if e.api_key else None
         return self.sdk.Client(host=e.endpoint, timeout=self._timeout(), headers=headers,
-                             transport=self._transport, event_hooks={"request": [self._on_request], "response": [self._on_response]})
+                             transport=self._transport_or_scoped(), event_hooks={"request": [self._on_request], "response": [self._on_response]})
 
     def _stream(self, request, state):
         self._last_headers.value = None
