@@ -41,6 +41,8 @@ def story(meta: Mapping) -> str | None:
         verb = "restarted the answer" if switches else "answered"
         if any(s.get("reason") == "stalled" for s in switches):
             verb = "took the answer over"
+        if not switches and all(a.get("provider") == who for a in failed):
+            return f"{', '.join(_dedupe(steps))} → retried, {who} answered · {took}"
         return f"{', '.join(_dedupe(steps))} → {who} {verb} · {took}"
     ending = {Tier.STALE_CACHE: "an earlier answer from the cache", Tier.OFFLINE: "the offline FAQ answered",
               Tier.UNAVAILABLE: "no provider could answer; your question is kept",

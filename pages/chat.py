@@ -439,7 +439,7 @@ _END = object()
 
 
 def _promptly(stream, tick, every: float = 0.2):
-    """The stream's events, read on a helper thread, so this script thread is never blocked on a
+    """The stream's (event, whose words) pairs, read on a helper thread, so this script thread is never blocked on a
     silent provider: while nothing arrives it calls `tick()` (a repaint) every `every` seconds,
     which is where Streamlit delivers a Stop press or a new message to this thread at once."""
     events: queue.SimpleQueue = queue.SimpleQueue()
@@ -447,7 +447,9 @@ def _promptly(stream, tick, every: float = 0.2):
     def read() -> None:
         try:
             for event in stream:
-                events.put(event)
+                # Whose words a Delta is, asked while the router waits at that very event: the page
+                # lags the router, which may have moved on (switched, given up) by the time it reads it.
+                events.put((event, stream.answering))
         finally:
             events.put(_END)
 
@@ -469,17 +471,19 @@ def answer(*, fresh: bool = False) -> None:
         note, body = st.empty(), st.empty()
         body.markdown("⏳ *thinking…*")
         st.button("⏹ Stop", key=f"stop_{len(messages)}", help="Stop this answer; what arrived so far is kept.")
-        reply, last_paint, started = Answer(), 0.0, time.monotonic()
+        reply, last_paint, started, shown_by = Answer(), 0.0, time.monotonic(), None
         stream = router().stream(request, fresh=fresh or skip_cache, origin=Origin(conv["id"] or "", who))
         try:
-            for event in _promptly(stream, lambda: body.markdown(without_images(reply.text) + " ▌" if reply.text
-                                                                 else "⏳ *thinking…*")):
+            for event, source in _promptly(stream, lambda: body.markdown(
+                    without_images(reply.text) + " ▌" if reply.text else "⏳ *thinking…*")):
                 reply.add(event)
                 if isinstance(event, Delta):
+                    shown_by = source
                     if time.monotonic() - last_paint > 0.05:  # repaint at most 20 times a second
                         body.markdown(without_images(reply.text) + " ▌")
                         last_paint = time.monotonic()
                 elif isinstance(event, Restart):
+                    shown_by = None
                     who_now = f"**{literal(event.provider)}** is answering from the start" if event.provider \
                         else "falling back"
                     note.info(f"🔀 **{literal(event.failed)}** broke off mid-answer ({literal(event.reason)}); {who_now}.")
@@ -489,7 +493,7 @@ def answer(*, fresh: bool = False) -> None:
             if reply.result is None:
                 # Interrupted: the Stop button, another message, or leaving the page. Keep what arrived.
                 stream.stop()  # from this thread while a reader may be blocked on a silent provider
-                source = stream.answering if reply.text else None  # whose words these are
+                source = shown_by if reply.text else None  # whose words these are (those on the page)
                 messages.append({"role": "assistant", "content": reply.text or "*(stopped before any text arrived)*",
                                  "at": time.time(),
                                  "meta": {"tier": Tier.PROVIDER.value, "complete": False, "stopped": True,

@@ -4,6 +4,10 @@ not being saved, and once the network is back the conversation is saved."""
 
 from __future__ import annotations
 
+import html
+
+import re
+
 import pytest
 import sqlalchemy as sa
 import streamlit as st
@@ -55,7 +59,9 @@ def chat(at, text):
 
 
 def texts(at):
-    return [m.markdown[0].value for m in at.chat_message]
+    """Each message's text: a user's is drawn as typed (escaped HTML), an answer as Markdown."""
+    return [html.unescape(re.sub(r"<[^>]+>", "", next(e.value for e in m if e.type == "html")))
+            if m.name == "user" else m.markdown[0].value for m in at.chat_message]
 
 
 def notices(at):

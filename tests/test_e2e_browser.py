@@ -59,17 +59,18 @@ def patient_server(sims, tmp_path):
 
 @pytest.fixture
 def stalling_server(sims, tmp_path):
-    """A patient primary with stall hedging on, as by default: a stall is the backup's to take over."""
-    yield from _serve(sims, tmp_path, primary_idle=60.0)
+    """Patient providers with stall hedging on, as by default: a stall is the backup's to take over,
+    and a stalled backup waits for the user's Stop (however late a loaded machine delivers it)."""
+    yield from _serve(sims, tmp_path, primary_idle=60.0, everyone=True)
 
 
-def _serve(sims, tmp_path, *, primary_idle: float | None = None, settings: str = ""):
+def _serve(sims, tmp_path, *, primary_idle: float | None = None, settings: str = "", everyone: bool = False):
     first, second = sims("anthropic"), sims("openai")
     config = tmp_path / "chain.toml"
     text = toml_for([first, second], "[hedging]\nenabled = false\n" + settings)
     if primary_idle is not None:
         text = text.replace(f"idle_timeout = {IDLE}\nfirst_token_timeout = {IDLE}",
-                            f"idle_timeout = {primary_idle}\nfirst_token_timeout = {primary_idle}", 1)
+                            f"idle_timeout = {primary_idle}\nfirst_token_timeout = {primary_idle}", -1 if everyone else 1)
     config.write_text(text, encoding="utf-8")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and k != "UNDERSTUDY_ADMIN_PASSWORD"}

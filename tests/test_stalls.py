@@ -167,7 +167,7 @@ def test_a_slow_caller_is_never_taken_for_a_stalled_provider(chain):
         deltas += isinstance(next(events), Delta)
     clock.advance(60.0)  # a minute since the last chunk, on the router's clock
     run = stream._run
-    assert run.stall_poll() is not None  # asked again later, and nothing started now
+    assert run.poll() is not None  # asked again later, and nothing started now
     assert run.stall_backup is None and second.chat_requests() == []
     rest = list(events)
     result = rest[-1].result

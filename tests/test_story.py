@@ -56,3 +56,9 @@ def test_stopped_and_unavailable_answers_say_so():
     assert story({"tier": "unavailable", "attempts": [
         {"provider": "claude", "outcome": "error", "error_kind": "timeout", "detail": "no first token"}]}) == \
         "claude timed out → no provider could answer; your question is kept"
+
+
+def test_a_retry_on_the_same_provider_reads_as_one(chain):
+    router, (first, second) = chain("anthropic", "openai")
+    first.push(Fault.http(500))
+    assert story(meta_of(router)).startswith("anthropic-0 had a server error (500) → retried, anthropic-0 answered · ")
