@@ -85,8 +85,7 @@ class LiveAttempt:
     claim: Callable[[LiveAttempt], bool] | None = None
     for_stall: bool = False  # a backup started because the answer being shown stalled
     claimed: bool = False  # its first text is on its way to the reader: no racer may cancel it now
-    failed: bool = False  # its thread sent an error: it is over, though the reader may not know yet
-    error: ProviderError | None = None  # that error, for whoever handles it first (queue or watchdog)
+    error: ProviderError | None = None  # its thread sent this error (whoever handles it first: queue or watchdog)
     reading: bool = False  # its reader is waiting on its socket right now: only then is silence a stall
     note: str = ""  # for the timeline, when it ends without an error of its own
     _stream: Iterator | None = None
@@ -96,6 +95,11 @@ class LiveAttempt:
     @property
     def name(self) -> str:
         return self.provider.name
+
+    @property
+    def failed(self) -> bool:
+        """It is over with an error, though the reader may not know yet."""
+        return self.error is not None
 
     def run(self, request: ChatRequest, out: queue.SimpleQueue) -> None:
         threading.Thread(target=self._work, args=(request, out), name=f"attempt-{self.name}", daemon=True).start()
@@ -129,7 +133,7 @@ class LiveAttempt:
                            out)
 
     def _fail(self, e: ProviderError, out: queue.SimpleQueue) -> None:
-        self.error, self.failed = e, True
+        self.error = e
         out.put((self.id, e))
 
     def _hand_over(self) -> bool:

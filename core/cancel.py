@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from typing import Any
 
 local = threading.local()  # `scope`: the calling thread's CancelScope (read directly on hot paths)
-_local = local
 
 
 class CancelScope:
@@ -134,18 +133,18 @@ def scoped_transport(lib: Any) -> Any:
 
 
 def current() -> CancelScope | None:
-    return getattr(_local, "scope", None)
+    return getattr(local, "scope", None)
 
 
 def enter(s: CancelScope) -> CancelScope | None:
     """Make `s` this thread's scope; returns the previous one for `leave()` (cheap, per chunk)."""
     previous = current()
-    _local.scope = s
+    local.scope = s
     return previous
 
 
 def leave(previous: CancelScope | None) -> None:
-    _local.scope = previous
+    local.scope = previous
 
 
 @contextmanager

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import html
 import re
 import warnings
 from pathlib import Path
@@ -107,6 +108,14 @@ def rendered(at, *, skip: tuple[str, ...] = ()) -> bytes:
     browser from this run."""
     return b"".join(node.proto.SerializeToString() for node in at._tree
                     if getattr(node, "proto", None) is not None and node.type not in skip)
+
+
+def typed(block) -> str:
+    """A user message's text as it shows: drawn as escaped HTML (core.markdown.as_typed), never
+    Markdown. `block` is an AppTest chat message or expander."""
+    (element,) = [e for e in block if e.type == "html"][:1]
+    assert element.value.startswith('<div dir="auto"')
+    return html.unescape(re.sub(r"<[^>]+>", "", element.value))
 
 
 def as_text(markdown: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import re
 
 import pytest
@@ -10,7 +9,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core.simulator import Fault
-from tests.conftest import KEY, ROOT, app_without_configuration, as_text, toml_for
+from tests.conftest import KEY, ROOT, app_without_configuration, as_text, toml_for, typed
 
 APP = str(ROOT / "app.py")
 
@@ -49,13 +48,6 @@ def chat(at, text):
 
 def assistant(at, index=-1):
     return [m for m in at.chat_message if m.name == "assistant"][index]
-
-
-def typed(block) -> str:
-    """A user message's text as it shows: drawn as escaped HTML (core.markdown.as_typed), never Markdown."""
-    (element,) = [e for e in block if e.type == "html"][:1]
-    assert element.value.startswith('<div dir="auto"')
-    return html.unescape(re.sub(r"<[^>]+>", "", element.value))
 
 
 def captions(block) -> str:
@@ -129,7 +121,7 @@ def test_a_users_message_shows_exactly_as_typed(app):
     assert typed(user).startswith("line 0\nline 1\n") and "line 24 …" in typed(user) and "line 25" not in typed(user)
     (more,) = user.expander
     assert more.label == "Show all — 200 lines, 1,689 characters"
-    assert html.unescape(re.sub(r"<[^>]+>", "", more[0].value)) == "\n".join(f"line {i}" for i in range(200))
+    assert typed(more) == "\n".join(f"line {i}" for i in range(200))
 
 
 def test_skip_the_cache_asks_the_providers_again(app):

@@ -4,17 +4,13 @@ not being saved, and once the network is back the conversation is saved."""
 
 from __future__ import annotations
 
-import html
-
-import re
-
 import pytest
 import sqlalchemy as sa
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core.store.conversations import SqlConversationStore
-from tests.conftest import ROOT, app_on_one_provider
+from tests.conftest import ROOT, app_on_one_provider, typed
 from tests.netcut import NetCut
 
 NOT_SAVED = "History is temporarily not being saved"
@@ -60,8 +56,7 @@ def chat(at, text):
 
 def texts(at):
     """Each message's text: a user's is drawn as typed (escaped HTML), an answer as Markdown."""
-    return [html.unescape(re.sub(r"<[^>]+>", "", next(e.value for e in m if e.type == "html")))
-            if m.name == "user" else m.markdown[0].value for m in at.chat_message]
+    return [typed(m) if m.name == "user" else m.markdown[0].value for m in at.chat_message]
 
 
 def notices(at):

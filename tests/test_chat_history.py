@@ -4,7 +4,6 @@ file is explained. Through Streamlit's AppTest against simulated providers and a
 
 from __future__ import annotations
 
-import html
 import json
 import re
 
@@ -15,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from core.simulator import Fault
 from core.store.conversations import label_for, new_id
 from core.transcript import MAX_IMPORT_BYTES
-from tests.conftest import ROOT, app_on_one_provider, as_text, rendered, unescaped_punctuation
+from tests.conftest import ROOT, app_on_one_provider, as_text, rendered, typed, unescaped_punctuation
 
 APP = str(ROOT / "app.py")
 ADA = {"is_logged_in": True, "email": "ada@example.com"}
@@ -65,8 +64,8 @@ def shown(at) -> list[tuple[str, str, str, list[str]]]:
     out = []
     for m in at.chat_message:
         texts = [md.value for md in m.markdown]
-        if m.name == "user":  # drawn as typed: escaped HTML, not Markdown (core.markdown.as_typed)
-            texts = [html.unescape(re.sub(r"<[^>]+>", "", e.value)) for e in m if e.type == "html"][:1] + texts
+        if m.name == "user":  # drawn as typed: escaped HTML, not Markdown
+            texts = [typed(m), *texts]
         out.append((m.name, texts[0], " ".join(c.value for c in m.caption), texts[1:]))
     return out
 
@@ -364,8 +363,7 @@ def test_an_imported_file_cannot_make_the_page_load_an_image_or_a_badge_link(ses
     html_drawn = rendered(at, skip=tuple(t for t in {n.type for n in at._tree} if t != "html"))
     assert b"<img" not in html_drawn and b"src=" not in html_drawn
     [user, reply] = at.chat_message
-    (typed,) = [e.value for e in user if e.type == "html"]
-    assert html.unescape(re.sub(r"<[^>]+>", "", typed)) == CRAFTED["messages"][0]["content"]  # shown as text
+    assert typed(user) == CRAFTED["messages"][0]["content"]  # shown as text
     assert "**hello**" in reply.markdown[0].value  # messages keep their Markdown
     badge, *notes = [c.value for c in reply.caption]
     # Drawn from the file, every value is text: no link, image, code or table syntax of its own.
