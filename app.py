@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from core.browser import BrowserCookie
 from core.endpoints import healthz, prometheus
-from pages.shared import runtime
+from pages.shared import page_style, runtime
 
 
 async def _healthz(request):
@@ -36,6 +36,7 @@ app = st.App("app.py", routes=[Route("/healthz", _healthz), Route("/metrics", _m
 if __name__ == "__main__":
     st.set_page_config(page_title="Understudy", page_icon="🎭", layout="wide")
     runtime()  # one Router per process, shared by every session
+    page_style()
     st.navigation([
         st.Page("pages/chat.py", title="Chat", icon="💬", default=True),
         st.Page("pages/status.py", title="Status", icon="📈", url_path="status"),
