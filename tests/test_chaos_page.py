@@ -4,35 +4,24 @@ and the load generator show, and what they remember."""
 from __future__ import annotations
 
 import pytest
-import streamlit as st
-from streamlit.testing.v1 import AppTest
 
 from core.simulator import Fault
 from tests.clock import wait_until
-from tests.conftest import KEY, ROOT, app_without_configuration, toml_for
+from tests.test_app import app  # noqa: F401 — the fixture: the whole app on simulated providers
 
 
 @pytest.fixture
-def chaos_page(sims, tmp_path, monkeypatch):
+def chaos_page(app):
     """chaos_page("anthropic", "openai") -> (AppTest on the Chaos page, [servers], the router)."""
-    app_without_configuration(monkeypatch, tmp_path)
 
     def make(*kinds):
-        servers = [sims(k) for k in kinds]
-        path = tmp_path / "chain.toml"
-        path.write_text(toml_for(servers, "[hedging]\nenabled = false\n"), encoding="utf-8")
-        monkeypatch.setenv("UNDERSTUDY_CONFIG", str(path))
-        monkeypatch.setenv("SIM_KEY", KEY)
-        st.cache_resource.clear()
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30)
-        at.run()
+        at, servers = app(*kinds)
         at.switch_page("pages/chaos.py").run()
         assert not at.exception, at.exception
         from pages.shared import router
         return at, servers, router()
 
-    yield make
-    st.cache_resource.clear()
+    return make
 
 
 def card_lines(at) -> list[str]:
