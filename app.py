@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from core.browser import BrowserCookie
+from core.direct_links import DirectLinks
 from core.endpoints import healthz, prometheus
 from pages.shared import page_style, runtime
 
@@ -28,18 +29,20 @@ async def _metrics(request):
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
+# The pages: (file, title, icon, URL path). The first is the default, at "/" only.
+PAGES = (("pages/chat.py", "Chat", "💬", None), ("pages/status.py", "Status", "📈", "status"),
+         ("pages/chaos.py", "Chaos", "🧨", "chaos"), ("pages/followups.py", "Follow-ups", "📥", "followups"))
+
 # BrowserCookie gives each browser a random token (st.context.cookies can only read): without
-# login, it is whose conversations these are (core/browser.py).
+# login, it is whose conversations these are (core/browser.py). DirectLinks tells the HTML served
+# at a page's own path (/status) where the server is, or the frontend probes /status/_stcore/…
+# first and logs two 404s (core/direct_links.py).
 app = st.App("app.py", routes=[Route("/healthz", _healthz), Route("/metrics", _metrics)],
-             middleware=[Middleware(BrowserCookie)])
+             middleware=[Middleware(BrowserCookie), Middleware(DirectLinks, pages=[p[3] for p in PAGES[1:]])])
 
 if __name__ == "__main__":
     st.set_page_config(page_title="Understudy", page_icon="🎭", layout="wide")
     runtime()  # one Router per process, shared by every session
     page_style()
-    st.navigation([
-        st.Page("pages/chat.py", title="Chat", icon="💬", default=True),
-        st.Page("pages/status.py", title="Status", icon="📈", url_path="status"),
-        st.Page("pages/chaos.py", title="Chaos", icon="🧨", url_path="chaos"),
-        st.Page("pages/followups.py", title="Follow-ups", icon="📥", url_path="followups"),
-    ]).run()
+    st.navigation([st.Page(file, title=title, icon=icon, url_path=path, default=i == 0)
+                   for i, (file, title, icon, path) in enumerate(PAGES)]).run()
