@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
+from streamlit.runtime.pages_manager import PagesManager
 
 from core.browser import BrowserCookie
 from core.direct_links import DirectLinks
@@ -28,6 +29,13 @@ async def _metrics(request):
     text = await run_in_threadpool(prometheus, rt.router)
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
+
+# Streamlit runs in its old multipage mode (each file in pages/ a page, run alone) while a pages/
+# directory sits beside the entry script and no run has called st.navigation yet. So the first
+# visitor after a start who opened /status directly ran pages/status.py without this file and left
+# every later session in that mode: a sidebar of file names ("app", "shared"), no page config. Our
+# pages/ are st.navigation's; this is set before any session starts (Streamlit 1.67's own switch).
+PagesManager.uses_pages_directory = False
 
 # The pages: (file, title, icon, URL path). The first is the default, at "/" only.
 PAGES = (("pages/chat.py", "Chat", "💬", None), ("pages/status.py", "Status", "📈", "status"),

@@ -159,26 +159,27 @@ with providers_tab:
                 if not active.down:
                     line += " · in its healthy half right now"
                 head[1].markdown(line)
-            cols = st.columns([3, 2, 2])
+            cols = st.columns([3, 2, 2])  # the fault, and its main setting or two
             kind = FAULTS[cols[0].selectbox("Fault", list(FAULTS), **control(f"fault_{i}", "HTTP error"))]
             status = None
             if kind == "status":
                 status, _ = STATUSES[cols[1].selectbox("Status", list(STATUSES), **control(f"status_{i}", "429 rate limited"))]
-                if status in WAITS:
-                    cols[2].number_input("Retry after (s, 0 = none)", 0.0, 600.0, step=1.0,
-                                         **control(f"retry_after_{i}", 0.0))
             if kind in TIMED:
                 cols[1].number_input("Seconds", 0.1, 120.0, step=0.5, **control(f"seconds_{kind}_{i}", TIMED[kind]))
             if kind in MID_STREAM:
                 cols[2].number_input("After N text chunks", 0, 1000, step=1, **control(f"after_{i}", 5))
-            with st.expander("Error rate, flapping, how the wait is given"):
-                more = st.columns([2, 1, 1, 1, 2], vertical_alignment="bottom")
+            with st.expander("Error rate, flapping, retry wait"):
+                more = st.columns([2, 1, 1, 1], vertical_alignment="bottom")
                 more[0].slider("Error rate %", 0, 100, step=5, **control(f"rate_{i}", 100))
                 flap = more[1].toggle("Flapping", **control(f"flap_{i}", False))
                 more[2].number_input("Down s", 1.0, 600.0, step=1.0, disabled=not flap, **control(f"down_{i}", 5.0))
                 more[3].number_input("Up s", 1.0, 600.0, step=1.0, disabled=not flap, **control(f"up_{i}", 5.0))
-                waits = kind == "status" and status in WAITS and bool(st.session_state.get(f"retry_after_{i}"))
-                more[4].selectbox("Retry wait given as", list(HINTS), disabled=not waits,
+                waits = kind == "status" and status in WAITS
+                wait = st.columns(2, vertical_alignment="bottom")
+                wait[0].number_input("Retry after (s, 0 = none)", 0.0, 600.0, step=1.0, disabled=not waits,
+                                     help="For 429, 503 and 529.", **control(f"retry_after_{i}", 0.0))
+                wait[1].selectbox("Retry wait given as", list(HINTS),
+                                  disabled=not (waits and st.session_state[f"retry_after_{i}"]),
                                   help="OpenAI and Anthropic send rate-limit reset headers; many servers say it "
                                        "only in the error message.", **control(f"hint_{i}", "Retry-After header"))
             fault, probability, flapping = chosen(i)

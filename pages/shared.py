@@ -117,10 +117,14 @@ def _outage(drawn: tuple | None) -> None:
     st.warning("**Simulated outage:** " + "; ".join(parts) + ". Reset it on the Chaos page.", icon="🧨")
 
 
-# Wide Markdown tables (the chat's "How it got here") scroll inside themselves, never the page.
-# On a phone, the open sidebar closes once a page is chosen in it (Streamlit leaves it over the page).
+# Wide Markdown tables (the chat's "How it got here") scroll inside themselves, never the page; on a
+# phone their rows stay one line each (wrapped in a narrow column, one row was a screen tall). On a phone, the open sidebar closes once a page is chosen in it (Streamlit leaves it over the page).
 _PAGE_STYLE = """<style>
 [data-testid="stMarkdownContainer"] table { display: block; max-width: 100%; overflow-x: auto; }
+@media (max-width: 640px) {
+  [data-testid="stMarkdownContainer"] :is(td, th) { white-space: nowrap; }
+  [data-testid="stMainBlockContainer"] { padding-top: 3.5rem; }
+}
 </style>"""
 _CLOSE_SIDEBAR_ON_PHONES = """<script>
 if (!window.understudyNavCloses) {
