@@ -79,18 +79,22 @@ def control(key: str, default: Any) -> dict[str, Any]:
 def show_injection(i: int, injection: Injection) -> None:
     """Set provider i's controls to what is injected (before they are drawn)."""
     f = injection.fault
+    # Kept within each control's range (a fault set elsewhere may be outside it: the card then says
+    # that the controls differ from what is injected, rather than the page failing).
+    fit = lambda value, low, high: min(max(value, low), high)
     values: dict[str, Any] = {f"fault_{i}": _label(FAULTS, f.kind), f"rate_{i}": int(round(injection.probability * 20) * 5),
                               f"flap_{i}": bool(injection.flap_down and injection.flap_up)}
     if values[f"flap_{i}"]:
-        values.update({f"down_{i}": float(injection.flap_down), f"up_{i}": float(injection.flap_up)})
+        values.update({f"down_{i}": fit(float(injection.flap_down), 1.0, 600.0),
+                       f"up_{i}": fit(float(injection.flap_up), 1.0, 600.0)})
     if f.kind == "status":
         values[f"status_{i}"] = _label(STATUSES, (f.status, f.flavour))
-        values[f"retry_after_{i}"] = float(f.retry_after or 0.0)
+        values[f"retry_after_{i}"] = fit(float(f.retry_after or 0.0), 0.0, 600.0)
         values[f"hint_{i}"] = _label(HINTS, f.hint)
     if f.kind in TIMED:
-        values[f"seconds_{f.kind}_{i}"] = float(f.seconds)
+        values[f"seconds_{f.kind}_{i}"] = fit(float(f.seconds), 0.1, 120.0)
     if f.kind in MID_STREAM:
-        values[f"after_{i}"] = int(f.after)
+        values[f"after_{i}"] = fit(int(f.after), 0, 1000)
     for key, value in values.items():
         if value is not None:  # a fault these controls can't express (e.g. HTTP 502) leaves them as they are
             st.session_state[key] = kept[key] = value

@@ -135,3 +135,14 @@ def test_a_finished_run_shows_its_figures(chaos_page):
     assert any("**served by** openai-1: 4" in c.value and "**Tiers** provider: 4" in c.value for c in at.caption)
     table = at.dataframe[-1].value
     assert list(table["#"]) == [4, 3, 2, 1] and table["latency"].dtype.kind == "f"
+
+
+def test_a_fault_set_elsewhere_that_the_controls_cannot_show_is_named_not_a_crash(chaos_page):
+    at, _, router = chaos_page("anthropic", "openai")
+    router.chaos.set("anthropic-0", Fault.http(502), flap=(600, 0.5))  # no 502 in the list; up for under 1 s
+    router.chaos.set("openai-1", Fault("stall", after=5000, seconds=900))
+    run(at)
+    assert card_lines(at) == ["🔴 **failing:** HTTP 502 (server), flapping 600s down / 0.5s up",
+                              "🔴 **failing:** stream stalls 900s after 5000 chunks"]
+    assert at.number_input(key="after_1").value == 1000 and at.number_input(key="seconds_stall_1").value == 120
+    assert sum("not what is injected" in c.value for c in at.caption) == 2
