@@ -118,7 +118,8 @@ def _outage(drawn: tuple | None) -> None:
 
 
 # Wide Markdown tables (the chat's "How it got here") scroll inside themselves, never the page; on a
-# phone their rows stay one line each (wrapped in a narrow column, one row was a screen tall). On a phone, the open sidebar closes once a page is chosen in it (Streamlit leaves it over the page).
+# phone their rows stay one line each (wrapped in a narrow column, one row was a screen tall).
+# On a phone, the open sidebar closes once a page is chosen in it (Streamlit leaves it over the page).
 _PAGE_STYLE = """<style>
 [data-testid="stMarkdownContainer"] table { display: block; max-width: 100%; overflow-x: auto; }
 @media (max-width: 640px) {
