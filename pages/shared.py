@@ -67,9 +67,9 @@ DEMO_HIDDEN = "demo_banner_hidden"  # this session closed the demo notice
 
 
 def banners(*, redraw_on_change: bool = False) -> None:
-    """The notices every page starts with. The simulated-outage one keeps itself current (every
-    second while a scenario plays, else every few), so a scenario's end clears it at the next
-    refresh on every page, whatever else the page refreshes. `redraw_on_change`: for a page drawn
+    """The notices every page starts with. While chaos is on, the simulated-outage one keeps itself
+    current (every second while a scenario plays, else every few), so a scenario's end clears it at
+    the next refresh on every page, whatever else the page refreshes. `redraw_on_change`: for a page drawn
     from what chaos injects (Chaos): it is rerun whole as soon as that changes, so nothing on it
     contradicts the banner."""
     rt = runtime()
@@ -84,7 +84,10 @@ def banners(*, redraw_on_change: bool = False) -> None:
                    f"({shared['where']}), so it answers on its own breakers, cache and chaos settings and this "
                    "page shows its own traffic only. It reconnects by itself.", icon="🔌")
     now = rt.router.chaos.now()
-    every = 1.0 if now.scenario or any(a.injection.flap_down for a in now.providers.values()) else 5.0
+    # Polled only while something is on (nothing to clear otherwise): the Chat page streams its
+    # answers in its script run, and an idle tab should cost the server nothing.
+    every = 1.0 if now.scenario or any(a.injection.flap_down for a in now.providers.values()) else (
+        5.0 if now.on or redraw_on_change else None)
     st.fragment(run_every=every)(_outage)(now.signature if redraw_on_change else None)
 
 
