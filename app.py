@@ -10,10 +10,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
+from streamlit.runtime.pages_manager import PagesManager
 
 from core.browser import BrowserCookie
+from core.direct_links import DirectLinks
 from core.endpoints import healthz, prometheus
-from pages.shared import runtime
+from pages.shared import page_style, runtime
 
 
 async def _healthz(request):
@@ -28,17 +30,27 @@ async def _metrics(request):
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
+# Streamlit runs in its old multipage mode (each file in pages/ a page, run alone) while a pages/
+# directory sits beside the entry script and no run has called st.navigation yet. So the first
+# visitor after a start who opened /status directly ran pages/status.py without this file and left
+# every later session in that mode: a sidebar of file names ("app", "shared"), no page config. Our
+# pages/ are st.navigation's; this is set before any session starts (Streamlit 1.67's own switch).
+PagesManager.uses_pages_directory = False
+
+# The pages: (file, title, icon, URL path). The first is the default, at "/" only.
+PAGES = (("pages/chat.py", "Chat", "💬", None), ("pages/status.py", "Status", "📈", "status"),
+         ("pages/chaos.py", "Chaos", "🧨", "chaos"), ("pages/followups.py", "Follow-ups", "📥", "followups"))
+
 # BrowserCookie gives each browser a random token (st.context.cookies can only read): without
-# login, it is whose conversations these are (core/browser.py).
+# login, it is whose conversations these are (core/browser.py). DirectLinks tells the HTML served
+# at a page's own path (/status) where the server is, or the frontend probes /status/_stcore/…
+# first and logs two 404s (core/direct_links.py).
 app = st.App("app.py", routes=[Route("/healthz", _healthz), Route("/metrics", _metrics)],
-             middleware=[Middleware(BrowserCookie)])
+             middleware=[Middleware(BrowserCookie), Middleware(DirectLinks, pages=[p[3] for p in PAGES[1:]])])
 
 if __name__ == "__main__":
     st.set_page_config(page_title="Understudy", page_icon="🎭", layout="wide")
     runtime()  # one Router per process, shared by every session
-    st.navigation([
-        st.Page("pages/chat.py", title="Chat", icon="💬", default=True),
-        st.Page("pages/status.py", title="Status", icon="📈", url_path="status"),
-        st.Page("pages/chaos.py", title="Chaos", icon="🧨", url_path="chaos"),
-        st.Page("pages/followups.py", title="Follow-ups", icon="📥", url_path="followups"),
-    ]).run()
+    page_style()
+    st.navigation([st.Page(file, title=title, icon=icon, url_path=path, default=i == 0)
+                   for i, (file, title, icon, path) in enumerate(PAGES)]).run()

@@ -97,6 +97,67 @@ class _Playing:
     scenario: Scenario
     started: float
     names: list[str] = field(default_factory=list)
+    spared: set[str] = field(default_factory=set)  # healed by hand while it plays: left alone to its end
+
+
+@dataclass(frozen=True)
+class Active:
+    """One provider's fault in force at one moment, and where it comes from."""
+
+    injection: Injection
+    source: str  # "manual" (set on the panel, wins) or "scenario"
+    down: bool  # striking now: False only in the healthy half of a flapping cycle
+
+    def describe(self) -> str:
+        return self.injection.describe()
+
+
+@dataclass(frozen=True)
+class Upcoming:
+    """A scenario step still to come: at `at` seconds, `target` fails as `what` (None: recovers)."""
+
+    at: float
+    target: str  # a provider's name, or "every provider"
+    what: str | None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A playing scenario, as of one moment."""
+
+    name: str
+    title: str
+    elapsed: float
+    duration: float
+    upcoming: tuple[Upcoming, ...] = ()
+
+
+@dataclass(frozen=True)
+class Now:
+    """Everything chaos does at one moment: what the panel, the banners and /healthz show. Read
+    once (`Chaos.now()`), so a card, the scenario clock and a banner drawn from it never disagree."""
+
+    providers: dict[str, Active]
+    scenario: Progress | None
+
+    @property
+    def on(self) -> bool:
+        return bool(self.providers) or self.scenario is not None
+
+    @property
+    def signature(self) -> tuple:
+        """What changes the page's content (not the clock's seconds, nor a flapping phase): a page
+        drawn from one `Now` is out of date once a later one has another signature."""
+        return (tuple(sorted((n, a.source, a.describe()) for n, a in self.providers.items())),
+                self.scenario.name if self.scenario else None)
+
+    def as_state(self) -> dict[str, Any]:
+        """JSON-ready (/healthz and the fleet's replicas read this shape)."""
+        scenario = None
+        if self.scenario is not None:
+            scenario = {"name": self.scenario.name, "title": self.scenario.title,
+                        "elapsed": self.scenario.elapsed, "duration": self.scenario.duration}
+        return {"providers": {n: a.describe() for n, a in self.providers.items()}, "scenario": scenario}
 
 
 class Chaos:
@@ -143,8 +204,12 @@ class Chaos:
         self._changed()
 
     def clear(self, provider: str) -> None:
+        """This provider healthy again: its manual fault off, and a playing scenario leaves it alone
+        until it ends."""
         with self._lock:
             self._manual.pop(provider, None)
+            if self._playing is not None:
+                self._playing.spared.add(provider)
         self._changed()
 
     def play(self, name: str, chain: list[str]) -> None:
@@ -152,6 +217,12 @@ class Chaos:
         scenario = SCENARIOS[name]
         with self._lock:
             self._playing = _Playing(scenario, self._clock(), list(chain))
+        self._changed()
+
+    def stop(self) -> None:
+        """End the playing scenario now (manual faults stay)."""
+        with self._lock:
+            self._playing = None
         self._changed()
 
     def reset(self) -> None:
@@ -175,20 +246,34 @@ class Chaos:
             return None
         return injection.fault
 
-    def state(self) -> dict[str, Any]:
-        """What is on, for the UI: per-provider descriptions and the scenario clock, as of one moment."""
+    def now(self) -> Now:
+        """What is on, as of one moment: each provider's fault and its source, and the scenario's
+        clock. A scenario that has run its course is over here, whether or not anyone stopped it."""
         with self._lock:
             now = self._clock()
             manual, playing = dict(self._manual), self._playing_at(now)
-        out: dict[str, Any] = {"providers": {}, "scenario": None}
-        for name in set(manual) | set(playing.names if playing else ()):
-            injection = manual.get(name) or _scheduled(name, now, playing)
-            if injection is not None:
-                out["providers"][name] = injection.describe()
+            spared = set(playing.spared) if playing else set()
+        providers: dict[str, Active] = {}
+        for name in sorted(set(manual) | set(playing.names if playing else ())):
+            if name in manual:
+                providers[name] = Active(manual[name], "manual", manual[name].down_now(now))
+            elif name not in spared and (injection := _scheduled(name, now, playing)) is not None:
+                providers[name] = Active(injection, "scenario", injection.down_now(now))
+        progress = None
         if playing is not None:
-            out["scenario"] = {"name": playing.scenario.name, "title": playing.scenario.title,
-                               "elapsed": round(now - playing.started, 1), "duration": playing.scenario.duration}
-        return out
+            elapsed = now - playing.started
+            upcoming = tuple(
+                Upcoming(step.at, "every provider" if step.target == -1 else playing.names[step.target],
+                         step.injection.describe() if step.injection else None)
+                for step in playing.scenario.steps
+                if step.at > elapsed and (step.target == -1 or step.target < len(playing.names)))
+            progress = Progress(playing.scenario.name, playing.scenario.title, round(elapsed, 1),
+                                playing.scenario.duration, upcoming)
+        return Now(providers, progress)
+
+    def state(self) -> dict[str, Any]:
+        """What is on, JSON-ready: per-provider descriptions and the scenario clock, as of one moment."""
+        return self.now().as_state()
 
     def _read(self, provider: str) -> tuple[float, Injection | None]:
         with self._lock:
@@ -196,6 +281,8 @@ class Chaos:
             if (injection := self._manual.get(provider)) is not None:
                 return now, injection
             playing = self._playing_at(now)
+            if playing is not None and provider in playing.spared:
+                return now, None
         return now, _scheduled(provider, now, playing)
 
     def _playing_at(self, now: float) -> _Playing | None:
@@ -214,7 +301,8 @@ def _snapshot(manual: dict[str, Injection], playing: _Playing | None, shift: flo
 
     return {"manual": {name: row(i) for name, i in manual.items()},
             "playing": None if playing is None else {"scenario": playing.scenario.name,
-                                                     "started": playing.started + shift, "names": playing.names}}
+                                                     "started": playing.started + shift, "names": playing.names,
+                                                     "spared": sorted(playing.spared)}}
 
 
 def _restored(snap: Any, shift: float) -> tuple[dict[str, Injection], _Playing | None]:
@@ -224,7 +312,8 @@ def _restored(snap: Any, shift: float) -> tuple[dict[str, Injection], _Playing |
                   for name, row in snap["manual"].items()}
         p = snap["playing"]
         playing = None if p is None else _Playing(SCENARIOS[p["scenario"]], float(p["started"]) - shift,
-                                                  [str(n) for n in p["names"]])
+                                                  [str(n) for n in p["names"]],
+                                                  {str(n) for n in p.get("spared", ())})  # older replicas: none
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ValueError(f"not a chaos snapshot ({type(e).__name__}: {e})") from None
     return manual, playing

@@ -63,28 +63,90 @@ def admin_unlocked(why: str) -> bool:
     return False
 
 
-def banners() -> None:
+DEMO_HIDDEN = "demo_banner_hidden"  # this session closed the demo notice
+
+
+def banners(*, redraw_on_change: bool = False) -> None:
+    """The notices every page starts with. While chaos is on, the simulated-outage one keeps itself
+    current (every second while a scenario plays, else every few), so a scenario's end clears it at
+    the next refresh on every page, whatever else the page refreshes. `redraw_on_change`: for a page drawn
+    from what chaos injects (Chaos): it is rerun whole as soon as that changes, so nothing on it
+    contradicts the banner."""
     rt = runtime()
     if rt.config_error:
         st.error(f"**Configuration problem** — {rt.config_error}\n\nRunning on simulated providers until it is "
                  "fixed.", icon="🛠️")
-    if rt.demo is not None:
-        st.info("**Demo mode** — no provider is configured, so four simulated providers (Claude, GPT, Gemini, "
-                "Ollama) run on this machine and every answer is labelled *Simulated*. To use real models, set "
-                "`ANTHROPIC_API_KEY`, `OPENAI_API_KEY`, `GEMINI_API_KEY` or `OLLAMA_HOST` (or put them in "
-                "`.streamlit/secrets.toml`), or write an `understudy.toml`, then restart.", icon="🎭")
+    if rt.demo is not None and not st.session_state.get(DEMO_HIDDEN):
+        demo_notice()
     shared = rt.router.stores.health()["shared"]
     if shared["status"] == "unavailable":
         st.warning("**Degraded: shared state unavailable** — this replica can't reach the fleet's Redis "
                    f"({shared['where']}), so it answers on its own breakers, cache and chaos settings and this "
                    "page shows its own traffic only. It reconnects by itself.", icon="🔌")
-    state = rt.router.chaos.state()
-    if state["providers"] or state["scenario"]:
-        parts = [f"**{name}** forced to fail ({what})" for name, what in sorted(state["providers"].items())]
-        if state["scenario"]:
-            sc = state["scenario"]
-            parts.insert(0, f"scenario *{sc['title']}* at {sc['elapsed']:.0f} s of {sc['duration']:.0f} s")
-        st.warning("**Simulated outage:** " + "; ".join(parts) + ". Reset it on the Chaos page.", icon="🧨")
+    now = rt.router.chaos.now()
+    # Polled only while something is on (nothing to clear otherwise): the Chat page streams its
+    # answers in its script run, and an idle tab should cost the server nothing.
+    every = 1.0 if now.scenario or any(a.injection.flap_down for a in now.providers.values()) else (
+        5.0 if now.on or redraw_on_change else None)
+    st.fragment(run_every=every)(_outage)(now.signature if redraw_on_change else None)
+
+
+def demo_notice() -> None:
+    """One line, not half a phone's screen: what demo mode means, the how-to behind a button, and
+    a close for this session."""
+    with st.container(horizontal=True, vertical_alignment="center", gap="small", key="demo_notice"):
+        st.info("**Demo mode**: simulated providers answer, and every answer says *Simulated*.", icon="🎭",
+                width="stretch")
+        with st.popover("Use real models", icon=":material/key:"):
+            st.markdown("Set `ANTHROPIC_API_KEY`, `OPENAI_API_KEY`, `GEMINI_API_KEY` or `OLLAMA_HOST` (or put them "
+                        "in `.streamlit/secrets.toml`), or write an `understudy.toml`, then restart. Until then four "
+                        "simulated providers (Claude, GPT, Gemini, Ollama) run on this machine.")
+        st.button("", key="hide_demo_notice", icon=":material/close:", type="tertiary",
+                  help="Hide this notice (for this session)",
+                  on_click=st.session_state.__setitem__, args=(DEMO_HIDDEN, True))
+
+
+def _outage(drawn: tuple | None) -> None:
+    """The simulated-outage banner, read afresh at each refresh."""
+    now = router().chaos.now()
+    if drawn is not None and now.signature != drawn:
+        st.rerun(scope="app")
+    if not now.on:
+        return
+    parts = [f"**{name}** forced to fail ({a.describe()})" for name, a in now.providers.items()]
+    if now.scenario:
+        sc = now.scenario
+        parts.insert(0, f"scenario *{sc.title}* at {sc.elapsed:.0f} s of {sc.duration:.0f} s")
+    st.warning("**Simulated outage:** " + "; ".join(parts) + ". Reset it on the Chaos page.", icon="🧨")
+
+
+# Wide Markdown tables (the chat's "How it got here") scroll inside themselves, never the page; on a
+# phone their rows stay one line each (wrapped in a narrow column, one row was a screen tall).
+# On a phone, the open sidebar closes once a page is chosen in it (Streamlit leaves it over the page).
+_PAGE_STYLE = """<style>
+[data-testid="stMarkdownContainer"] table { display: block; max-width: 100%; overflow-x: auto; }
+@media (max-width: 640px) {
+  [data-testid="stMarkdownContainer"] :is(td, th) { white-space: nowrap; }
+  [data-testid="stMainBlockContainer"] { padding-top: 3.5rem; }
+}
+</style>"""
+_CLOSE_SIDEBAR_ON_PHONES = """<script>
+if (!window.understudyNavCloses) {
+  window.understudyNavCloses = true;
+  document.addEventListener("click", (event) => {
+    if (!event.target.closest('[data-testid="stSidebarNav"] a')) return;
+    if (!window.matchMedia("(max-width: 767.98px)").matches) return;
+    const close = document.querySelector('[data-testid="stSidebarCollapseButton"] button');
+    if (close) setTimeout(() => close.click(), 0);
+  }, true);
+}
+</script>"""
+
+
+def page_style() -> None:
+    """What every page's frame needs on every screen size (app.py calls it before the page)."""
+    st.html(_PAGE_STYLE)
+    st.html(_CLOSE_SIDEBAR_ON_PHONES, unsafe_allow_javascript=True)
 
 
 def seconds(ms: float | None) -> str:

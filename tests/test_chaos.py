@@ -15,6 +15,7 @@ from core.messages import ChatRequest
 from core.providers import build
 from core.router import Router
 from core.simulator import Fault
+from tests.clock import ManualClock
 from tests.conftest import FAULTS, KINDS, drain, entry_for
 
 Q = ChatRequest.ask("Is the primary down?")
@@ -191,3 +192,81 @@ def test_state_is_read_at_one_moment_even_as_the_clock_moves():
     state = chaos.state()
     assert state["providers"] == {"gpt": "first token after 6s"}
     assert state["scenario"]["elapsed"] == 59.5 < state["scenario"]["duration"]
+
+
+# -- what the panel and the banners read: one moment, each fault's source, the scenario's end -------
+def test_now_says_where_each_fault_comes_from_and_what_the_scenario_does_next():
+    clock = ManualClock(0.0)
+    chaos = Chaos(clock=clock)
+    chaos.play("cascade", ["claude", "gpt", "gemini", "local"])
+    chaos.set("local", Fault.http(429))
+    clock.advance(25)
+    now = chaos.now()
+    assert {n: (a.source, a.describe()) for n, a in now.providers.items()} == {
+        "claude": ("scenario", "HTTP 503 (unavailable)"), "gpt": ("scenario", "HTTP 529 (overloaded)"),
+        "gemini": ("scenario", "connection reset"), "local": ("manual", "HTTP 429 (rate_limit)")}
+    assert now.scenario.elapsed == 25 and now.scenario.duration == 75
+    assert [(u.at, u.target, u.what) for u in now.scenario.upcoming] == [
+        (60, "claude", None), (60, "gpt", None), (60, "gemini", None)]
+
+
+def test_a_scenarios_end_clears_everything_it_set_at_the_next_reading():
+    clock = ManualClock(0.0)
+    chaos = Chaos(clock=clock)
+    chaos.play("everything_down", ["a", "b"])
+    clock.advance(4)
+    assert chaos.state() == {"providers": {"a": "HTTP 503 (unavailable)", "b": "HTTP 503 (unavailable)"},
+                             "scenario": {"name": "everything_down", "title": "Everything down", "elapsed": 4.0,
+                                          "duration": 40.0}}
+    clock.advance(26)  # 30 s: healthy again, the scenario still runs to its end
+    assert chaos.now().providers == {} and chaos.now().scenario.elapsed == 30
+    clock.advance(10)  # 40 s: over, though nobody pressed anything
+    assert chaos.state() == {"providers": {}, "scenario": None} and not chaos.now().on
+    clock.advance(44)
+    assert chaos.state() == {"providers": {}, "scenario": None}
+
+
+def test_the_signature_changes_with_what_is_injected_not_with_the_clock():
+    clock = ManualClock(0.0)
+    chaos = Chaos(clock=clock)
+    chaos.play("rolling_outage", ["a", "b", "c"])
+    first = chaos.now().signature
+    clock.advance(19)
+    assert chaos.now().signature == first  # still "a down": the page needs no redraw
+    clock.advance(2)
+    assert chaos.now().signature != first  # b's turn
+    chaos.set("c", Fault.http(500), flap=(1, 1))
+    flapping = chaos.now().signature
+    clock.advance(1.5)  # c in its healthy half: the card's words stay, its phase is live
+    assert chaos.now().signature == flapping and chaos.now().providers["c"].down is False
+
+
+def test_healing_a_provider_during_a_scenario_spares_it_until_the_scenario_ends():
+    clock = ManualClock(0.0)
+    chaos = Chaos(clock=clock)
+    chaos.play("everything_down", ["a", "b"])
+    clock.advance(1)
+    chaos.clear("a")
+    assert chaos.strike("a") is None and chaos.strike("b") is not None
+    assert list(chaos.now().providers) == ["b"]
+    copy = Chaos(clock=clock)
+    copy.restore(chaos.snapshot())  # a fleet's other replica spares it too
+    assert copy.strike("a") is None and copy.strike("b") is not None
+    chaos.play("everything_down", ["a", "b"])  # played again: nobody is spared
+    assert chaos.strike("a") is not None
+
+
+def test_stop_ends_the_scenario_and_keeps_the_manual_faults():
+    clock = ManualClock(0.0)
+    chaos = Chaos(clock=clock)
+    chaos.set("a", Fault("reset"))
+    chaos.play("everything_down", ["a", "b"])
+    chaos.stop()
+    assert chaos.state() == {"providers": {"a": "connection reset"}, "scenario": None}
+    assert chaos.strike("b") is None
+
+
+def test_a_snapshot_from_a_replica_that_never_spared_anyone_still_restores():
+    chaos = Chaos(clock=ManualClock(0.0))
+    chaos.restore({"manual": {}, "playing": {"scenario": "everything_down", "started": 0.0, "names": ["a"]}})
+    assert chaos.strike("a") is not None
