@@ -125,7 +125,8 @@ def compose(text: str, attachments: Iterable[Mapping]) -> str:
 def fenced(text: str) -> str:
     """`text` as a Markdown code block whose fence is longer than any run of backticks in it."""
     fence = "`" * max(3, 1 + max((len(run) for run in _BACKTICKS.findall(text)), default=0))
-    return f"{fence}\n{text}\n{fence}"
+    body = text[:-1] if text.endswith("\n") else text  # the fence's own line break ends the last line
+    return f"{fence}\n{body}\n{fence}"
 
 
 def too_long(text: str, attachments: Sequence[Mapping]) -> str | None:
