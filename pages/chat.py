@@ -679,6 +679,7 @@ if submitted is not None:
         st.toast("Type a message first.", icon="✍️")
     elif len(prompt) > MAX_INPUT_CHARS:
         st.session_state.kept_input = prompt
+        st.session_state.pop("kept_input_box", None)  # else the box would keep showing an earlier one
         st.rerun()
     elif problems:
         st.session_state.attach_problems = problems

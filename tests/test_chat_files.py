@@ -103,3 +103,11 @@ def test_every_message_has_its_time_and_what_copy_takes(session):
     assert mine["text"] == "**not bold** as typed"  # what was typed, not what Markdown would make of it
     assert theirs["text"] == reply.markdown[0].value  # the answer's Markdown, as ChatGPT copies it
     assert 0 < mine["at"] <= theirs["at"]
+
+
+def test_a_message_over_the_limit_is_shown_back_whole_each_time(session):
+    at = session(user=ADA)
+    for text in ("a" * (MAX_INPUT_CHARS + 1), "b" * (MAX_INPUT_CHARS + 2)):  # the second is shown, not the first
+        chat(at, text)
+        assert at.text_area(key="kept_input_box").value == text and f"{len(text):,} characters" in at.warning[0].value
+    assert not at.chat_message
