@@ -413,7 +413,8 @@ _ACTIONS_CSS = """
         color: inherit; opacity: 0.65; background: transparent; border: 1px solid transparent;
         border-radius: 0.4rem; font: inherit; }
 .copy:hover, .copy:focus-visible { opacity: 1; border-color: var(--st-border-color, #ccc); }
-.at, .status { opacity: 0.65; }
+.at { opacity: 0.65; }
+.status { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%); }  /* for screen readers */
 """
 _ACTIONS_JS = """
 export default function ({ data, parentElement }) {
