@@ -666,11 +666,11 @@ def attachments_of(uploads) -> tuple[list[dict], list[str]]:
     return good, problems
 
 
-# Files: text ones, up to 1 MB each (the browser refuses a bigger one before it is sent; a message
-# can't hold more than MAX_INPUT_CHARS characters anyway). Which files are text is decided by
-# what they hold (core/attachments.py), not by their names: a log may be called anything.
-submitted = st.chat_input("Ask anything…", key="prompt", accept_file="multiple",
-                          max_upload_size=-(-files.MAX_FILE_BYTES // 1_000_000))
+# Files: text ones. Which files are text is decided by what they hold (core/attachments.py), not
+# by their names: a log may be called anything. No upload limit of our own below the server's
+# (200 MB): a file the browser refuses is only marked on its chip, and if the user sends anyway
+# the message goes without it; a file that reaches us is refused here, whole message and all.
+submitted = st.chat_input("Ask anything…", key="prompt", accept_file="multiple")
 if submitted is not None:
     prompt, uploads = submitted.text, list(submitted.files)
     attached_files, problems = attachments_of(uploads) if uploads else ([], [])

@@ -133,11 +133,13 @@ def test_an_attached_file_is_shown_kept_across_a_reload_and_downloaded(server, p
 def test_a_bad_file_is_explained_and_what_was_typed_is_not_lost(server, page):  # noqa: F811
     base, first, second = server
     open_chat(page, base)
-    attach(page, ("notes.txt", b"fine\n", "text/plain"), ("photo.png", PNG, "image/png"))
+    attach(page, ("notes.txt", b"fine\n", "text/plain"), ("photo.png", PNG, "image/png"),
+           ("huge.log", b"x\n" * 1_500_000, "text/plain"))
     typed = "Please compare these two  files\nsecond line, as typed"
     box(page).fill(typed)
     box(page).press("Enter")
     expect(page.get_by_text("“photo.png” looks like a PNG image, not text")).to_be_visible()
+    expect(page.get_by_text("“huge.log” is 3.0 MB; a message can hold at most 200,000 characters")).to_be_visible()
     expect(page.get_by_text("These were fine: “notes.txt”.")).to_be_visible()
     expect(box(page)).to_have_value(typed)  # back in the box, exactly
     expect(page.get_by_test_id("stChatMessage")).to_have_count(0)  # nothing was sent
