@@ -39,7 +39,10 @@ def _terms(text: str) -> Counter:
 
 def similarity(a: str, b: str) -> float:
     """Cosine similarity of the two texts' content words, 0–1."""
-    ta, tb = _terms(a), _terms(b)
+    return _cosine(_terms(a), _terms(b))
+
+
+def _cosine(ta: Counter, tb: Counter) -> float:
     dot = sum(ta[t] * tb[t] for t in ta.keys() & tb.keys())
     norm = math.sqrt(sum(v * v for v in ta.values()) * sum(v * v for v in tb.values()))
     return dot / norm if norm else 0.0
@@ -88,8 +91,9 @@ class Faq:
 
     def match(self, question: str) -> tuple[FaqEntry, float] | None:
         best, score = None, 0.0
+        asked = _terms(question)  # once: a pasted log is 5,000 lines, and the FAQ has dozens of questions
         for entry in self.entries:
-            s = max(similarity(question, q) for q in (entry.question, *entry.alternates))
+            s = max(_cosine(asked, _terms(q)) for q in (entry.question, *entry.alternates))
             if s > score:
                 best, score = entry, s
         return (best, score) if best is not None and score >= self.min_similarity else None

@@ -11,8 +11,10 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone, tzinfo
 from typing import Any
 
+from . import attachments as files
 from .attempt import Outcome
 from .markdown import code, literal, without_images
 from .messages import MAX_INPUT_CHARS, clean_text
@@ -41,9 +43,12 @@ class Parsed:
 
 
 # -- writing --------------------------------------------------------------------------------------
-def to_markdown(messages: Sequence[Mapping], settings: Mapping, *, id: str = "", title: str = "") -> str:
+def to_markdown(messages: Sequence[Mapping], settings: Mapping, *, id: str = "", title: str = "",
+                tz: tzinfo | None = None) -> str:
     """The conversation as a Markdown file. What came from an import (title, badge data) is drawn
-    as literal text, and no message or system prompt can embed an image: a viewer would fetch it."""
+    as literal text, and no message or system prompt can embed an image: a viewer would fetch it.
+    Each message is headed with its time in `tz` (the reader's time zone; UTC by default), and a
+    message's attached files follow it, each fenced as it was sent."""
     lines = [f"# {literal(title or 'Understudy conversation')}", ""]
     if id:
         lines += [f"*Conversation:* {code(id)}", ""]
@@ -55,18 +60,37 @@ def to_markdown(messages: Sequence[Mapping], settings: Mapping, *, id: str = "",
         meta = m.get("meta") or {}
         via = ", ".join(literal(v) for v in (meta.get("provider") or meta.get("tier"), meta.get("model")) if v)
         via = f" ({via})" if m["role"] == "assistant" and via else ""
-        lines += [f"**{who}{via}:**", "", without_images(m["content"]), ""]
+        at = f" · {when(m['at'], tz)}" if _number(m.get("at")) else ""
+        lines += [f"**{who}{via}**{at}", ""]
+        if m["content"]:
+            lines += [without_images(m["content"]), ""]
+        for a in files.stored(m.get("attachments")):
+            lines += [f"📎 {literal(a['name'])} · {files.human_size(a['size'])}", "",
+                      without_images(files.fenced(a["text"])), ""]
     return "\n".join(lines)
+
+
+def when(at: float, tz: tzinfo | None = None) -> str:
+    """A message's time as people read it: "2026-12-07 14:03:12 CET" (UTC when no zone is known)."""
+    moment = datetime.fromtimestamp(at, tz or timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%S ") + (moment.tzname() or "UTC")
+
+
+def iso(at: float) -> str:
+    """A message's time for programs: ISO 8601 in UTC, to the second ("2026-12-07T13:03:12Z")."""
+    return datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def to_json(messages: Sequence[Mapping], settings: Mapping, *, id: str = "", title: str = "",
             created_at: float | None = None, updated_at: float | None = None, exported_at: float | None = None) -> str:
     """The export: settings at the top level (as before ids were added), then the messages with their
-    badges, timelines and times."""
+    badges, timelines, attached files and times (`at`: seconds since 1970, as stored; `time`: the
+    same in ISO 8601 UTC, for people and spreadsheets)."""
     doc = {"format": FORMAT, "version": 1, "id": id, "title": title, "created_at": created_at,
            "updated_at": updated_at, "exported_at": exported_at,
            "system": settings.get("system", DEFAULT_SYSTEM), "temperature": settings.get("temperature"),
-           "max_tokens": settings.get("max_tokens"), "messages": list(messages)}
+           "max_tokens": settings.get("max_tokens"),
+           "messages": [{**m, "time": iso(m["at"])} if _number(m.get("at")) else dict(m) for m in messages]}
     return json.dumps(doc, ensure_ascii=False, indent=2, allow_nan=False)
 
 
@@ -153,8 +177,15 @@ def _message(i: int, m: Any) -> dict:
     if not isinstance(content, str):
         raise BadImport(f"{where}.content must be text.")
     out: dict = {"role": role, "content": clean_text(content)}
-    if _number(m.get("at")):
-        out["at"] = float(m["at"])
+    at = m.get("at") if _number(m.get("at")) else _from_iso(m.get("time"))
+    if at is not None:  # an export from before messages had times has neither: it imports without
+        out["at"] = float(at)
+    if role == "user" and m.get("attachments"):
+        attached = files.stored(m["attachments"])
+        if why := files.too_long(out["content"], attached):
+            raise BadImport(f"{where}: {why}")
+        if attached:
+            out["attachments"] = attached
     meta = m.get("meta")
     if role == "assistant" and isinstance(meta, dict):
         out["meta"] = clean_meta(meta)
@@ -206,6 +237,16 @@ def _switch(s: dict) -> dict:
 
 def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _from_iso(v: Any) -> float | None:
+    if not isinstance(v, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.timestamp() if moment.tzinfo is not None else None
 
 
 def _ms(v: Any) -> float | None:

@@ -13,9 +13,11 @@ import secrets
 import threading
 import time
 from dataclasses import asdict
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import streamlit as st
 
+from core import attachments as files
 from core.answer import Answer, Delta, Restart
 from core.attempt import Outcome
 from core.browser import COOKIE, owner_for
@@ -44,6 +46,14 @@ def me() -> tuple[str, str]:
         return found
     tab = st.session_state.setdefault("tab_owner", "tab:" + secrets.token_hex(16))
     return tab, tab
+
+
+def reader_zone() -> ZoneInfo | None:
+    """The reader's time zone as their browser reports it (for the Markdown download); None: UTC."""
+    try:
+        return ZoneInfo(st.context.timezone) if st.context.timezone else None
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
 
 
 owner, who = me()
@@ -289,7 +299,8 @@ with st.sidebar:
     title_now = title_for(messages) or "Understudy conversation"
     name_now = f"understudy-{conv['id'][:8]}" if conv["id"] else "understudy-chat"
     settings_now = st.session_state.settings
-    st.download_button("Download Markdown", to_markdown(messages, settings_now, id=conv["id"] or "", title=title_now),
+    st.download_button("Download Markdown", to_markdown(messages, settings_now, id=conv["id"] or "", title=title_now,
+                                                        tz=reader_zone()),
                        f"{name_now}.md", "text/markdown", key="dl_md", width="stretch", disabled=not messages)
     st.download_button("Download JSON", to_json(messages, settings_now, id=conv["id"] or "", title=title_now,
                                                 created_at=conv["created_at"], updated_at=time.time(),
@@ -382,9 +393,110 @@ def timeline(meta: dict) -> None:
 
 PREVIEW_LINES, PREVIEW_CHARS = 25, 2500  # a longer message of the user's is collapsed: its start, then "show all"
 # Every paragraph of an answer takes its direction from its own text, as dir="auto" would: Arabic or
-# Hebrew reads right to left, English beside it left to right.
+# Hebrew reads right to left, English beside it left to right. The paste guard below has nothing to show.
 st.html("<style>[data-testid='stChatMessageContent'] :is(p, li, h1, h2, h3, h4, blockquote, td, th) "
-        "{unicode-bidi: plaintext; text-align: start}</style>")
+        "{unicode-bidi: plaintext; text-align: start} .st-key-paste_guard {display: none}</style>")
+
+# Two tiny components (Streamlit has no copy button of its own but st.code's). Their code is ours
+# and fixed; a message reaches them only as `data`, which they put in the page as text
+# (textContent, the clipboard), never as HTML, so nothing in a message can run or load anything.
+_ACTIONS_HTML = (
+    '<div class="row"><button type="button" class="copy" aria-label="Copy message" title="Copy">'
+    '<svg viewBox="0 0 24 24" width="16" height="16" aria-hidden="true"><rect x="9" y="9" width="11" height="11" '
+    'rx="2" fill="none" stroke="currentColor" stroke-width="2"/><path d="M5 15V5a2 2 0 0 1 2-2h8" fill="none" '
+    'stroke="currentColor" stroke-width="2"/></svg><span class="label">Copy</span></button>'
+    '<time class="at"></time><span class="status" role="status" aria-live="polite"></span></div>')
+_ACTIONS_CSS = """
+.row { display: flex; align-items: center; gap: 0.6rem; font-family: var(--st-font, inherit);
+       font-size: 0.8rem; color: var(--st-text-color, inherit); }
+.copy { display: inline-flex; align-items: center; gap: 0.25rem; padding: 0.1rem 0.4rem; cursor: pointer;
+        color: inherit; opacity: 0.65; background: transparent; border: 1px solid transparent;
+        border-radius: 0.4rem; font: inherit; }
+.copy:hover, .copy:focus-visible { opacity: 1; border-color: var(--st-border-color, #ccc); }
+.at { opacity: 0.65; }
+.status { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%); }  /* for screen readers */
+"""
+_ACTIONS_JS = """
+export default function ({ data, parentElement }) {
+  const copy = parentElement.querySelector(".copy"), label = parentElement.querySelector(".label");
+  const at = parentElement.querySelector(".at"), status = parentElement.querySelector(".status");
+  const text = String((data && data.text) || "");
+  if (data && typeof data.at === "number") {
+    const d = new Date(data.at * 1000), now = new Date();
+    const day = d.toDateString() === now.toDateString() ? {}
+      : d.getFullYear() === now.getFullYear() ? { month: "short", day: "numeric" }
+      : { year: "numeric", month: "short", day: "numeric" };
+    at.textContent = d.toLocaleString(undefined, { ...day, hour: "2-digit", minute: "2-digit" });
+    at.dateTime = d.toISOString();
+    at.title = d.toLocaleString(undefined, { dateStyle: "full", timeStyle: "long" });
+  } else {
+    at.textContent = "";
+  }
+  const said = (word) => {
+    label.textContent = word;
+    status.textContent = word === "Copy" ? "" : word;
+    clearTimeout(copy._reset);
+    copy._reset = setTimeout(() => { label.textContent = "Copy"; status.textContent = ""; }, 2000);
+  };
+  const fallback = () => {  // no Clipboard API (plain http on another host): a selection and execCommand
+    const area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.style.cssText = "position:fixed;opacity:0;pointer-events:none";
+    document.body.appendChild(area);
+    area.select();
+    const done = document.execCommand("copy");
+    area.remove();
+    return done;
+  };
+  copy.onclick = async () => {
+    try {
+      if (!navigator.clipboard) throw new Error("no clipboard");
+      await navigator.clipboard.writeText(text);
+      said("Copied");
+    } catch (e) {
+      said(fallback() ? "Copied" : "Couldn't copy: select the text and press Ctrl+C");
+    }
+  };
+}
+"""
+message_actions = st.components.v2.component("understudy_message_actions", html=_ACTIONS_HTML, css=_ACTIONS_CSS,
+                                             js=_ACTIONS_JS)
+
+# Chromium inserts text that arrives as one "insertText" input (Playwright's fill, some IMEs and
+# clipboard tools; not Ctrl+V) a line at a time, in time that grows with the square of the lines:
+# 5,000 lines took over a minute, in a bare <textarea> as much as in this page. For a long
+# multi-line insert this puts the text in the box at once instead (and tells React, which owns
+# the box's value); everything else, a real paste included, is left to the browser.
+_PASTE_GUARD_JS = r"""
+export default function () {
+  const LINES = 100;
+  const setValue = Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, "value").set;
+  const guard = (e) => {
+    const box = e.target;
+    if (!e.cancelable || typeof e.data !== "string" || !(box instanceof HTMLTextAreaElement)
+        || box.dataset.testid !== "stChatInputTextArea"
+        || (e.inputType !== "insertText" && e.inputType !== "insertReplacementText")) return;
+    let lines = 0;
+    for (let i = e.data.indexOf("\n"); i !== -1 && lines < LINES; i = e.data.indexOf("\n", i + 1)) lines++;
+    if (lines < LINES) return;
+    e.preventDefault();
+    const start = box.selectionStart, end = box.selectionEnd;
+    setValue.call(box, box.value.slice(0, start) + e.data + box.value.slice(end));
+    box.selectionStart = box.selectionEnd = start + e.data.length;
+    box.dispatchEvent(new Event("input", { bubbles: true }));
+  };
+  if (window.__understudyPasteGuard) document.removeEventListener("beforeinput", window.__understudyPasteGuard, true);
+  window.__understudyPasteGuard = guard;
+  document.addEventListener("beforeinput", guard, true);
+  return () => {
+    document.removeEventListener("beforeinput", guard, true);
+    if (window.__understudyPasteGuard === guard) window.__understudyPasteGuard = null;
+  };
+}
+"""
+paste_guard = st.components.v2.component("understudy_paste_guard", js=_PASTE_GUARD_JS)
+paste_guard(key="paste_guard")
 
 
 def user_text(text: str) -> None:
@@ -399,10 +511,22 @@ def user_text(text: str) -> None:
         st.html(as_typed(text))
 
 
-def show(message: dict) -> None:
+def attached(a: dict) -> None:
+    """An attached file: its name, size and length, its text collapsed (st.code: as it is, with a copy button)."""
+    text = a["text"]
+    lines = text.count("\n") + (0 if text.endswith("\n") else 1)
+    with st.expander(f"📎 {literal(a['name'])} · {files.human_size(a['size'])} · {lines:,} line{'s' if lines != 1 else ''}"):
+        st.code(text, language="text", wrap_lines=True)
+
+
+def show(message: dict, i: int | None = None) -> None:
+    """One message; `i` (its place in the conversation) gives it its copy button and time."""
     with st.chat_message(message["role"]):
         if message["role"] == "user":
-            user_text(message["content"])
+            if message["content"]:
+                user_text(message["content"])
+            for a in files.stored(message.get("attachments")):
+                attached(a)
         else:
             st.markdown(without_images(message["content"]))  # a remote image would be fetched on sight
         if message["role"] == "assistant" and message.get("meta"):
@@ -410,10 +534,17 @@ def show(message: dict) -> None:
                 st.markdown(f"↪️ {literal(line)}")
             st.caption(badge(message["meta"]))
             timeline(message["meta"])
+        if i is not None:
+            # What Copy takes: the message as written (an answer's Markdown; a user's typed text, or
+            # their files' text when they only attached files).
+            text = message["content"] or files.compose("", files.stored(message.get("attachments")))
+            at = message.get("at")
+            message_actions(key=f"actions_{i}",
+                            data={"text": text, "at": at if isinstance(at, (int, float)) else None})
 
 
-for message in messages:
-    show(message)
+for i, message in enumerate(messages):
+    show(message, i)
 
 if conv["id"] is not None and saver.failing(conv["id"]) is not None:
     st.warning(NOT_SAVED, icon="💾")
@@ -429,7 +560,8 @@ if st.session_state.kept_input:
 # -- answering ----------------------------------------------------------------------------------------
 def conversation() -> ChatRequest:
     # Only real model output goes back as context: declines, outage notices and stopped stubs don't.
-    turns = [Message(m["role"], m["content"]) for m in messages
+    turns = [Message(m["role"], files.compose(m["content"], files.stored(m.get("attachments"))))
+             for m in messages
              if m["role"] == "user" or Tier((m.get("meta") or {}).get("tier", "provider")).model_output]
     return ChatRequest(messages=tuple(turns), system=clean_text(system), temperature=float(temperature),
                        max_tokens=int(max_tokens))
@@ -511,17 +643,55 @@ def answer(*, fresh: bool = False) -> None:
     st.rerun()
 
 
-prompt = st.chat_input("Ask anything…", key="prompt")
-if prompt is not None:
-    if not prompt.strip():
+if problems := st.session_state.pop("attach_problems", None):
+    st.error("\n\n".join(literal(p) for p in problems) + "\n\n**Nothing was sent.** What you typed is back in the "
+             "box; attach the files again (text files, in all at most "
+             f"{MAX_INPUT_CHARS:,} characters) and send.", icon="📎")
+if (back := st.session_state.pop("restore_prompt", None)) is not None:
+    st.session_state.prompt = back  # a refused message's text goes back into the box (before the box is drawn)
+
+
+def attachments_of(uploads) -> tuple[list[dict], list[str]]:
+    """The files' text, and a sentence for each that can't be attached (or for the whole, when too long)."""
+    good, problems = [], []
+    if len(uploads) > files.MAX_FILES:
+        return [], [f"{len(uploads)} files are attached; a message can take at most {files.MAX_FILES}."]
+    for upload in uploads:
+        try:
+            good.append(files.read(upload.name, upload.getvalue()).as_dict())
+        except files.BadAttachment as e:
+            problems.append(str(e))
+    if problems and good:
+        problems.append("These were fine: " + ", ".join(f"“{a['name']}”" for a in good) + ".")
+    return good, problems
+
+
+# Files: text ones. Which files are text is decided by what they hold (core/attachments.py), not
+# by their names: a log may be called anything. No upload limit of our own below the server's
+# (200 MB): a file the browser refuses is only marked on its chip, and if the user sends anyway
+# the message goes without it; a file that reaches us is refused here, whole message and all.
+submitted = st.chat_input("Ask anything…", key="prompt", accept_file="multiple")
+if submitted is not None:
+    prompt, uploads = submitted.text, list(submitted.files)
+    attached_files, problems = attachments_of(uploads) if uploads else ([], [])
+    if not problems and (why := files.too_long(prompt, attached_files)):
+        problems = [why]
+    if not prompt.strip() and not uploads:
         st.toast("Type a message first.", icon="✍️")
     elif len(prompt) > MAX_INPUT_CHARS:
         st.session_state.kept_input = prompt
+        st.session_state.pop("kept_input_box", None)  # else the box would keep showing an earlier one
+        st.rerun()
+    elif problems:
+        st.session_state.attach_problems = problems
+        st.session_state.restore_prompt = prompt
         st.rerun()
     else:
         st.session_state.kept_input = None
         make_mine()
         message = {"role": "user", "content": clean_text(prompt), "at": time.time()}
+        if attached_files:
+            message["attachments"] = attached_files
         messages.append(message)
         save()  # what the user typed is handed to the writer before anything else happens
         show(message)

@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 import threading
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -264,7 +265,36 @@ def test_export_round_trip_and_the_markdown_names_the_conversation():
     parsed = parse_export(text.encode())
     assert parsed.messages == c.messages and parsed.settings == c.settings and parsed.title == "Moons"
     md = to_markdown(c.messages, c.settings, id=c.id, title="Moons")
-    assert md.startswith("# Moons") and c.id in md and "**Assistant (anthropic-0, claude-test):**" in as_text(md)
+    assert md.startswith("# Moons") and c.id in md
+    assert "**Assistant (anthropic-0, claude-test)** · 1970-01-01 00:01:41 UTC" in as_text(md)
+
+
+def test_both_exports_give_each_message_its_time():
+    c = conversation(at=1_796_648_592.0)  # 2026-12-07 13:03:12 UTC
+    doc = json.loads(to_json(c.messages, c.settings))
+    assert [(m["at"], m["time"]) for m in doc["messages"]] == [(1_796_648_592.0, "2026-12-07T13:03:12Z"),
+                                                               (1_796_648_593.0, "2026-12-07T13:03:13Z")]
+    md = to_markdown(c.messages, c.settings, tz=ZoneInfo("Europe/Berlin"))  # the reader's zone, named
+    assert "**You** · 2026-12-07 14:03:12 CET" in md and "· 2026-12-07 14:03:13 CET" in md
+    assert "**You** · 2026-12-07 13:03:12 UTC" in to_markdown(c.messages, c.settings)
+    assert parse_export(to_json(c.messages, c.settings).encode()).messages == c.messages  # `time` is not kept twice
+    by_time = {"messages": [{"role": "user", "content": "q", "time": "2026-12-07T13:03:12Z"}]}
+    assert parse_export(json.dumps(by_time).encode()).messages[0]["at"] == 1_796_648_592.0
+
+
+def test_an_attached_file_goes_into_both_exports_and_comes_back():
+    log = "10:00 ERROR *not italic*\n```\n![](http://evil.example/x.png)\n"
+    c = conversation()
+    c.messages[0]["attachments"] = [{"name": "server.log", "size": 58, "text": log}]
+    doc = json.loads(to_json(c.messages, c.settings))
+    assert doc["messages"][0]["attachments"] == [{"name": "server.log", "size": 58, "text": log}]
+    assert parse_export(json.dumps(doc).encode()).messages == c.messages
+    md = to_markdown(c.messages, c.settings)
+    assert "📎 server\\.log · 58 bytes\n\n````\n10:00 ERROR *not italic*\n```\n!\\[](http" in md  # fenced: no image
+    assert "![" not in md
+    too_big = {"messages": [{"role": "user", "content": "q", "attachments": [{"name": "a", "text": "x" * 200_001}]}]}
+    with pytest.raises(BadImport, match=r"messages\[0\]: Your message and its files come to 200,0"):
+        parse_export(json.dumps(too_big).encode())
 
 
 def test_the_markdown_export_of_a_crafted_import_embeds_no_image_and_no_link_from_its_badges():
@@ -277,10 +307,10 @@ def test_the_markdown_export_of_a_crafted_import_embeds_no_image_and_no_link_fro
     md = to_markdown(parsed.messages, parsed.settings, id="0" * 32, title=parsed.title)
     assert "![" not in md  # no image at all (a message's `!\[` shows as text)
     [badge] = [line for line in md.splitlines() if line.startswith("**Assistant")]
-    assert unescaped_punctuation(badge) == list("**(,):**")  # only our own bold and brackets: nothing from the file
+    assert unescaped_punctuation(badge) == list("**(,)**")  # only our own bold and brackets: nothing from the file
     assert "\n# injected" not in md and "**hello**" in md  # the badge stays on its line; messages keep Markdown
     assert unescaped_punctuation(md.splitlines()[0]) == ["#"]  # the title is a heading of text
-    assert f"**Assistant ({evil}, m` # injected):**" in as_text(md)  # the badge reads as it was
+    assert f"**Assistant ({evil}, m` # injected)**" in as_text(md)  # the badge reads as it was
 
 
 def test_an_export_from_before_ids_still_imports():

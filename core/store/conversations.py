@@ -88,9 +88,12 @@ def label_for(id: str) -> str:
 
 
 def title_for(messages: list[dict]) -> str:
-    """The first question, on one line, at most TITLE_CHARS characters."""
-    first = next((m.get("content", "") for m in messages if m.get("role") == "user"), "")
-    line = " ".join(str(first).split())
+    """The first question, on one line, at most TITLE_CHARS characters (its files' names when it
+    was only files)."""
+    first = next((m for m in messages if m.get("role") == "user"), {})
+    line = " ".join(str(first.get("content", "")).split()) or ", ".join(
+        "📎 " + str(a.get("name")) for a in first.get("attachments") or [] if isinstance(a, dict))
+    line = " ".join(line.split())
     return line if len(line) <= TITLE_CHARS else line[:TITLE_CHARS - 1].rstrip() + "…"
 
 
@@ -232,7 +235,9 @@ class SqlConversationStore:
         folded = needle.casefold()
         with self._errors("read"), self.db.connect() as conn:
             for row in conn.execute(q):
-                texts = [row.title] + [str(m.get("content", "")) for m in json.loads(row.messages)]
+                stored = json.loads(row.messages)
+                texts = [row.title] + [str(m.get("content", "")) for m in stored] + [
+                    str(a.get("name", "")) for m in stored for a in m.get("attachments") or [] if isinstance(a, dict)]
                 if any(folded in " ".join(text.split()).casefold() for text in texts):
                     found.append(Summary(*row[:5]))
                     if len(found) >= limit:
