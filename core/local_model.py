@@ -24,6 +24,7 @@ import atexit
 import importlib.util
 import json
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -47,6 +48,7 @@ MAX_TOKENS = 512  # the server's own cap on an answer, so a small model that ram
 NICE = 10  # the child runs behind the web server and the router: it is the last resort, not the hot path
 RESTART_PAUSE = (0.5, 30.0)  # seconds before a restart: the first, and the most it doubles to
 STEADY = 60.0  # seconds up after which a crash counts as a first one again
+LOAD_WAIT = 60.0  # seconds a probe waits for the first load (1.5 s idle; far longer on a loaded machine)
 _ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -71,14 +73,22 @@ def bundled_model() -> Path | None:
 def gguf_problem(path: Path) -> str | None:
     """Why `path` can't be a model llama.cpp loads (missing, unreadable, not a GGUF file), or None."""
     try:
-        with path.open("rb") as f:
-            magic = f.read(4)
+        # Non-blocking and checked on the open descriptor, as core/files.py does: a FIFO named by
+        # mistake must not hang the app's start.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         return "no such file"
-    except IsADirectoryError:
-        return "is a directory, not a file"
     except OSError as e:
         return f"can't be read ({e.strerror})"
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            return "is a directory, not a file" if stat.S_ISDIR(mode) else "is not a regular file (a pipe or a device?)"
+        magic = os.read(fd, len(GGUF_MAGIC))
+    except OSError as e:
+        return f"can't be read ({e.strerror})"
+    finally:
+        os.close(fd)
     if magic != GGUF_MAGIC:
         return "is not a GGUF model file (it does not start with the GGUF signature)"
     return None
@@ -113,6 +123,7 @@ class LocalModel:
         self._url: str | None = None
         self._status = "starting"
         self._restarts = 0
+        self._loaded_once = False
         self._last_error: str | None = None
         self._log: deque[str] = deque(maxlen=30)  # the child's last lines of stderr
         self._thread = threading.Thread(target=self._supervise, name=f"local-model {self.model_path.name}", daemon=True)
@@ -131,6 +142,11 @@ class LocalModel:
             # In slices, so a cancel of the attempt (Stop, a hedge won) is seen within 50 ms.
             self._ready.wait(min(left, 0.05))
         return self._url
+
+    @property
+    def loaded_once(self) -> bool:
+        """Has the model been up at least once (so a wait now is an outage, not the first load)?"""
+        return self._loaded_once
 
     def state(self) -> ProcessState:
         with self._lock:
@@ -201,7 +217,7 @@ class LocalModel:
             url = None
         if url:
             with self._lock:
-                self._url, self._status = url.rstrip("/") + "/v1", "running"
+                self._url, self._status, self._loaded_once = url.rstrip("/") + "/v1", "running", True
             self._ready.set()
         proc.wait()
         self._ready.clear()

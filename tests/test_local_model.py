@@ -75,9 +75,7 @@ def test_the_local_model_streams_a_complete_answer_with_usage_through_the_router
         router.close()
 
 
-def test_with_every_cloud_down_the_demo_chain_is_answered_by_the_real_local_model(no_config):
-    if MODEL is None:
-        pytest.skip(f"the local model is not installed ({INSTALL})")
+def test_with_every_cloud_down_the_demo_chain_is_answered_by_the_real_local_model(no_config, model_path):
     runtime = build(None, env={}, demo=True)
     router = runtime.router
     try:
@@ -169,15 +167,13 @@ def test_one_process_per_model_file_and_thread_count_stopped_with_its_last_user(
         os.kill(pid, 0)  # the child is gone (and reaped)
 
 
-def test_a_model_that_cannot_load_is_a_connection_failure_naming_why(tmp_path):
-    if MODEL is None:
-        pytest.skip(f"the local model is not installed ({INSTALL})")
+def test_a_model_that_cannot_load_is_a_connection_failure_naming_why(tmp_path, model_path):
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + b"\0" * 64)  # the signature, then nothing llama.cpp can load
     from core.providers import build
 
     provider = build(ProviderEntry(name="broken", kind="local", model="m", model_path=str(broken),
-                                   connect_timeout=1.0))
+                                   connect_timeout=1.0, first_token_timeout=1.0))
     try:
         wait_until(lambda: provider.process.state().restarts >= 1, "the failed start")
         with pytest.raises(Exception) as e:
@@ -202,12 +198,14 @@ def _load(tmp_path, entry: str) -> Config:
     ('model_path = "nowhere.gguf"', "providers[0].model_path", "nowhere.gguf: no such file", "GGUF model file"),
     ('model_path = "notes.txt"', "providers[0].model_path", "notes.txt: is not a GGUF model file", "GGUF model file"),
     ('model_path = "."', "providers[0].model_path", "is a directory", "GGUF model file"),
+    ('model_path = "pipe.gguf"', "providers[0].model_path", "not a regular file", "GGUF model file"),
     ('model_path = "m.gguf"\nthreads = 0', "providers[0].threads", "from 1 to", "threads = 1"),
     ('model_path = "m.gguf"\nthreads = 1.5', "providers[0].threads", "from 1 to", "threads = 1"),
     ('model_path = "m.gguf"\nbase_url = "http://127.0.0.1:1/v1"', "providers[0].base_url", "not used", "remove"),
 ])
 def test_a_bad_local_entry_is_refused_at_load_naming_the_file_key_and_fix(tmp_path, entry, key, problem, fix):
     (tmp_path / "notes.txt").write_text("not a model", encoding="utf-8")
+    os.mkfifo(tmp_path / "pipe.gguf")  # no writer: opening it plainly would hang the load
     (tmp_path / "m.gguf").write_bytes(b"GGUF\3\0\0\0")
     with pytest.raises(ConfigError) as e:
         _load(tmp_path, entry)

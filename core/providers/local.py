@@ -34,16 +34,19 @@ class LocalProvider(OpenAIProvider):
         return self.sdk.OpenAI(api_key="local", base_url=_NOT_YET, max_retries=0, http_client=self._http_client())
 
     def _stream(self, request, state):
-        self._follow()
+        # A model still loading (about 1.5 s; longer on a busy machine) is a slow first token: the
+        # router's own first-token timer and cancels bound this wait, as they bound a silent socket.
+        self._follow(self.entry.first_token_timeout)
         yield from super()._stream(request, state)
 
     def _probe(self):
-        self._follow()
+        # The app probes at start, while the model is loading: that is no outage, so the first
+        # load gets its own allowance (probes run off the request path).
+        self._follow(self.entry.connect_timeout if self.process.loaded_once else local_model.LOAD_WAIT)
         super()._probe()
 
-    def _follow(self) -> None:
-        # Waits for a model still loading (about 1.5 s) within the connect timeout, as a socket would.
-        url = self.process.wait_ready(self.entry.connect_timeout)
+    def _follow(self, wait: float) -> None:
+        url = self.process.wait_ready(wait)
         if url is None:
             raise self._error(ErrorKind.CONNECTION, self.process.why_down())
         if str(self._client.base_url) != url + "/":
