@@ -21,7 +21,7 @@ from .cache_hits import bench_cache
 from .concurrency import bench_concurrency
 from .fleet import bench_fleet
 from .hedging import bench_hedging
-from .local import bench_local
+from .local import LONG, bench_local
 from .memory import bench_memory
 from .overhead import bench_overhead
 from .recovery import bench_recovery
@@ -55,7 +55,8 @@ def main(argv=None) -> int:
         "fleet": lambda: bench_fleet(10 if q else 300, 5 if q else 50, 2 if q else 10, 3 if q else 50),
         "recovery": lambda: bench_recovery(q),
         "stalls": lambda: bench_stalls(1 if q else 3, quick=q),
-        "local": lambda: bench_local(1 if q else 3, 5 if q else 30, (1,) if q else (1, 2)),
+        "local": lambda: bench_local(1 if q else 3, 5 if q else 30, (1,) if q else (1, 2),
+                                     "What is the capital of Italy?" if q else LONG),
     }
     machine = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "python": platform.python_version(),
                "cpus": os.cpu_count(), "machine": platform.machine(), "system": platform.system()}

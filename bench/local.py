@@ -38,7 +38,7 @@ def _generate(router: Router, question: str) -> dict:
             "errors": [a.error_kind for a in result.attempts if a.error_kind] if result else []}
 
 
-def bench_local(answers: int, cloud_asks: int, threads: tuple[int, ...] = (1,)) -> dict:
+def bench_local(answers: int, cloud_asks: int, threads: tuple[int, ...] = (1,), question: str = LONG) -> dict:
     model = bundled_model()
     if model is None:
         print(f"\n## 11. Local model: skipped (not installed: {INSTALL})")
@@ -60,7 +60,7 @@ def bench_local(answers: int, cloud_asks: int, threads: tuple[int, ...] = (1,)) 
         try:
             router.providers[0].process.wait_ready(120)
             _generate(router, "Hello")  # warm: the first prompt also builds the compute graphs
-            runs = [_generate(router, LONG) for _ in range(answers)]
+            runs = [_generate(router, question) for _ in range(answers)]
             rss_after = router.providers[0].process.state().rss_mb
         finally:
             router.close()
