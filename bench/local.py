@@ -21,7 +21,7 @@ LONG = "Tell me a long story about a dragon who learns to bake bread."
 
 def _generate(router: Router, question: str) -> dict:
     """One streamed answer: time to its first text, decode speed (tokens after the first over the
-    time after the first), tokens."""
+    time after the first), tokens, and how it ended ("length": the server's 512-token cap)."""
     t0 = time.perf_counter()
     first = None
     stream = router.stream(ChatRequest.ask(question))
@@ -34,7 +34,8 @@ def _generate(router: Router, question: str) -> dict:
     tokens = result.usage.output_tokens if result and result.usage else 0
     decode = (tokens - 1) / (end - first) if first and tokens > 1 and end > first else None
     return {"ttft_ms": (first - t0) * 1000 if first else None, "tokens": tokens, "tok_s": decode,
-            "complete": bool(result and result.complete), "provider": result.provider if result else None,
+            "finish": (result.finish_reason or result.tier.value) if result else None,
+            "provider": result.provider if result else None,
             "errors": [a.error_kind for a in result.attempts if a.error_kind] if result else []}
 
 
@@ -70,15 +71,15 @@ def bench_local(answers: int, cloud_asks: int, threads: tuple[int, ...] = (1,), 
             "load_s": load_s, "rss_loaded_mb": rss_loaded, "rss_after_mb": rss_after,
             "ttft_ms_p50": quantile(ttfts, 0.5), "tok_s_p50": quantile(speeds, 0.5),
             "tokens_p50": quantile([r["tokens"] for r in runs], 0.5),
-            "complete": sum(r["complete"] for r in runs), "n": answers,
+            "finish": sorted({str(r["finish"]) for r in runs}), "n": answers,
             "errors": sorted({e for r in runs for e in r["errors"]}), "load_average": os.getloadavg()}
         rows.append([n, fmt(load_s, " s"), fmt(rss_loaded, " MB", 0), fmt(rss_after, " MB", 0),
                      fmt(row["ttft_ms_p50"], " ms", 0), fmt(row["tok_s_p50"], " tok/s", 1),
-                     fmt(row["tokens_p50"], "", 0), f"{row['complete']}/{answers}", ", ".join(row["errors"]) or "–",
+                     fmt(row["tokens_p50"], "", 0), "/".join(row["finish"]), ", ".join(row["errors"]) or "–",
                      " ".join(f"{x:.1f}" for x in row["load_average"])])
     table("11. Local model: SmolLM2-135M Q4_1 through the router (llama.cpp via xllamacpp, CPU; issue: ~0.9 s "
           "load, ~50 tok/s, 190–290 MB, ~0.1 s first token)",
-          ["threads", "load", "RSS loaded", "RSS after", "first token p50", "decode p50", "tokens p50", "complete",
+          ["threads", "load", "RSS loaded", "RSS after", "first token p50", "decode p50", "tokens p50", "ended by",
            "errors", "machine load avg"],
           rows)
     out["cloud while generating"] = _cloud_while_generating(model, cloud_asks)
