@@ -170,11 +170,13 @@ class LocalModel:
     def close(self) -> None:
         """Stop the child and do not restart it. Idempotent."""
         self._closing.set()
+        loaded = self._ready.is_set()
         self._ready.clear()
         with self._lock:
             proc = self._proc
         if proc is not None:
-            _stop(proc)
+            # Still loading: it reads its stdin only once up, and has nothing to finish; end it now.
+            _stop(proc) if loaded else _kill(proc)
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=15)
         with self._lock:
@@ -245,6 +247,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    proc.kill()
+    proc.wait()
 
 
 def _rss_mb(pid: int) -> float | None:
