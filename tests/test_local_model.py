@@ -42,6 +42,9 @@ def model_path() -> str:
 
 
 def local_entry(model_path: str, name: str = "on-device", **kw) -> ProviderEntry:
+    # Patient deadlines: the model runs niced, behind everything else, and a loaded CI machine can
+    # hold its first token for many seconds (these tests check answers, not speed).
+    kw = {"first_token_timeout": 60.0, "idle_timeout": 30.0, **kw}
     return ProviderEntry(name=name, kind="local", model="smollm2-test", model_path=model_path, **kw)
 
 
@@ -59,7 +62,7 @@ def generating(provider) -> bool:
 # -- with the model installed ------------------------------------------------------------------------
 
 def test_the_local_model_streams_a_complete_answer_with_usage_through_the_router(model_path):
-    router = Router(Config(providers=(local_entry(model_path),), policy=policy(cache__enabled=False)))
+    router = Router(Config(providers=(local_entry(model_path),), policy=policy(cache__enabled=False, timeouts__request=120.0)))
     try:
         events = list(router.stream(ChatRequest.ask("What is the capital of Italy?")))
         deltas = [e for e in events if isinstance(e, Delta)]
@@ -98,7 +101,7 @@ def test_with_every_cloud_down_the_demo_chain_is_answered_by_the_real_local_mode
 
 
 def test_stopping_mid_answer_closes_the_stream_and_the_model_stops_generating(model_path):
-    router = Router(Config(providers=(local_entry(model_path),), policy=policy(cache__enabled=False)))
+    router = Router(Config(providers=(local_entry(model_path),), policy=policy(cache__enabled=False, timeouts__request=120.0)))
     local = router.providers[0]
     try:
         stream = router.stream(STORY)
@@ -121,7 +124,7 @@ def test_stopping_mid_answer_closes_the_stream_and_the_model_stops_generating(mo
 
 
 def test_chaos_breaks_the_local_model_like_any_provider(model_path):
-    router = Router(Config(providers=(local_entry(model_path),), policy=policy(cache__enabled=False)))
+    router = Router(Config(providers=(local_entry(model_path),), policy=policy(cache__enabled=False, timeouts__request=120.0)))
     try:
         router.chaos.set("on-device", Fault("cut", after=2))
         result = router.ask(ChatRequest.ask("What is the capital of Italy?"), fresh=True)
@@ -132,7 +135,7 @@ def test_chaos_breaks_the_local_model_like_any_provider(model_path):
 
 
 def test_a_model_process_that_dies_is_restarted_and_answers_again(model_path):
-    router = Router(Config(providers=(local_entry(model_path, threads=1),), policy=policy(cache__enabled=False)))
+    router = Router(Config(providers=(local_entry(model_path, threads=1),), policy=policy(cache__enabled=False, timeouts__request=120.0)))
     local = router.providers[0]
     try:
         assert local.process.wait_ready(60)
