@@ -21,6 +21,7 @@ from .cache_hits import bench_cache
 from .concurrency import bench_concurrency
 from .fleet import bench_fleet
 from .hedging import bench_hedging
+from .local import LONG, bench_local
 from .memory import bench_memory
 from .overhead import bench_overhead
 from .recovery import bench_recovery
@@ -36,7 +37,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "latest.json"),
                         help="where to write the figures")
     parser.add_argument("--only", nargs="*", help="run only these: overhead rescue hedging concurrency cache "
-                                                   "memory soak fleet recovery stalls")
+                                                   "memory soak fleet recovery stalls local")
     args = parser.parse_args(argv)
     q = args.quick
     # Questions the soak leaves unanswered are kept: in a throwaway store, never the app's data.
@@ -54,6 +55,8 @@ def main(argv=None) -> int:
         "fleet": lambda: bench_fleet(10 if q else 300, 5 if q else 50, 2 if q else 10, 3 if q else 50),
         "recovery": lambda: bench_recovery(q),
         "stalls": lambda: bench_stalls(1 if q else 3, quick=q),
+        "local": lambda: bench_local(1 if q else 3, 5 if q else 30, (1,) if q else (1, 2),
+                                     "What is the capital of Italy?" if q else LONG),
     }
     machine = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "python": platform.python_version(),
                "cpus": os.cpu_count(), "machine": platform.machine(), "system": platform.system()}
@@ -62,6 +65,11 @@ def main(argv=None) -> int:
     results = {"machine": machine, "quick": q}
     for name, run in plan.items():
         if args.only and name not in args.only:
+            continue
+        if q and not args.only and name == "local":
+            # A real model's load and answers take a loaded CI machine tens of seconds: the quick run
+            # (the suite's) leaves it to tests/test_local_model.py; `--only local` runs it.
+            print("\n## 11. Local model: not in the quick run (python3 -m bench --only local)")
             continue
         results[name] = run()
     path = Path(args.json)

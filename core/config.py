@@ -223,14 +223,17 @@ _REDIS_URL = re.compile(r"(?:redis|rediss|unix)://[^\s]+")
 MIN_PROBE_INTERVAL = 1.0  # below this, background probes would flood the providers
 PROVIDER_KEYS = {
     "name": "unique label shown in the UI, traces and metrics",
-    "kind": "anthropic | openai | gemini | ollama",
-    "model": "the model id the provider expects",
+    "kind": "anthropic | openai | gemini | ollama | local",
+    "model": "the model id the provider expects (local: a name to show; the file's name by default)",
     "base_url": "optional endpoint (OpenAI-compatible servers, proxies, a remote Ollama)",
     "api_key_env": "optional variable holding the key; the kind's standard one by default",
     "connect_timeout": "optional override of [timeouts] connect for this entry",
     "first_token_timeout": "optional override of [timeouts] first_token for this entry",
     "idle_timeout": "optional override of [timeouts] idle for this entry",
+    "model_path": "kind = local only: the GGUF model file llama.cpp runs on this machine (relative to the config file)",
+    "threads": "kind = local only: CPU threads generating (default 1, so the app keeps the other cores)",
 }
+MAX_THREADS = 256
 
 
 @dataclass(frozen=True)
@@ -245,6 +248,8 @@ class ProviderEntry:
     connect_timeout: float = Timeouts.connect
     first_token_timeout: float = Timeouts.first_token
     idle_timeout: float = Timeouts.idle
+    model_path: str | None = None  # kind = local: the GGUF file, checked when loaded
+    threads: int = 1  # kind = local: generation threads
 
     @property
     def info(self) -> ProviderKind:
@@ -252,6 +257,8 @@ class ProviderEntry:
 
     @property
     def endpoint(self) -> str:
+        if self.model_path:
+            return f"this machine: {Path(self.model_path).name}"
         return self.base_url or self.info.default_base_url or self.info.public_url
 
 
@@ -416,15 +423,23 @@ def _parse_entry(raw, key, where, policy, env, secrets) -> ProviderEntry:
     for k in raw:
         if k not in PROVIDER_KEYS:
             raise ConfigError(where, f"{key}.{k}", "unknown key", _suggest(k, list(PROVIDER_KEYS), "remove it"))
+    local = raw.get("kind") == "local"
     for k in ("name", "kind", "model"):
+        if k == "model" and local and "model" not in raw:
+            continue  # named after its file
         if not isinstance(raw.get(k), str) or not raw[k].strip():
             hint = {"kind": "one of " + ", ".join(kinds()), "name": "a unique label such as \"claude\"",
                     "model": "the model id, e.g. \"claude-sonnet-4-5\""}[k]
             raise ConfigError(where, f"{key}.{k}", "missing" if k not in raw else "must be a non-empty string",
                               f"set {k} = {hint}")
-    name, kind, model = raw["name"].strip(), raw["kind"].strip(), raw["model"].strip()
+    name, kind = raw["name"].strip(), raw["kind"].strip()
     if kind not in kinds():
         raise ConfigError(where, f"{key}.kind", f"unknown kind {kind!r}", _suggest(kind, list(kinds()), "use one of " + ", ".join(kinds())))
+    local_keys = _check_local(raw, key, where) if kind == "local" else {}
+    for k in ("model_path", "threads"):
+        if k in raw and kind != "local":
+            raise ConfigError(where, f"{key}.{k}", f"is only for kind = \"local\", not {kind!r}", f"remove {k}")
+    model = raw["model"].strip() if "model" in raw else Path(local_keys["model_path"]).stem
     base_url = raw.get("base_url")
     if base_url is not None:
         _check_url(base_url, f"{key}.base_url", where)
@@ -441,7 +456,37 @@ def _parse_entry(raw, key, where, policy, env, secrets) -> ProviderEntry:
         raise ConfigError(where, f"{key}.first_token_timeout", f"is {first_token:g}, more than timeouts.request "
                           f"({policy.timeouts.request:g})", "make it at most [timeouts] request, so the providers "
                           "after this one still get their turn")
-    return _entry(name, kind, model, base_url, key_env, api_key, policy, overrides, env)
+    return replace(_entry(name, kind, model, base_url, key_env, api_key, policy, overrides, env), **local_keys)
+
+
+def _check_local(raw: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+    """A local model's file and threads, checked now: a model that can't load is a configuration
+    mistake to name at start, not an outage to find at the first question."""
+    from .local_model import INSTALL, gguf_problem, runtime_installed
+
+    for k in ("base_url", "api_key_env"):
+        if k in raw:
+            raise ConfigError(where, f"{key}.{k}", "is not used by kind = \"local\" (the model runs in a process "
+                              "of this app)", f"remove {k}")
+    path = raw.get("model_path")
+    if not isinstance(path, str) or not path.strip():
+        raise ConfigError(where, f"{key}.model_path", "missing" if path is None else "must be a non-empty string",
+                          'set model_path = "PATH/TO/MODEL.gguf", a GGUF file for llama.cpp')
+    file = Path(path.strip()).expanduser()
+    if not file.is_absolute():
+        base = Path(where).parent if Path(where).is_file() else Path.cwd()
+        file = base / file
+    if (problem := gguf_problem(file)) is not None:
+        raise ConfigError(where, f"{key}.model_path", f"{file}: {problem}",
+                          "point it to a GGUF model file (llama.cpp's format, *.gguf) that this user can read")
+    threads = raw.get("threads", 1)
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+        raise ConfigError(where, f"{key}.threads", f"must be a whole number from 1 to {MAX_THREADS}, not "
+                          f"{_shown(threads)}", "set threads = 1 (or how many CPU threads may generate)")
+    if not runtime_installed():
+        raise ConfigError(where, f"{key}.kind", "the local-model runtime (llama.cpp's xllamacpp) is not installed",
+                          f"run {INSTALL.split(' && ')[0]}, or remove this entry")
+    return {"model_path": str(file.resolve()), "threads": threads}
 
 
 _URL_FIX = 'use a full http:// or https:// URL, e.g. "http://127.0.0.1:8000/v1"'

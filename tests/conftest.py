@@ -15,12 +15,12 @@ from core.config import Config, Policy, ProviderEntry, Secret
 from core.errors import ErrorKind
 from core.faults import Fault
 from core.messages import TextDelta
-from core.providers import build, kinds
+from core.providers import WIRE_KINDS, build
 from core.router import Router
 from core.simulator import SimServer
 
 ROOT = Path(__file__).resolve().parent.parent
-KINDS = tuple(kinds())
+KINDS = WIRE_KINDS  # the four wire protocols, each with a simulator (`local` speaks OpenAI's)
 KEY = "sk-test-0123456789abcdef"
 # Short enough to keep silence and stall tests quick, long enough for a loaded 2-core CI box.
 IDLE = 0.8

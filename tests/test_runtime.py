@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.config import ConfigError
+from core.local_model import bundled_model
 from core.runtime import NoProviders, build
 from tests.conftest import toml_for
 
@@ -40,7 +41,9 @@ def test_the_app_runs_on_simulated_providers_when_nothing_is_configured(no_confi
     runtime = build(None, env={}, demo=True)
     try:
         assert runtime.demo is not None and runtime.config_error is None
-        assert [p.kind for p in runtime.router.providers] == ["anthropic", "openai", "gemini", "ollama"]
+        # The last one is the real on-device model when it is installed (tests/test_local_model.py).
+        last = "local" if bundled_model() else "ollama"
+        assert [p.kind for p in runtime.router.providers] == ["anthropic", "openai", "gemini", last]
     finally:
         runtime.close()
 

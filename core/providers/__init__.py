@@ -19,7 +19,10 @@ if TYPE_CHECKING:
 
 # The adapters (module: class), in the order a chain built from the environment tries them.
 ADAPTERS = {"anthropic": "AnthropicProvider", "openai": "OpenAIProvider", "gemini": "GeminiProvider",
-            "ollama": "OllamaProvider"}
+            "ollama": "OllamaProvider", "local": "LocalProvider"}
+# The wire protocols, one per SDK (each has a simulator); `local` speaks OpenAI's, from a GGUF model
+# run on this machine by a child process (core/local_model.py).
+WIRE_KINDS = ("anthropic", "openai", "gemini", "ollama")
 
 
 def adapter_class(kind: str) -> type[Provider]:
@@ -37,4 +40,4 @@ def build(entry: ProviderEntry, *, transport: Any = None) -> Provider:
     return adapter_class(entry.kind)(entry, transport=transport)
 
 
-__all__ = ["ADAPTERS", "adapter_class", "build", "kinds"]
+__all__ = ["ADAPTERS", "WIRE_KINDS", "adapter_class", "build", "kinds"]
