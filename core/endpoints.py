@@ -97,7 +97,8 @@ def prometheus(router: Router) -> str:
            [({}, totals.get("stall_hedges", 0))])
     family("understudy_stall_switches_total", "counter", "Stalled answers taken over by their backup.",
            [({}, totals.get("stall_switches", 0))])
-    family("understudy_failovers_total", "counter", "Providers tried after the first.", [({}, totals.get("failovers", 0))])
+    family("understudy_failovers_total", "counter", "Requests answered from further down the chain: a provider "
+           "before the answer was skipped by its breaker or failed (core/failover.py).", [({}, totals.get("failovers", 0))])
     family("understudy_breaker_state", "gauge", "0 closed, 1 half-open, 2 open.",
            [({"provider": name}, _BREAKER_VALUE[b.state]) for name, b in router.breakers.items()])
     family("understudy_cache_entries", "gauge", "Answers in the cache.", [({}, len(router.cache))])

@@ -53,13 +53,19 @@ class RequestEvent:
     ttft_ms: float | None
     complete: bool
     attempts: int
-    failovers: int  # providers tried after the first one
+    failovers: int  # providers passed over: skipped or failed before the answer (core/failover.py)
     hedges: int
     hedge_won: bool
     restarted: bool  # a provider failed mid-answer and another took over
     replica: str = ""
     stall_hedges: int = 0  # backups started because the answer being shown stalled
     stall_switched: bool = False  # a backup went on first, and took the answer over
+
+    @property
+    def failed_over(self) -> bool:
+        """Its answer came from further down the chain: a provider before it was skipped or failed
+        (core/failover.py). Every count of failovers (tile, charts, `/metrics`, incidents) is of these."""
+        return self.failovers > 0
 
 
 @dataclass(frozen=True)
@@ -208,7 +214,7 @@ class Metrics:
             t[TierKey(event.tier)] += 1
             t["hedges"] += event.hedges
             t["hedges_won"] += int(event.hedge_won)
-            t["failovers"] += event.failovers
+            t["failovers"] += int(event.failed_over)
             t["stall_hedges"] += event.stall_hedges
             t["stall_switches"] += int(event.stall_switched)
         elif isinstance(event, AttemptEvent):
@@ -326,7 +332,7 @@ class _RequestFigures:
     def add(self, r: RequestEvent, sign: int) -> None:
         self.requests += sign
         _bump(self.tiers, r.tier, sign)
-        self.failovers += sign * r.failovers
+        self.failovers += sign * int(r.failed_over)  # requests, not providers
         self.hedges += sign * r.hedges
         self.hedges_won += sign * int(r.hedge_won)
         self.restarts += sign * int(r.restarted)
