@@ -11,7 +11,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.health import verdict
+from core.health import judge
 from core.metrics import AttemptEvent, RequestEvent, TransitionEvent, as_row
 from pages.shared import admin_unlocked, banners, router, seconds
 
@@ -87,7 +87,7 @@ def tiles(metrics) -> None:
                   help="Backups started because an answer went silent mid-stream; in brackets, those that "
                        "went on first and took the answer over.")
     rows = r.status(probe=False)
-    overall = verdict(rows, r.followups.health())  # the same verdict /healthz reports
+    overall = judge(r).status  # the same verdict /healthz reports
     st.caption(f"{HEALTH_ICON[overall]} Overall: **{overall}** · over the last {summary['window_s'] / 60:.0f} min · "
                f"updated {datetime.now():%H:%M:%S}")
     for what, health in (("Metrics history", r.history.health()), ("Stale answers", r.answers.health())):
