@@ -554,7 +554,7 @@ def _json_totals(totals: Counter[Total]) -> dict:
     return out
 
 
-_EVENT_TYPES: dict[str, type] = {cls.__name__.removesuffix("Event").lower(): cls
+EVENT_TYPES: dict[str, type] = {cls.__name__.removesuffix("Event").lower(): cls
                                  for cls in (AttemptEvent, RequestEvent, ProbeEvent, TransitionEvent)}
 
 
@@ -569,7 +569,7 @@ def from_row(row: dict) -> Event:
     """The event `as_row` wrote (e.g. read back from the history or another replica's stream).
     Unknown keys are ignored, so an older reader can read a newer writer's rows. Raises ValueError
     for a row that is not an event."""
-    cls = _EVENT_TYPES.get(row.get("type")) if isinstance(row, dict) else None
+    cls = EVENT_TYPES.get(row.get("type")) if isinstance(row, dict) else None
     if cls is None:
         raise ValueError("not a metrics event")
     values = {f.name: row[f.name] for f in fields(cls) if f.name in row}
