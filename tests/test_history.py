@@ -490,7 +490,7 @@ def test_the_status_page_after_a_restart_shows_the_traffic_from_before(sims, tmp
         at.switch_page("pages/status.py").run()
         assert not at.exception
         assert at.metric[0].label == "Requests" and at.metric[0].value == "1"
-        assert len(at.get("plotly_chart")) == 6 and not any("No traffic yet" in i.value for i in at.info)
+        assert len(at.get("plotly_chart")) == 7 and not any("No traffic yet" in i.value for i in at.info)
     finally:
         st.cache_resource.clear()
 

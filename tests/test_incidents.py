@@ -58,3 +58,13 @@ def test_uptime_slices_say_ok_degraded_down_or_nothing_to_go_on():
     assert claude.share == 1 / 4
     assert [s.status for s in bars["gpt"].slices] == ["none"] * 5 + ["ok"] and bars["gpt"].share == 1.0
     assert uptime([], ["x"], since=0, until=60, slices=6)["x"].share is None
+
+
+def test_buckets_fit_the_time_shown_and_lines_break_across_idle_gaps():
+    from core.timeseries import bucket_seconds, breaks
+
+    assert bucket_seconds(60) == 10 and bucket_seconds(900) == 30 and bucket_seconds(3600) == 120
+    assert bucket_seconds(86400) == 3600 and bucket_seconds(10 ** 7) == 86400
+    assert breaks([0, 1, 2, 3, 200, 201, 202]) == [4]  # three minutes of nothing between two bursts
+    assert breaks([0, 10, 20, 30, 40]) == [] and breaks([5]) == []
+    assert breaks([0, 1, 5], idle_s=2) == [2]
