@@ -13,16 +13,21 @@ def status(at):
     return at
 
 
+def primary_broken(app, asks: int = 3):
+    """Two providers, the primary failing every call; `asks` questions asked, then the Status page."""
+    at, (first, second) = app("anthropic", "openai")
+    first.set_default(Fault.http(500))
+    for i in range(asks):
+        chat(at, f"question {i}")
+    return status(at), first
+
+
 def tiles(at) -> str:
     return " ".join(m.value for m in at.markdown if "Health:" in m.value)
 
 
 def test_tiles_recover_after_a_reset_and_a_good_probe(app):
-    at, (first, second) = app("anthropic", "openai")
-    first.set_default(Fault.http(500))
-    for i in range(3):
-        chat(at, f"q{i}")
-    status(at)
+    at, first = primary_broken(app)
     assert "Health: **down**" in tiles(at)
     first.set_default(Fault())  # the outage is over
     at.button(key="reset_breakers").click().run()
@@ -33,20 +38,12 @@ def test_tiles_recover_after_a_reset_and_a_good_probe(app):
 
 
 def test_the_failovers_tile_counts_answers_from_the_fallback_breaker_skips_included(app):
-    at, (first, second) = app("anthropic", "openai")
-    first.set_default(Fault.http(500))
-    for i in range(5):
-        chat(at, f"question {i}")  # the first ones fail on the primary; then its breaker skips it
-    status(at)
+    at, _ = primary_broken(app, asks=5)  # the first ones fail on the primary; then its breaker skips it
     assert next(m for m in at.metric if m.label == "Failovers").value == "5"
 
 
 def test_uptime_bars_and_the_incident_log(app):
-    at, (first, second) = app("anthropic", "openai")
-    first.set_default(Fault.http(500))
-    for i in range(3):
-        chat(at, f"q{i}")
-    status(at)
+    at, _ = primary_broken(app)
     bars = " ".join(h.value for h in at.get("html"))
     assert 'data-testid="uptime-anthropic-0"' in bars and 'data-testid="uptime-openai-1"' in bars
     primary, fallback = bars.split('uptime-openai-1')
