@@ -100,8 +100,9 @@ def headline() -> None:
     """The verdict `/healthz` reports, in the same words."""
     verdict = judge(r)
     box, icon = VERDICT[verdict.status]
-    box(f"**{verdict.headline}**", icon=icon)
-    st.caption(f"The same verdict as `/healthz` · updated {datetime.now():%H:%M:%S}")
+    with st.container(key="verdict"):
+        box(f"**{verdict.headline}**", icon=icon)
+        st.caption(f"The same verdict as `/healthz` · updated {datetime.now():%H:%M:%S}")
     for what, health in (("Metrics history", r.history.health()), ("Stale answers", r.answers.health())):
         if health["status"] == "failing":  # what is shown is still right; it just won't outlive a restart
             st.warning(f"{what} can't be saved right now ({health['last_error']}): {health['backlog']} waiting, "
