@@ -24,25 +24,12 @@ from pages.shared import admin_unlocked, banners, router, seconds
 r = router()
 st.title("📈 Status")
 banners()
+top = st.container()  # the verdict goes here, above the controls, once the refresh interval is known
 
 # Probing can move breakers, and breakers and the cache are shared by every session. Belt and braces: the
 # buttons are disabled while locked, and each action checks `locked` again on the server.
 locked = not admin_unlocked("**Probe now**, **Reset breakers** and **Clear cache** affect every user of this "
                             "server, so they are locked.")
-controls = st.columns([1, 1, 1, 1, 1.3, 1.3])
-auto = controls[4].toggle("Auto-refresh", value=True, key="auto_refresh")
-interval = controls[5].selectbox("Every", [1, 2, 5, 10, 30], index=2, key="refresh_every",
-                                 format_func=lambda s: f"{s} s", disabled=not auto, label_visibility="collapsed")
-if controls[0].button("Probe now", key="probe", width="stretch", disabled=locked) and not locked:
-    with st.spinner("Probing…"):
-        r.probe()
-    st.toast("Probed every provider.")
-if controls[1].button("Reset breakers", key="reset_breakers", width="stretch", disabled=locked) and not locked:
-    r.reset_breakers()
-    st.toast("All breakers closed.")
-if controls[2].button("Clear cache", key="clear_cache", width="stretch", disabled=locked) and not locked:
-    r.clear_cache()
-    st.toast("Answer cache cleared.")
 
 
 def traffic():
@@ -54,10 +41,6 @@ def traffic():
     return metrics
 
 
-if r.stores.fleet:
-    st.multiselect("Replicas", r.fleet_metrics.replicas(), key="replicas", placeholder="The whole fleet",
-                   help=f"Every replica on this Redis. This page is served by **{r.stores.replica}**.")
-
 events = traffic().events()
 buffer = io.StringIO()
 rows = [as_row(e) for e in events]
@@ -65,8 +48,31 @@ if rows:
     writer = csv.DictWriter(buffer, fieldnames=sorted({k for row in rows for k in row}))
     writer.writeheader()
     writer.writerows(rows)
-controls[3].download_button("Metrics CSV", buffer.getvalue(), "understudy-metrics.csv", "text/csv", key="csv",
-                            width="stretch", disabled=not rows)
+
+# One row that wraps (on a phone: two or three to a line, not six lines).
+with st.container(horizontal=True, vertical_alignment="center", key="controls"):
+    probe = st.button("Probe now", key="probe", disabled=locked)
+    reset = st.button("Reset breakers", key="reset_breakers", disabled=locked)
+    clear = st.button("Clear cache", key="clear_cache", disabled=locked)
+    st.download_button("Metrics CSV", buffer.getvalue(), "understudy-metrics.csv", "text/csv", key="csv",
+                       disabled=not rows)
+    auto = st.toggle("Auto-refresh", value=True, key="auto_refresh")
+    interval = st.selectbox("Every", [1, 2, 5, 10, 30], index=2, key="refresh_every", format_func=lambda s: f"{s} s",
+                            disabled=not auto, label_visibility="collapsed", width=90)
+if probe and not locked:
+    with st.spinner("Probing…"):
+        r.probe()
+    st.toast("Probed every provider.")
+if reset and not locked:
+    r.reset_breakers()
+    st.toast("All breakers closed.")
+if clear and not locked:
+    r.clear_cache()
+    st.toast("Answer cache cleared.")
+
+if r.stores.fleet:
+    st.multiselect("Replicas", r.fleet_metrics.replicas(), key="replicas", placeholder="The whole fleet",
+                   help=f"Every replica on this Redis. This page is served by **{r.stores.replica}**.")
 
 HEALTH_ICON = {"ok": "🟢", "degraded": "🟡", "down": "🔴", "no key": "⚪", "unknown": "⚪"}
 BREAKER_TEXT = {"closed": "closed", "half-open": "half-open (trial call in flight)", "open": "open"}
@@ -113,7 +119,7 @@ def now_tab(metrics) -> None:
     summary = metrics.summary(r.config.policy.metrics.window)
     rows = r.status(probe=False)
     cols = st.columns(len(rows) or 1)
-    for col, status in zip(cols, rows):
+    for col, status in zip(cols, rows):  # side by side; on a phone, one under another
         stats = summary["providers"].get(status.name, {})
         with col.container(border=True):
             st.markdown(f"**{HEALTH_ICON.get(status.health, '⚪')} {status.name}**  \n`{status.kind}` · `{status.model}`")
@@ -129,10 +135,11 @@ def now_tab(metrics) -> None:
                         f"Latency p50 / p95: **{seconds(lat.get('p50'))} / {seconds(lat.get('p95'))}**",
                         help="Calls and probes alike; a result counts half as much for every 30 s it is older "
                              "than the newest.")
-            if status.detail:
+            if status.detail and status.breaker != "open":  # an open breaker's is said above
                 st.caption(status.detail)
     st.caption(f"Over the last {summary['window_s'] / 60:.0f} min:")
-    top = st.columns(6)
+    row = st.container(horizontal=True, key="counters")  # wraps: two or three to a line on a phone
+    top = [row.container(width=165) for _ in range(6)]
     top[0].metric("Requests", summary["requests"])
     ratio = summary["cache_hit_ratio"]
     top[1].metric("Cache hits", "–" if ratio is None else f"{ratio:.0%}")
@@ -345,9 +352,13 @@ def breaker_timeline(events: list) -> go.Figure:
 
 
 @st.fragment(run_every=interval if auto else None)
+def verdict() -> None:
+    headline()
+
+
+@st.fragment(run_every=interval if auto else None)
 def live() -> None:
     metrics = traffic()
-    headline()
     now, uptime_, charts = st.tabs(["Now", "Uptime & incidents", "Charts"], key="status_tab")
     with now:
         now_tab(metrics)
@@ -357,4 +368,6 @@ def live() -> None:
         charts_tab(metrics)
 
 
+with top:
+    verdict()
 live()

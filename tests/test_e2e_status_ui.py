@@ -41,10 +41,23 @@ def open_page(browser, viewport, **kw):
 
 
 def still(page) -> None:
-    """Auto-refresh off, so the page stays as it is while it is checked and photographed."""
+    """Auto-refresh off, so the page stays as it is while it is checked and photographed; then
+    wait for the rerun that follows to have drawn the tiles' counters."""
     auto = page.get_by_label("Auto-refresh")
     auto.uncheck(force=True)  # the switch's input is visually hidden behind its styled track
     expect(auto).not_to_be_checked()
+    expect(page.get_by_test_id("stMetricLabel").filter(has_text="Requests")).to_be_visible()
+    expect(page.get_by_text("The same verdict as")).to_be_visible()
+
+
+def whole(page, path) -> None:
+    """A screenshot of the whole page: Streamlit scrolls inside its main element, so a full-page
+    screenshot of the window would stop at the fold; the window is made as tall as the page for it."""
+    size = page.viewport_size
+    height = page.evaluate("document.querySelector('[data-testid=stMain]').scrollHeight")
+    page.set_viewport_size({"width": size["width"], "height": max(size["height"], height)})
+    page.screenshot(path=str(SHOTS / path))
+    page.set_viewport_size(size)
 
 
 def verdict_line(page):
@@ -109,7 +122,7 @@ def test_tiles_recover_after_reset_everything_and_probe_now(ready, browser):
         page.get_by_role("tab", name="Charts").click()
         expect(page.locator(".js-plotly-plot .main-svg")).not_to_have_count(0)
         expect(page.get_by_text("Breakers", exact=True)).to_be_visible()
-        page.screenshot(path=str(SHOTS / "12-status-charts-desktop.png"), full_page=True)
+        whole(page, "12-status-charts-desktop.png")
     finally:
         context.close()
 
@@ -136,14 +149,14 @@ def test_status_on_a_phone_is_in_tabs_and_its_legends_are_clear(ready, browser):
         still(page)
         expect(verdict_line(page)).to_contain_text("Degraded: anthropic-0 down")
         height = page.evaluate("document.querySelector('[data-testid=stMain]').scrollHeight")
-        page.screenshot(path=str(SHOTS / "12-status-phone.png"), full_page=True)
+        whole(page, "12-status-phone.png")
         page.get_by_role("tab", name="Charts").click()
         expect(page.locator(".js-plotly-plot .main-svg")).not_to_have_count(0)
         expect(page.locator(".modebar-container .modebar")).to_have_count(0)  # no toolbar over the legend
-        page.screenshot(path=str(SHOTS / "12-status-phone-charts.png"), full_page=True)
+        whole(page, "12-status-phone-charts.png")
         page.get_by_role("tab", name="Uptime & incidents").click()
         expect(page.locator('[data-testid="uptime-anthropic-0"]')).to_be_visible()
-        page.screenshot(path=str(SHOTS / "12-status-phone-uptime.png"), full_page=True)
+        whole(page, "12-status-phone-uptime.png")
         assert height < 3000, f"the first tab is {height} px tall on a phone"  # was 5,400 px, all in one
     finally:
         context.close()
