@@ -131,15 +131,15 @@ def now_tab(metrics) -> None:
             st.markdown(f"Health: **{status.health}**  \nBreaker: **{breaker}**")
             rate = status.success_rate
             lat = stats.get("latency_ms", {})
-            st.markdown(f"Recent success: **{'–' if rate is None else f'{rate:.0%}'}**  \n"
-                        f"Latency p50 / p95: **{seconds(lat.get('p50'))} / {seconds(lat.get('p95'))}**",
+            st.markdown(f"Recent success: **{'–' if rate is None else f'{rate:.0%}'}**",
                         help="Calls and probes alike; a result counts half as much for every 30 s it is older "
                              "than the newest.")
+            st.markdown(f"Latency p50 / p95: **{seconds(lat.get('p50'))} / {seconds(lat.get('p95'))}**")
             if status.detail and status.breaker != "open":  # an open breaker's is said above
                 st.caption(status.detail)
     st.caption(f"Over the last {summary['window_s'] / 60:.0f} min:")
     row = st.container(horizontal=True, key="counters")  # wraps: two or three to a line on a phone
-    top = [row.container(width=165) for _ in range(6)]
+    top = [row.container(width=140) for _ in range(6)]  # six to a line on a desktop, two on a phone
     top[0].metric("Requests", summary["requests"])
     ratio = summary["cache_hit_ratio"]
     top[1].metric("Cache hits", "–" if ratio is None else f"{ratio:.0%}")
