@@ -45,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from .metrics import TransitionEvent
+from .metrics import OPERATOR_RESET, TransitionEvent
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
 
@@ -223,14 +223,16 @@ class Breaker:
         self._update(change)
 
     def reset(self) -> None:
-        """Close and forget the failures counted so far (an operator's button)."""
-        self._update(lambda s: BreakerState(reason="reset by operator"))
+        """Close and forget the failures counted so far (an operator's button). Emitted even when
+        the breaker was closed already: health forgets the provider's results from before it."""
+        self._update(lambda s: BreakerState(reason=OPERATOR_RESET), announce=True)
 
     # -- internals -------------------------------------------------------------------------------
-    def _update(self, change: Callable[[BreakerState], BreakerState]) -> tuple[BreakerState, BreakerState]:
+    def _update(self, change: Callable[[BreakerState], BreakerState], *, announce: bool = False
+                ) -> tuple[BreakerState, BreakerState]:
         with self._lock:
             old, new = self._store.update(self.name, change)
-            if old.state != new.state:
+            if old.state != new.state or announce:
                 cooldown = new.cooldown if new.state == OPEN else 0.0
                 self._on_transition(TransitionEvent(self._wall(), self.name, old.state, new.state, new.reason,
                                                     cooldown))

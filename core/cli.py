@@ -24,6 +24,7 @@ from typing import TextIO
 
 from .answer import Answer, Change, Restart, Result
 from .config import ConfigError, load_config
+from .health import judge
 from .messages import (MAX_INPUT_CHARS, TEMPERATURE_RANGE, ChatRequest, InvalidRequest, Message, clean_text,
                        messages_from)
 from .router import Router  # light: SDKs load only when a chain needs them
@@ -396,6 +397,7 @@ def _status(args, stdout) -> int:
     router = _router(args)
     try:
         rows = router.status(probe=not args.no_probe)
+        verdict = judge(router)  # after the probe: the same rows, and the words /healthz would say
     finally:
         router.close()
     if args.json:
@@ -410,6 +412,7 @@ def _status(args, stdout) -> int:
         extra = f"  {r.probe_ms:.0f} ms" if r.probe_ms is not None and r.health == "ok" else ""
         extra += f"  {r.detail}" if r.detail else ""
         print(line + extra, file=stdout)
+    print(verdict.headline, file=stdout)
     return 0
 
 

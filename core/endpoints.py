@@ -6,7 +6,7 @@ import math
 from dataclasses import astuple
 
 from .breaker import CLOSED, HALF_OPEN, OPEN
-from .health import verdict
+from .health import judge
 from .metrics import AttemptKey, TierKey, TokenKey, TransitionKey
 from .router import Router
 
@@ -14,27 +14,17 @@ _BREAKER_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 
 
 def healthz(router: Router, *, demo: bool = False) -> tuple[int, dict]:
-    """(HTTP status, body). 200 while at least one provider can take traffic, else 503. A failing
-    follow-up store makes the status at least "degraded": questions can't be kept.
+    """(HTTP status, body). 200 while at least one provider can take traffic, else 503; the
+    verdict and its one-line summary are the Status page's (core/health.py `judge`).
 
     Reads state only: no provider is called, so a load balancer polling it costs nothing."""
-    rows = router.status(probe=False)
-    followups = router.followups.health()
-    overall = verdict(rows, followups)
-    stores = router.stores.health()
-    problems = []
-    if stores["shared"]["status"] == "unavailable":
-        # Every replica keeps answering on its own state; the fleet just isn't one right now.
-        problems.append("shared state unavailable")
-        overall = "degraded" if overall == "ok" else overall
+    verdict = judge(router)
+    rows, followups, stores = verdict.providers, router.followups.health(), router.stores.health()
     history, answers = router.history.health(), router.answers.health()
-    if "failing" in (history["status"], answers["status"]):
-        # Chat goes on; what can't be written now waits in a bounded backlog and is retried.
-        problems.append("history temporarily not saved")
-        overall = "degraded" if overall == "ok" else overall
     body = {
-        "status": overall,
-        "problems": problems,
+        "status": verdict.status,
+        "summary": verdict.headline,  # the Status page's top line, word for word
+        "problems": list(verdict.problems),
         "demo": demo,
         "replica": router.stores.replica,
         "shared_state": {k: stores["shared"].get(k) for k in ("status", "where", "since", "last_error")
@@ -46,7 +36,7 @@ def healthz(router: Router, *, demo: bool = False) -> tuple[int, dict]:
         "history": history,
         "stale_answers": answers,
     }
-    return (503 if overall == "down" else 200), body
+    return verdict.http_status, body
 
 
 def _esc(value: str) -> str:
@@ -97,7 +87,8 @@ def prometheus(router: Router) -> str:
            [({}, totals.get("stall_hedges", 0))])
     family("understudy_stall_switches_total", "counter", "Stalled answers taken over by their backup.",
            [({}, totals.get("stall_switches", 0))])
-    family("understudy_failovers_total", "counter", "Providers tried after the first.", [({}, totals.get("failovers", 0))])
+    family("understudy_failovers_total", "counter", "Requests answered from further down the chain: a provider "
+           "before the answer was skipped by its breaker or failed (core/failover.py).", [({}, totals.get("failovers", 0))])
     family("understudy_breaker_state", "gauge", "0 closed, 1 half-open, 2 open.",
            [({"provider": name}, _BREAKER_VALUE[b.state]) for name, b in router.breakers.items()])
     family("understudy_cache_entries", "gauge", "Answers in the cache.", [({}, len(router.cache))])

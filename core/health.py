@@ -1,10 +1,21 @@
 """Health of the chain: active probes (also in the background), each provider's status, and the
-one overall verdict that `/healthz` and the Status page both show.
+one overall verdict that `/healthz` and the Status page both show (`judge`).
 
-A provider's health is passive (the success rate of recent traffic) and active (its last probe,
-a list-models call that costs no tokens). Reading it calls no provider unless asked to probe.
+A provider's health is read from its recent results (`Metrics.recent`): its calls and its probes
+(list-models calls that cost no tokens) alike, the newest weighing most, so it follows probes when
+there is no traffic, and a good minute outweighs the bad patch before it. An operator's breaker
+reset forgets the results before it. Reading it calls no provider unless asked to probe.
 
-While a provider's breaker is open it is probed much more often than the background interval
+  breaker open ............................................ down
+  breaker half-open (its trial call in flight) ............ degraded
+  the newest result failed: down if the one before it failed too (or nothing succeeded), else degraded
+  under 80 % of recent results succeeded (weighted) ........ degraded
+  otherwise ok; with no result in the window: unknown
+
+A failed probe puts a provider on the outage schedule below, as an open breaker does, so an outage
+with no traffic shows within seconds of the first failed probe, and so does its end.
+
+While a provider's breaker is open, or its last probe failed, it is probed much more often than the background interval
 (`[health] outage_probe_interval`, doubling after each failed probe up to `outage_probe_max`), one
 probe in flight per provider at most (in a fleet, one replica probes it: a lease per wait). A good
 probe lets the breaker's trial call through at once, so traffic is back on the primary seconds
@@ -20,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .breaker import OPEN, Breaker
+from .breaker import HALF_OPEN, OPEN, Breaker
 
 OUTAGE_TICK = 0.1  # seconds (real time) between looks at which open breakers are due a probe
 from .errors import ProviderError
@@ -29,6 +40,7 @@ from .providers.base import Provider
 from .redact import redact
 
 if TYPE_CHECKING:
+    from .router import Router
     from .store.fleet import ProbeLeases
 
 log = logging.getLogger("understudy")
@@ -49,15 +61,57 @@ class ProviderStatus:
     success_rate: float | None = None
 
 
-def verdict(rows: Sequence[ProviderStatus], followups: Mapping) -> str:
-    """"ok", "degraded" or "down": down when no provider can take traffic; degraded when some
-    can't, one is sick, or questions can't be kept (the follow-up store is failing)."""
-    usable = [r for r in rows if r.breaker != OPEN and r.health != "no key"]
+HEALTHY = 0.8  # the weighted share of recent results that must succeed for "ok"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The whole chain in one word and one line, as `/healthz` and the Status page both say it."""
+
+    status: str  # "ok" | "degraded" | "down"
+    headline: str  # e.g. "All systems answering", "Degraded: Claude down, GPT answering", "Down"
+    problems: tuple[str, ...] = ()  # what makes it degraded besides the providers
+    providers: tuple[ProviderStatus, ...] = ()
+
+    @property
+    def http_status(self) -> int:
+        return 503 if self.status == "down" else 200
+
+
+def overall(rows: Sequence[ProviderStatus], followups: Mapping, problems: Sequence[str] = ()) -> Verdict:
+    """Down when no provider can take traffic; degraded when some can't, one is sick, questions
+    can't be kept (the follow-up store is failing) or there is another `problem`; else ok."""
+    problems = list(problems)
+    if followups.get("status") not in (None, "ok", "off"):
+        problems.insert(0, "questions can't be kept")
+    usable = [r for r in rows if r.breaker != OPEN and r.health not in ("no key", "down")]
     if not rows or not usable:
-        return "down"
-    if len(usable) < len(rows) or any(r.health in ("degraded", "down") for r in rows):
-        return "degraded"
-    return "ok" if followups["status"] == "ok" else "degraded"
+        return Verdict("down", "Down: no provider is answering", tuple(problems), tuple(rows))
+    trouble = [r for r in rows if r not in usable or r.health == "degraded"]
+    if not trouble and not problems:
+        return Verdict("ok", "All systems answering", (), tuple(rows))
+    said = {"no key": "has no key", "degraded": "struggling"}
+    parts = [f"{r.name} {said.get(r.health, 'down')}" for r in trouble]
+    answering = [r.name for r in usable if r.health != "degraded"]
+    if answering:
+        parts.append(f"{_names(answering)} answering")
+    return Verdict("degraded", "Degraded: " + ", ".join(parts + problems), tuple(problems), tuple(rows))
+
+
+def _names(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def judge(router: Router) -> Verdict:
+    """The chain's verdict, from state only (no provider is called): each provider's status, and
+    what else would let users down (kept questions, the fleet's shared state, saved history)."""
+    rows = router.status(probe=False)
+    problems = []
+    if router.stores.health()["shared"]["status"] == "unavailable":
+        problems.append("shared state unavailable")  # every replica answers on its own state meanwhile
+    if "failing" in (router.history.health()["status"], router.answers.health()["status"]):
+        problems.append("history temporarily not saved")  # waits in a bounded backlog and is retried
+    return overall(rows, router.followups.health(), problems)
 
 
 class Health:
@@ -149,20 +203,23 @@ class Health:
 
     # -- probing open breakers ---------------------------------------------------------------------
     def next_outage_probe(self, name: str) -> float | None:
-        """When (on `clock`) this provider's next outage probe is due; None while its breaker is
-        closed, or its first one is not planned yet."""
+        """When (on `clock`) this provider's next outage probe is due; None while it is not in
+        trouble (see `outage_round`), or its first one is not planned yet."""
         with self._lock:
             planned = self._outage.get(name)
         return planned[0] if planned else None
 
     def outage_round(self) -> list[str]:
-        """Start a probe of each open breaker's provider whose probe is due and has none in flight;
-        the providers probed. The outage prober calls this every OUTAGE_TICK."""
+        """Start a probe of each provider in trouble (its breaker open, or its last probe failed)
+        whose probe is due and has none in flight; the providers probed. The outage prober calls
+        this every OUTAGE_TICK."""
         now, started = self.clock(), []
         for p in self.providers:
-            if self.breakers[p.name].state != OPEN:
+            with self._lock:
+                last = self._last_probe.get(p.name)
+            if self.breakers[p.name].state != OPEN and (last is None or last.ok):
                 with self._lock:
-                    self._outage.pop(p.name, None)  # closed (or trying): the next outage starts afresh
+                    self._outage.pop(p.name, None)  # closed (or trying) and answering: the next outage starts afresh
                 continue
             with self._lock:
                 due, wait = self._outage.setdefault(p.name, (now + self.outage_interval, self.outage_interval))
@@ -215,7 +272,7 @@ class Health:
         """Each entry's configuration, breaker and health (passive from traffic, active from probes)."""
         if probe:
             self.probe()
-        summary = (self.traffic() if self.traffic else self.metrics).summary(self.window)["providers"]
+        traffic = self.traffic() if self.traffic else self.metrics
         with self._lock:
             probes = dict(self._last_probe)
         if self.leases is not None:  # another replica's probe may be the latest
@@ -227,21 +284,30 @@ class Health:
             e, b = p.entry, self.breakers[p.name]
             key = e.api_key.masked() if e.api_key else ("missing" if p.info.needs_key else "not needed")
             last = probes.get(p.name)
-            rate = summary.get(p.name, {}).get("success_rate")
+            recent = traffic.recent(p.name, self.window)
+            state = b.state
             if p.info.needs_key and e.api_key is None:
                 health, detail = "no key", f"set {e.api_key_env or ' or '.join(p.info.key_envs)}"
-            elif b.state == OPEN:
+            elif state == OPEN:
                 health, detail = "down", f"breaker open, trial call in {b.retry_in():.0f}s"
-            elif last is not None and not last.ok:
-                health, detail = "down" if rate is None else "degraded", f"probe failed: {last.error_kind}"
-            elif rate is not None and rate < 0.8:
-                health, detail = "degraded", f"{rate:.0%} of recent calls succeeded"
-            elif last is not None or rate is not None:
-                health, detail = "ok", ""
+            elif state == HALF_OPEN:
+                health, detail = "degraded", "breaker half-open: its trial call is in flight"
+            elif recent is None:
+                health, detail = "unknown", "no calls or probes yet"
+            elif not recent.last_ok:
+                probed = recent.last_probe is not None and recent.last_probe.at == recent.last_at
+                down = recent.failing >= 2 or recent.success == 0
+                health = "down" if down else "degraded"
+                detail = f"{'probe' if probed else 'call'} failed: {recent.last_error or 'error'}"
+                if recent.failing >= 2:
+                    detail += f" (the last {recent.failing} results failed)"
+            elif recent.success < HEALTHY:
+                health, detail = "degraded", f"{recent.success:.0%} of recent calls and probes succeeded"
             else:
-                health, detail = "unknown", "no traffic or probe yet"
-            rows.append(ProviderStatus(p.name, p.kind, p.model, redact(e.endpoint), key, health, b.state,
-                                       round(b.retry_in(), 1), detail, last.latency_ms if last else None, rate))
+                health, detail = "ok", ""
+            rows.append(ProviderStatus(p.name, p.kind, p.model, redact(e.endpoint), key, health, state,
+                                       round(b.retry_in(), 1), detail, last.latency_ms if last else None,
+                                       recent.success if recent else None))
         return rows
 
 

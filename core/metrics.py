@@ -12,6 +12,11 @@ store: each event is added to the window's figures when it is recorded and taken
 ages out of the window or the store evicts it. So a summary costs the same at 20,000 events as at
 20 (`/healthz` and every open Status tab ask for one each refresh), and its figures, quantiles
 included, are exactly those of the events in the window (latencies are kept sorted, not bucketed).
+
+Each provider's *recent results* (`Metrics.recent`) are what its health is read from: its calls
+and its probes alike, each result weighing half as much for every `HALF_LIFE` seconds it is older
+than the newest, so a good minute outweighs a bad patch before it, and a probe counts
+even when there is no traffic at all. An operator's breaker reset forgets the results before it.
 """
 
 from __future__ import annotations
@@ -53,13 +58,19 @@ class RequestEvent:
     ttft_ms: float | None
     complete: bool
     attempts: int
-    failovers: int  # providers tried after the first one
+    failovers: int  # providers passed over: skipped or failed before the answer (core/failover.py)
     hedges: int
     hedge_won: bool
     restarted: bool  # a provider failed mid-answer and another took over
     replica: str = ""
     stall_hedges: int = 0  # backups started because the answer being shown stalled
     stall_switched: bool = False  # a backup went on first, and took the answer over
+
+    @property
+    def failed_over(self) -> bool:
+        """Its answer came from further down the chain: a provider before it was skipped or failed
+        (core/failover.py). Every count of failovers (tile, charts, `/metrics`, incidents) is of these."""
+        return self.failovers > 0
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,50 @@ class TransitionEvent:
 
 
 Event = AttemptEvent | RequestEvent | ProbeEvent | TransitionEvent
+
+OPERATOR_RESET = "reset by operator"  # a TransitionEvent's reason when an operator reset the breaker
+HALF_LIFE = 30.0  # seconds: a result this much older than the newest counts half as much
+
+
+@dataclass(frozen=True)
+class Recent:
+    """What one provider's recent results say: calls that succeeded or failed, and probes."""
+
+    success: float  # the recency-weighted share of results that succeeded, 0 to 1
+    results: int  # how many results (since the window began, or the last operator reset)
+    last_at: float  # the newest result's time (wall clock)
+    last_ok: bool
+    last_error: str | None  # the newest result's error kind, when it failed
+    failing: int  # how many of the newest results failed in a row (0 when the newest succeeded)
+    last_probe: ProbeEvent | None  # the newest probe among them
+
+
+class _Evidence:
+    """One provider's recent results, folded as they come (see `Recent`)."""
+
+    def __init__(self) -> None:
+        self.ok = self.weight = 0.0  # weighted as at `self.at`
+        self.at = -math.inf  # the newest result's time
+        self.results = 0
+        self.last_ok, self.last_error, self.failing = True, None, 0
+        self.last_probe: ProbeEvent | None = None
+
+    def add(self, at: float, ok: bool, error: str | None) -> None:
+        if at >= self.at:  # the usual case: newer than everything so far, which fades accordingly
+            fade = 0.5 ** ((at - self.at) / HALF_LIFE) if self.weight else 0.0
+            self.ok, self.weight, w = self.ok * fade, self.weight * fade, 1.0
+            self.at = at
+            self.last_ok, self.last_error = ok, error
+            self.failing = 0 if ok else self.failing + 1
+        else:  # from before the newest (seeded, or another replica's, arriving late): weighed by its age
+            w = 0.5 ** ((self.at - at) / HALF_LIFE)
+        self.ok += w * ok
+        self.weight += w
+        self.results += 1
+
+    def reading(self) -> Recent:
+        return Recent(self.ok / self.weight, self.results, self.at, self.last_ok, self.last_error, self.failing,
+                      self.last_probe)
 
 
 # -- keys of the labelled totals (field names are the label names) ------------------------------------
@@ -146,6 +201,7 @@ class Metrics:
         self._ttfts: dict[str, deque[float]] = {}  # recent first-token times per provider, for hedging
         self._gaps: dict[str, _Gaps] = {}  # recent gaps between chunks per provider, for stall detection
         self._totals: Counter[Total] = Counter()
+        self._evidence: dict[str, _Evidence] = {}  # each provider's recent results, for its health
         self._windows: OrderedDict[float, _Window] = OrderedDict()  # by span, least recently read first
         self._lock = threading.Lock()
         self._sinks: list[Callable[[Event], None]] = []
@@ -174,6 +230,7 @@ class Metrics:
                 window.add(self._recorded, event)
             self._recorded += 1
             self._count(event)
+            self._witness(event)
         if self.log_events:
             _log(event)
         for sink in self._sinks:
@@ -199,6 +256,9 @@ class Metrics:
             # New sequence numbers for all of them; every window is rebuilt from the store when next asked.
             self._recorded += len(merged)
             self._windows.clear()
+            self._evidence.clear()
+            for event in merged:
+                self._witness(event)
         return len(old)
 
     def _count(self, event: Event) -> None:
@@ -208,7 +268,7 @@ class Metrics:
             t[TierKey(event.tier)] += 1
             t["hedges"] += event.hedges
             t["hedges_won"] += int(event.hedge_won)
-            t["failovers"] += event.failovers
+            t["failovers"] += int(event.failed_over)
             t["stall_hedges"] += event.stall_hedges
             t["stall_switches"] += int(event.stall_switched)
         elif isinstance(event, AttemptEvent):
@@ -221,7 +281,32 @@ class Metrics:
         elif isinstance(event, TransitionEvent):
             t[TransitionKey(event.provider, event.new)] += 1
 
+    def _witness(self, event: Event) -> None:
+        """Fold a call's or a probe's result into its provider's recent results."""
+        if isinstance(event, AttemptEvent):
+            if event.outcome in ("ok", "error"):  # a skip, a cancel or a decline says nothing about health
+                self._evidence.setdefault(event.provider, _Evidence()).add(event.at, event.outcome == "ok",
+                                                                           event.error_kind)
+        elif isinstance(event, ProbeEvent):
+            evidence = self._evidence.setdefault(event.provider, _Evidence())
+            evidence.add(event.at, event.ok, event.error_kind)
+            if evidence.last_probe is None or event.at >= evidence.last_probe.at:
+                evidence.last_probe = event
+        elif isinstance(event, TransitionEvent) and event.reason == OPERATOR_RESET:
+            evidence = self._evidence.get(event.provider)
+            if evidence is not None and event.at >= evidence.at:
+                del self._evidence[event.provider]  # what came before the reset no longer says anything
+
     # -- reading -------------------------------------------------------------------------------------
+    def recent(self, provider: str, window_s: float) -> Recent | None:
+        """What `provider`'s recent results say (calls and probes, the newest weighing most), or
+        None when it has had none within the last `window_s` seconds or since an operator reset."""
+        with self._lock:
+            evidence = self._evidence.get(provider)
+            if evidence is None or evidence.at < self.wall() - window_s:
+                return None
+            return evidence.reading()
+
     def replicas(self) -> list[str]:
         """The fleet's processes whose events are here, sorted."""
         with self._lock:
@@ -326,7 +411,7 @@ class _RequestFigures:
     def add(self, r: RequestEvent, sign: int) -> None:
         self.requests += sign
         _bump(self.tiers, r.tier, sign)
-        self.failovers += sign * r.failovers
+        self.failovers += sign * int(r.failed_over)  # requests, not providers
         self.hedges += sign * r.hedges
         self.hedges_won += sign * int(r.hedge_won)
         self.restarts += sign * int(r.restarted)
@@ -469,7 +554,7 @@ def _json_totals(totals: Counter[Total]) -> dict:
     return out
 
 
-_EVENT_TYPES: dict[str, type] = {cls.__name__.removesuffix("Event").lower(): cls
+EVENT_TYPES: dict[str, type] = {cls.__name__.removesuffix("Event").lower(): cls
                                  for cls in (AttemptEvent, RequestEvent, ProbeEvent, TransitionEvent)}
 
 
@@ -484,7 +569,7 @@ def from_row(row: dict) -> Event:
     """The event `as_row` wrote (e.g. read back from the history or another replica's stream).
     Unknown keys are ignored, so an older reader can read a newer writer's rows. Raises ValueError
     for a row that is not an event."""
-    cls = _EVENT_TYPES.get(row.get("type")) if isinstance(row, dict) else None
+    cls = EVENT_TYPES.get(row.get("type")) if isinstance(row, dict) else None
     if cls is None:
         raise ValueError("not a metrics event")
     values = {f.name: row[f.name] for f in fields(cls) if f.name in row}

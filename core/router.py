@@ -45,6 +45,7 @@ from .cache import AnswerCache, Flight, cache_key
 from .chaos import Chaos, transport_for
 from .config import Config, ConfigError
 from .errors import ErrorKind, ProviderError
+from .failover import passed_over
 from .health import Health, ProviderStatus
 from .messages import ChatRequest, StreamEnd, TextDelta, Usage
 from .metrics import AttemptEvent, Metrics, ProbeEvent, RequestEvent
@@ -307,7 +308,7 @@ class _Run:
         tried = [a for a in self.result.attempts if a.outcome is not Outcome.SKIPPED]
         self.r.metrics.record(RequestEvent(
             self.r.wall(), self.result.tier.value, self.result.provider, self.result.elapsed_ms, self.result.ttft_ms,
-            self.result.complete, len(tried), max(0, len({a.provider for a in tried}) - 1),
+            self.result.complete, len(tried), passed_over(self.result.attempts),
             self.hedges, self.hedge_won, self.restarted, self.r.metrics.replica, stall_hedges=self.stall_hedges,
             stall_switched=self.stall_switched))
         self._land()  # followers get the result now, not when our caller gets round to closing us

@@ -290,7 +290,7 @@ def test_status_page_empty_state_then_charts(app):
     chat(at, "make some traffic")
     at.switch_page("pages/status.py").run()
     charts = at.get("plotly_chart")
-    assert len(charts) == 6
+    assert len(charts) == 7  # six of traffic, and the breakers' timeline
     assert at.metric[0].value == "1"
     assert any("anthropic-0" in m.value for m in at.markdown)
 
@@ -330,12 +330,17 @@ def test_without_a_password_the_chaos_page_is_open(app):
 
 
 def test_status_page_shows_the_verdict_healthz_reports(app):
+    from core.endpoints import healthz
+    from pages.shared import router
+
     at, (first, _) = app("anthropic", "openai")
     at.switch_page("pages/status.py").run()
-    assert any("Overall: **ok**" in c.value for c in at.caption)
+    assert [b.value for b in at.success] == ["**All systems answering**"]
     first.set_default(Fault.http(500))
     at.switch_page("pages/chat.py").run()
     for i in range(2):
         chat(at, f"q{i}")
     at.switch_page("pages/status.py").run()
-    assert any("Overall: **degraded**" in c.value for c in at.caption)  # one breaker open, one provider left
+    line = "Degraded: anthropic-0 down, openai-1 answering"  # one breaker open, one provider left
+    assert [w.value for w in at.warning] == [f"**{line}**"]
+    assert healthz(router())[1]["summary"] == line  # word for word what /healthz says

@@ -104,6 +104,7 @@ def test_status_masks_keys_and_reports_health(sims, tmp_path):
         ("openai-0", "openai", "openai-test", "ok"), ("gemini-1", "gemini", "gemini-test", "down")]
     assert rows[0]["endpoint"] == up.url and rows[0]["key"] == "sk-…cdef"
     assert "openai-0" in table.stdout and "sk-…cdef" in table.stdout and "down" in table.stdout
+    assert table.stdout.splitlines()[-1] == "Degraded: gemini-1 down, openai-0 answering"  # as /healthz says it
 
 
 def test_nobody_answers_exit_1_with_the_question_kept(sims, tmp_path):

@@ -148,13 +148,14 @@ def test_chat_break_the_primary_watch_the_failover(server, page):
     assert first.chat_requests() == [r for r in first.chat_requests() if "understudy?" in json.dumps(r.body)]
 
     page.get_by_role("link", name="Status").click()
-    expect(page.get_by_text("Latency over time")).to_be_visible()
+    page.get_by_role("tab", name="Charts").click()
+    expect(page.get_by_text("Time to first token", exact=True)).to_be_visible()
     # The page refreshes itself every few seconds: switch that off, then wait for the state we want
-    # (all six charts drawn) instead of counting at whatever moment the charts happen to be in.
+    # (all seven charts drawn) instead of counting at whatever moment the charts happen to be in.
     auto = page.get_by_label("Auto-refresh")
     auto.uncheck(force=True)  # the switch's input is visually hidden behind its styled track
     expect(auto).not_to_be_checked()
-    expect(page.locator(".js-plotly-plot")).to_have_count(6)
+    expect(page.locator(".js-plotly-plot")).to_have_count(7)
     expect(page.locator(".js-plotly-plot .main-svg")).not_to_have_count(0)
     page.screenshot(path=str(SHOTS / "4-status.png"), full_page=True)
 

@@ -7,8 +7,9 @@ import sys
 import threading
 
 from core.config import Config, Policy
-from core.health import ProviderStatus, verdict
+from core.health import ProviderStatus, Verdict, judge, overall
 from core.messages import ChatRequest
+from core.metrics import OPERATOR_RESET, AttemptEvent, Metrics, ProbeEvent, TransitionEvent
 from core.router import Router
 from core.simulator import Fault
 from tests.clock import ManualClock, NoJitter, wait_until
@@ -116,16 +117,93 @@ def test_a_probe_of_a_silent_provider_does_not_keep_a_finished_process_alive(sim
 
 
 def test_one_verdict_for_the_whole_chain():
-    def row(health="ok", breaker="closed"):
-        return ProviderStatus("p", "openai", "m", "http://x", "k", health, breaker)
+    def row(name="p", health="ok", breaker="closed"):
+        return ProviderStatus(name, "openai", "m", "http://x", "k", health, breaker)
 
     ok, failing = {"status": "ok"}, {"status": "failing"}
-    assert verdict([row(), row()], ok) == "ok"
-    assert verdict([row(), row()], failing) == "degraded"  # questions can't be kept
-    assert verdict([row(), row(breaker="open")], ok) == "degraded"
-    assert verdict([row(health="degraded"), row()], ok) == "degraded"
-    assert verdict([row(breaker="open"), row(health="no key")], ok) == "down"
-    assert verdict([], ok) == "down"
+    assert overall([row(), row()], ok) == Verdict("ok", "All systems answering", (), (row(), row()))
+    assert overall([row(), row()], failing).status == "degraded"  # questions can't be kept
+    claude_down = overall([row("Claude", "down", "open"), row("GPT"), row("Gemini")], ok)
+    assert claude_down.headline == "Degraded: Claude down, GPT and Gemini answering"
+    assert overall([row("Claude", "degraded"), row("GPT")], ok).headline == "Degraded: Claude struggling, GPT answering"
+    assert overall([row(breaker="open"), row(health="no key")], ok).headline == "Down: no provider is answering"
+    assert overall([row(health="down"), row(health="down")], ok).status == "down"  # every probe fails
+    assert overall([], ok).status == "down" and overall([], ok).http_status == 503
+    shared = overall([row("GPT")], ok, ["shared state unavailable"])
+    assert shared.headline == "Degraded: GPT answering, shared state unavailable"
+
+
+def test_recent_results_outweigh_old_ones_and_a_reset_forgets_them():
+    now = [1000.0]
+    m = Metrics(wall=lambda: now[0])
+
+    def result(ok, at, probe=False):
+        now[0] = at
+        m.record(ProbeEvent(at, "p", ok, 5.0, None if ok else "overloaded") if probe else
+                 AttemptEvent(at, "p", "m", "ok" if ok else "error", None if ok else "overloaded", 10.0, 5.0))
+
+    assert m.recent("p", 900) is None
+    for i in range(20):
+        result(False, 1000 + i)
+    assert m.recent("p", 900).success == 0 and m.recent("p", 900).failing == 20
+    result(True, 1020, probe=True)  # one good probe just after twenty failures: not healthy yet
+    assert m.recent("p", 900).success < 0.1 and m.recent("p", 900).last_ok
+    result(True, 1320, probe=True)  # five minutes later: the failures have faded
+    assert m.recent("p", 900).success > 0.95
+    for i in range(10):  # flapping: half its calls fail
+        result(i % 2 == 0, 1400 + i)
+    assert 0.3 < m.recent("p", 900).success < 0.7
+    now[0] = 1409 + 901
+    assert m.recent("p", 900) is None  # nothing within the window
+    result(False, 3000)
+    m.record(TransitionEvent(3001, "p", "closed", "closed", OPERATOR_RESET))
+    assert m.recent("p", 900) is None  # an operator's reset forgets what came before it
+    m.record(AttemptEvent(3002, "p", "m", "skipped", None, 0.0, None))  # a skip says nothing about health
+    assert m.recent("p", 900) is None
+
+
+def test_after_a_reset_and_a_good_probe_every_provider_is_ok(sims):
+    clock = ManualClock()
+    router, primary = outage_router(sims, clock)
+    try:
+        row = router.status(probe=False)[0]
+        assert (row.health, row.success_rate) == ("down", 0.0)
+        primary.set_default(Fault())  # the outage is over; the operator resets and probes
+        router.reset_breakers()
+        rows = router.status(probe=True)
+        assert [(r.health, r.breaker, r.success_rate) for r in rows] == [("ok", "closed", 1.0)] * 2
+        assert judge(router).headline == "All systems answering"
+    finally:
+        router.close()
+
+
+def test_an_outage_with_no_traffic_shows_on_probes_and_so_does_its_end(sims):
+    clock = ManualClock()
+    a, b = sims("openai"), sims("ollama")
+    policy = Policy.defaults().with_(health__probe_interval=0.0)
+    router = Router(Config(providers=(entry_for(a, name="GPT"), entry_for(b, name="Ollama")), policy=policy),
+                    clock=clock, wall=clock, rng=NoJitter())
+    health = router.health
+    try:
+        assert [r.health for r in router.status()] == ["ok", "ok"]
+        a.set_default(Fault.http(503))
+        b.set_default(Fault.http(503))
+        clock.advance(30)
+        rows = router.status()  # the next background probe, say; not a single call was made
+        assert [r.health for r in rows] == ["degraded", "degraded"] and "probe failed: overloaded" in rows[0].detail
+        assert health.outage_round() == []  # a failed probe is on the outage schedule: the next is due in 1 s
+        clock.advance(1.0)
+        assert sorted(health.outage_round()) == ["GPT", "Ollama"]
+        wait_until(lambda: all(r.health == "down" for r in router.status(probe=False)), "both to be down")
+        assert judge(router).status == "down" and a.chat_requests() == []
+        a.set_default(Fault())  # GPT is back
+        clock.advance(health.next_outage_probe("GPT") - clock())
+        assert "GPT" in health.outage_round()
+        wait_until(lambda: router.status(probe=False)[0].health != "down", "GPT's good probe")
+        # One good probe after two bad ones: answering again, not yet trusted as before.
+        assert judge(router).headline == "Degraded: GPT struggling, Ollama down"
+    finally:
+        router.close()
 
 
 def test_probing_starts_once_however_many_threads_ask_at_the_same_time(sims):
@@ -237,3 +315,17 @@ def test_a_good_probe_never_cuts_short_a_wait_the_provider_asked_for():
     sick.failure("500")  # no wait asked: the cooldown is ours, and a good probe ends it
     sick.probe_succeeded()
     assert sick.retry_in() == 0 and sick.allow() is not None
+
+
+def test_a_reset_forgets_a_closed_breakers_bad_results_too(sims):
+    server = sims("gemini")
+    server.set_default(Fault.http(503))
+    router = router_for(server)
+    try:
+        assert router.status()[0].health == "down"  # its probe failed; its breaker never opened
+        server.set_default(Fault())
+        router.reset_breakers()  # the operator says: start afresh
+        assert router.status(probe=False)[0].health == "unknown"
+        assert router.status()[0].health == "ok"
+    finally:
+        router.close()

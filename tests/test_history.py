@@ -72,6 +72,29 @@ def test_history_contract_events_come_back_exactly_oldest_first(history):
     assert len(history.read(since=0)) == 8
 
 
+def test_history_contract_read_by_kind(history):
+    history.write(sample(T0) + sample(T0 + 10))
+    assert [type(e) for e in history.read(since=0, kinds=["probe", "transition"])] == [
+        ProbeEvent, TransitionEvent, ProbeEvent, TransitionEvent]
+    assert history.read(since=T0 + 5, kinds=["attempt"]) == sample(T0 + 10)[:1]
+    assert history.read(since=0, kinds=[]) == []
+
+
+def test_a_period_is_the_stored_events_and_those_in_memory_each_once(history):
+    metrics = Metrics(wall=lambda: T0 + 100, replica="A")
+    kept = History(history, metrics, keep_days=1, window=900, wall=lambda: T0 + 100)
+    try:
+        stored, unwritten = sample(T0), sample(T0 + 50)
+        history.write(stored)
+        in_memory = stored[2:] + unwritten  # some written already, some not yet
+        assert kept.period(T0, ["probe", "transition"], also=in_memory) == [
+            e for e in stored + unwritten if isinstance(e, (ProbeEvent, TransitionEvent))]
+        off = History(history, Metrics(wall=lambda: T0 + 100), keep_days=0, window=900)
+        assert off.period(T0 + 10, ["attempt"], also=in_memory) == unwritten[:1]  # nothing stored is read
+    finally:
+        kept.close()
+
+
 def test_history_contract_prune_and_reopen(history, store_url):
     history.write(sample(T0) + sample(T0 + 100))
     assert history.prune(before=T0 + 50) == 4
@@ -467,7 +490,7 @@ def test_the_status_page_after_a_restart_shows_the_traffic_from_before(sims, tmp
         at.switch_page("pages/status.py").run()
         assert not at.exception
         assert at.metric[0].label == "Requests" and at.metric[0].value == "1"
-        assert len(at.get("plotly_chart")) == 6 and not any("No traffic yet" in i.value for i in at.info)
+        assert len(at.get("plotly_chart")) == 7 and not any("No traffic yet" in i.value for i in at.info)
     finally:
         st.cache_resource.clear()
 

@@ -131,7 +131,7 @@ def reference_summary(events, now, window_s):
     return {
         "window_s": window_s, "requests": len(requests), "tiers": dict(tiers),
         "cache_hit_ratio": (tiers["cache"] / len(requests)) if requests else None,
-        "failovers": sum(r.failovers for r in requests), "hedges": sum(r.hedges for r in requests),
+        "failovers": sum(1 for r in requests if r.failovers), "hedges": sum(r.hedges for r in requests),
         "hedges_won": sum(1 for r in requests if r.hedge_won), "restarts": sum(1 for r in requests if r.restarted),
         "stall_hedges": sum(r.stall_hedges for r in requests),
         "stall_switches": sum(1 for r in requests if r.stall_switched),

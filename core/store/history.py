@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 import sqlalchemy as sa
 
-from ..metrics import Event, Metrics, as_row, from_row
+from ..metrics import EVENT_TYPES, Event, Metrics, as_row, from_row
 from .errors import StoreError
 from .sql import Database, create, metadata, migration
 from .writer import BatchWriter
@@ -44,8 +44,10 @@ class HistoryStore(Protocol):
     def write(self, events: Sequence[Event]) -> None:
         """Append these events, all or none (one transaction)."""
 
-    def read(self, *, since: float, until: float | None = None, limit: int | None = None) -> list[Event]:
-        """Events with `since <= at < until`, oldest first; with `limit`, the newest `limit` of them."""
+    def read(self, *, since: float, until: float | None = None, limit: int | None = None,
+             kinds: Sequence[str] | None = None) -> list[Event]:
+        """Events with `since <= at < until`, oldest first; with `limit`, the newest `limit` of them;
+        with `kinds`, only events of those types ("attempt", "request", "probe", "transition")."""
 
     def prune(self, *, before: float) -> int:
         """Delete events older than `before`; how many."""
@@ -71,11 +73,14 @@ class SqlHistory:
         with self._errors("write"), self.db.begin() as conn:
             conn.execute(events_table.insert(), rows)
 
-    def read(self, *, since: float, until: float | None = None, limit: int | None = None) -> list[Event]:
+    def read(self, *, since: float, until: float | None = None, limit: int | None = None,
+             kinds: Sequence[str] | None = None) -> list[Event]:
         t = events_table
         q = sa.select(t.c.data).where(t.c.at >= since).order_by(t.c.at.desc(), t.c.id.desc())
         if until is not None:
             q = q.where(t.c.at < until)
+        if kinds is not None:
+            q = q.where(t.c.kind.in_(list(kinds)))
         if limit is not None:
             q = q.limit(limit)
         with self._errors("read"), self.db.connect() as conn:
@@ -136,6 +141,21 @@ class History:
         """The writer's health ("status": "ok" | "failing", "backlog", "dropped", "last_error"), or
         {"status": "off"}."""
         return self._writer.health() if self._writer is not None else {"status": "off"}
+
+    def period(self, since: float, kinds: Sequence[str], also: Iterable[Event] = ()) -> list[Event]:
+        """Events of these kinds since `since`, oldest first: the stored ones (every replica's, on a
+        shared database) with `also` (what is in memory now, not all written yet), each once. With
+        no history kept, or the database unreadable, `also` alone: what is shown is still right, it
+        just starts later."""
+        wanted = tuple(EVENT_TYPES[k] for k in kinds)
+        fresh = {e for e in also if isinstance(e, wanted) and e.at >= since}
+        stored: list[Event] = []
+        if self.keep_days > 0:
+            try:
+                stored = self.store.read(since=since, kinds=kinds)
+            except StoreError as e:
+                log.warning("metrics history not read: %s", e)
+        return sorted(fresh.union(stored), key=lambda e: e.at)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Seeded, and every event recorded so far written (see BatchWriter.flush)."""
