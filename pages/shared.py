@@ -77,7 +77,7 @@ def banners(*, redraw_on_change: bool = False) -> None:
         st.error(f"**Configuration problem** — {rt.config_error}\n\nRunning on simulated providers until it is "
                  "fixed.", icon="🛠️")
     if rt.demo is not None and not st.session_state.get(DEMO_HIDDEN):
-        demo_notice()
+        demo_notice(real_local=rt.demo.local_model is not None)
     shared = rt.router.stores.health()["shared"]
     if shared["status"] == "unavailable":
         st.warning("**Degraded: shared state unavailable** — this replica can't reach the fleet's Redis "
@@ -91,16 +91,22 @@ def banners(*, redraw_on_change: bool = False) -> None:
     st.fragment(run_every=every)(_outage)(now.signature if redraw_on_change else None)
 
 
-def demo_notice() -> None:
+def demo_notice(*, real_local: bool) -> None:
     """One line, not half a phone's screen: what demo mode means, the how-to behind a button, and
-    a close for this session."""
+    a close for this session. With the local model installed, the last row is real, and says so."""
     with st.container(horizontal=True, vertical_alignment="center", gap="small", key="demo_notice"):
-        st.info("**Demo mode**: simulated providers answer, and every answer says *Simulated*.", icon="🎭",
-                width="stretch")
+        if real_local:
+            st.info("**Demo mode**: the clouds are simulated (their answers say *Simulated*); the last in line is "
+                    "a small real model on this machine.", icon="🎭", width="stretch")
+        else:
+            st.info("**Demo mode**: simulated providers answer, and every answer says *Simulated*.", icon="🎭",
+                    width="stretch")
         with st.popover("Use real models", icon=":material/key:"):
             st.markdown("Set `ANTHROPIC_API_KEY`, `OPENAI_API_KEY`, `GEMINI_API_KEY` or `OLLAMA_HOST` (or put them "
-                        "in `.streamlit/secrets.toml`), or write an `understudy.toml`, then restart. Until then four "
-                        "simulated providers (Claude, GPT, Gemini, Ollama) run on this machine.")
+                        "in `.streamlit/secrets.toml`), or write an `understudy.toml`, then restart. Until then "
+                        + ("three simulated cloud providers (Claude, GPT, Gemini) and a small on-device model "
+                           "(SmolLM2-135M, real) run on this machine." if real_local else
+                           "four simulated providers (Claude, GPT, Gemini, Ollama) run on this machine."))
         st.button("", key="hide_demo_notice", icon=":material/close:", type="tertiary",
                   help="Hide this notice (for this session)",
                   on_click=st.session_state.__setitem__, args=(DEMO_HIDDEN, True))

@@ -8,6 +8,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from core.local_model import bundled_model
 from core.simulator import Fault
 from tests.conftest import KEY, ROOT, app_without_configuration, as_text, toml_for, typed
 
@@ -208,7 +209,9 @@ def test_new_chat_clears_the_history(app):
 
 def test_demo_mode_runs_with_no_configuration(app):
     at, _ = app()
-    assert any("Demo mode" in i.value for i in at.info)
+    notice = next(i.value for i in at.info if "Demo mode" in i.value)
+    # The notice tells a real on-device model from a simulated one (it is real once installed).
+    assert ("small real model on this machine" in notice) == (bundled_model() is not None)
     chat(at, "How do I reset my password?")
     reply = assistant(at)
     assert "[Simulated" in reply.markdown[0].value and "Forgot password?" in reply.markdown[0].value
