@@ -209,7 +209,7 @@ class _Child:
     def close(self) -> None:
         if not self.proc.stdin.closed:
             self.proc.stdin.close()
-        self.proc.wait(timeout=10)
+        self.proc.wait(timeout=60)  # a loaded machine took over 10 s to let the bare-SDK child exit
         self.proc.stdout.close()
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from .attempt import Attempt
-from .messages import Usage
+from .messages import TextDelta, Usage
 from .tiers import Tier
 
 
@@ -40,9 +40,9 @@ class Result:
         return d
 
 
-@dataclass(frozen=True)
-class Delta:
-    text: str
+# A piece of the answer's text. The router yields its leader's pieces as the provider's stream
+# gave them: one object per chunk, not a copy of each.
+Delta = TextDelta
 
 
 @dataclass(frozen=True)

@@ -144,9 +144,14 @@ class Usage:
 FinishReason = Literal["stop", "length", "content_filter", "other"]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TextDelta:
-    """A piece of answer text, in order."""
+    """A piece of answer text, in order: what a provider's stream yields, and what the router
+    passes on to its caller as it came (`core.answer.Delta` is this class).
+
+    One is built for every chunk of every answer, so it is the cheapest object that reads like
+    the others: slotted, and not frozen (a frozen dataclass sets its field through
+    `object.__setattr__`, which doubles the cost). Nobody changes one after it is built."""
 
     text: str
 

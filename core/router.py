@@ -268,7 +268,7 @@ class _Run:
         self.result: Result | None = None
         self.key = cache_key(request) if router.cache.enabled else None
         self.flight: Flight | None = None
-        self._stopping = threading.Event()
+        self.stopping = False  # set once, by `stop()` from any thread; read on every chunk, so a plain flag
         self._launched: list[LiveAttempt] = []  # every attempt started, for a stop from another thread
         self._launched_lock = threading.Lock()
         self._mutex = threading.Lock()
@@ -276,7 +276,7 @@ class _Run:
     def stop(self) -> None:
         """From any thread: shut every attempt's socket (a blocked read ends at once) and wake the
         run, which ends as stopped."""
-        self._stopping.set()
+        self.stopping = True
         with self._launched_lock:
             launched = list(self._launched)
         for live in launched:
@@ -336,7 +336,7 @@ class _Run:
         with self._mutex:
             self._failover()
         while self.result is None:
-            if self._stopping.is_set():
+            if self.stopping:
                 with self._mutex:
                     self._stopped()
                 return
@@ -358,7 +358,7 @@ class _Run:
             except queue.Empty:
                 pass
             for live_id, item in items:
-                if self._stopping.is_set():
+                if self.stopping:
                     break  # what the stop's shut sockets produced says nothing about the providers
                 if item is HANDOFF:
                     live = self.active.get(live_id)
@@ -370,7 +370,7 @@ class _Run:
                 yield from self._flush()
                 if self.result is not None:
                     return
-            if self._stopping.is_set():
+            if self.stopping:
                 continue  # ends at the top of the loop, before any deadline acts
             with self._mutex:
                 self._timers(self.clock())
@@ -401,22 +401,38 @@ class _Run:
         watched = live.stall_after is not None
         if watched:
             self.r.watchdog.watch(self, after=live.stall_after)
+        clock, mutex, active = self.clock, self._mutex, self.active
         try:
-            while live.id in self.active and self.result is None:
+            while live.id in active and self.result is None:
                 # Silence is counted from here: time its reader waits, not time its caller takes.
-                live.last_at = self.clock()
+                live.last_at = clock()
                 live.reading = True
                 item = live.read()
                 live.reading = False
-                if self._stopping.is_set():
+                if self.stopping:
                     return
-                with self._mutex:
-                    if self.switching is live:
-                        self._switched(live)  # what it sent meanwhile is dropped: the backup restarts the answer
+                with mutex:
+                    if (type(item) is TextDelta and self.showing is live and live is self.leader
+                            and self.stall_backup is None):
+                        # Nearly every item: more text of the answer on show, with no race on. This
+                        # is what `_handle` does with it, inline: it is the per-chunk path.
+                        now = clock()
+                        live.gaps.append(now - live.last_at)
+                        live.last_at = now
+                        live.pieces.append(item.text)
+                        if self.flight is not None:
+                            self._alive(now + live.provider.entry.idle_timeout)
+                        out = None
                     else:
-                        self._handle(live.id, item)
-                    out, self.out = self.out, []
-                yield from out
+                        if self.switching is live:
+                            self._switched(live)  # what it sent meanwhile is dropped: the backup restarts the answer
+                        else:
+                            self._handle(live.id, item)
+                        out, self.out = self.out, []
+                if out is None:
+                    yield item
+                else:
+                    yield from out
         finally:
             if watched:
                 self.r.watchdog.unwatch(self)
@@ -527,14 +543,14 @@ class _Run:
             return _STALL_RECHECK  # its reader is busy handling something: not silent; the other runs can't wait
         try:
             if self.inline is not None:
-                if self.result is not None or self._stopping.is_set():
+                if self.result is not None or self.stopping:
                     return None
                 now = self.clock()
                 self._timers(now)  # what the reader's loop would do, were it not inside the attempt
                 return None if self.result is not None else max(0.0, self._next_wake(now) - now)
             live = self.leader
             if (live is None or live.stall_after is None or live.id not in self.active or self.result is not None
-                    or self._stopping.is_set() or self.switching is not None):
+                    or self.stopping or self.switching is not None):
                 return None
             backup = self.stall_backup
             if backup is not None:
@@ -669,7 +685,7 @@ class _Run:
                     if self.showing is not None:  # started before the failure: its text replaces what is shown
                         self.out.append(Restart(failed, live.name, reason))
                 self.showing = live
-                self.out.append(Delta(item.text))
+                self.out.append(item)  # a Delta: the piece as the provider's stream gave it
                 self._alive(now + live.provider.entry.idle_timeout)
         elif isinstance(item, StreamEnd):
             del self.active[live.id]
@@ -794,7 +810,7 @@ class _Run:
         live = LiveAttempt(next(self.ids), provider, hedge, self.clock(), permit, claim=claim)
         with self._launched_lock:
             self._launched.append(live)
-        if self._stopping.is_set():
+        if self.stopping:
             live.scope.cancel()  # stopped a moment ago: it starts and ends at once
         self.active[live.id] = live
         self._alive(live.start + provider.entry.first_token_timeout)

@@ -107,6 +107,11 @@ class Provider:
         state = StreamState()
         with self._map_errors(state):
             for item in self._stream(request, state):
+                if type(item) is TextDelta:  # nearly every item, so looked at first
+                    if item.text:
+                        state.started = True
+                        yield item
+                    continue
                 if isinstance(item, StreamEnd):
                     if item.finish_reason == "content_filter":
                         why = f" ({item.native_reason})" if item.native_reason else ""
@@ -122,10 +127,6 @@ class Provider:
                         raise self._error(ErrorKind.STREAM_BROKEN, "the provider returned an empty answer")
                     yield item
                     return
-                state.opened = True
-                if item.text:
-                    state.started = True
-                    yield item
         raise self._error(ErrorKind.STREAM_BROKEN, "the stream ended without its end marker (truncated)")
 
     def probe(self) -> None:
