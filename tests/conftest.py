@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import html
 import re
+import threading
 import warnings
+from collections import deque
 from pathlib import Path
 
 import pytest
@@ -325,3 +327,17 @@ def fleet_env(pg_schema, redis_prefix) -> dict[str, str]:
     schema)."""
     return {"UNDERSTUDY_REDIS_URL": REDIS_URL, "UNDERSTUDY_REDIS_PREFIX": redis_prefix,
             "UNDERSTUDY_DATABASE_URL": pg_schema}
+
+
+def listening(proc, port: int, what: str = "streamlit") -> deque:
+    """Wait for a server started with its output on a pipe to print its URL, then keep reading that
+    pipe on a thread for the rest of its life: a pipe nobody reads fills up (64 KiB of log lines),
+    and the server then blocks on its next log line, mid-request. Returns its last 200 lines."""
+    for line in proc.stdout:
+        if f":{port}" in line:
+            break
+    else:
+        raise AssertionError(f"{what} exited before listening")
+    tail: deque = deque(maxlen=200)
+    threading.Thread(target=tail.extend, args=(proc.stdout,), name=f"drain {what}", daemon=True).start()
+    return tail

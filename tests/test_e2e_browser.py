@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from core.simulator import Fault
-from tests.conftest import IDLE, KEY, ROOT, toml_for
+from tests.conftest import IDLE, KEY, ROOT, listening, toml_for
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "tests" / "screenshots"
@@ -80,12 +80,7 @@ def _serve(sims, tmp_path, *, primary_idle: float | None = None, settings: str =
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        # The server prints its URL once it listens: wait for that line rather than polling.
-        for line in proc.stdout:
-            if f":{port}" in line:
-                break
-        else:
-            raise AssertionError("streamlit exited before listening")
+        listening(proc, port)  # the server prints its URL once it listens: wait for that line
         yield base, first, second
     finally:
         proc.terminate()

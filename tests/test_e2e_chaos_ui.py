@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, listening
 from tests.test_e2e_browser import SHOTS, ask, browser, expect, free_port  # noqa: F401 — browser: the fixture
 
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
@@ -29,11 +29,7 @@ def demo(tmp_path):
                              "--server.headless", "true", "--server.address", "127.0.0.1"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        for line in proc.stdout:  # it prints its URL once it listens
-            if f":{port}" in line:
-                break
-        else:
-            raise AssertionError("streamlit exited before listening")
+        listening(proc, port)  # it prints its URL once it listens
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -130,13 +126,17 @@ def test_a_scenarios_end_clears_the_banner_on_every_page(demo, contexts):
     for page, path, title in ((status, "/status", "📈 Status"), (chat, "/", "💬 Understudy")):
         page.goto(demo + path)
         settled(page, title)
+    # Each page is looked at in front, as a person would: Chromium gives a tab behind others no
+    # animation frames, so its drawing (not the app's state) can lag until it is shown.
     for page in (status, chat, chaos):
+        page.bring_to_front()
         expect(page.get_by_text("scenario Everything down at")).to_be_visible()
     chaos.get_by_role("tab", name="Scenarios").click()
     whole_page_shot(chaos, "12-chaos-scenario-playing.png")
 
     # It ends by itself after 40 s: at the next refresh no page says it plays, and the cards agree.
     for page in (status, chat, chaos):
+        page.bring_to_front()
         expect(page.get_by_text("Simulated outage")).to_have_count(0, timeout=SCENARIO_END)
     expect(chaos.get_by_text("No scenario playing.")).to_be_visible()
     chaos.get_by_role("tab", name="Providers").click()

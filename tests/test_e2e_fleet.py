@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.conftest import KEY, ROOT, toml_for
+from tests.conftest import KEY, ROOT, listening, toml_for
 from tests.test_e2e_browser import ARGS, CHROMIUM, SHOTS, ask, expect, free_port, sync_playwright
 
 
@@ -33,11 +33,7 @@ def replicas(sims, fleet_env, tmp_path):
                                      "--server.headless", "true", "--server.address", "127.0.0.1"],
                                     cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             procs.append(proc)
-            for line in proc.stdout:  # it prints its URL once it listens
-                if f":{port}" in line:
-                    break
-            else:
-                raise AssertionError(f"replica {name} exited before listening")
+            listening(proc, port, f"replica {name}")  # it prints its URL once it listens
             bases[name] = f"http://127.0.0.1:{port}"
         yield bases, first, second
     finally:

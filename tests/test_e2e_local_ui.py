@@ -14,7 +14,7 @@ import pytest
 from core.demo import LOCAL_MODEL, LOCAL_NAME
 from core.local_model import INSTALL, bundled_model
 from tests.test_e2e_browser import SHOTS, ask, browser, expect, free_port, page  # noqa: F401 — fixtures
-from tests.conftest import ROOT
+from tests.conftest import ROOT, listening
 
 CLOUDS = ("claude", "gpt", "gemini")
 
@@ -34,11 +34,7 @@ def demo_server(tmp_path):
                              "--server.headless", "true", "--server.address", "127.0.0.1"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        for line in proc.stdout:  # the server prints its URL once it listens
-            if f":{port}" in line:
-                break
-        else:
-            raise AssertionError("streamlit exited before listening")
+        listening(proc, port)  # the server prints its URL once it listens
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
