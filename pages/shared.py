@@ -96,8 +96,8 @@ def demo_notice(*, real_local: bool) -> None:
     a close for this session. With the local model installed, the last row is real, and says so."""
     with st.container(horizontal=True, vertical_alignment="center", gap="small", key="demo_notice"):
         if real_local:
-            st.info("**Demo mode**: the clouds are simulated (their answers say *Simulated*); the last in line is "
-                    "a small real model on this machine.", icon="🎭", width="stretch")
+            st.info("**Demo mode**: simulated clouds (*Simulated*), then a small real on-device model.", icon="🎭",
+                    width="stretch")
         else:
             st.info("**Demo mode**: simulated providers answer, and every answer says *Simulated*.", icon="🎭",
                     width="stretch")

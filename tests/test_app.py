@@ -211,7 +211,7 @@ def test_demo_mode_runs_with_no_configuration(app):
     at, _ = app()
     notice = next(i.value for i in at.info if "Demo mode" in i.value)
     # The notice tells a real on-device model from a simulated one (it is real once installed).
-    assert ("small real model on this machine" in notice) == (bundled_model() is not None)
+    assert ("small real on-device model" in notice) == (bundled_model() is not None)
     chat(at, "How do I reset my password?")
     reply = assistant(at)
     assert "[Simulated" in reply.markdown[0].value and "Forgot password?" in reply.markdown[0].value
