@@ -139,8 +139,18 @@ def test_chat_break_the_primary_watch_the_failover(server, page):
     reply.get_by_text("How it got here").click()
     expect(reply.get_by_role("table")).to_contain_text("rate_limited")
     reply.get_by_role("table").scroll_into_view_if_needed()
+    # The one-line story above the badge tells it plainly.
+    expect(reply).to_contain_text("anthropic-0 rate-limited (429) → openai-1 answered")
     page.screenshot(path=str(SHOTS / "3-failover.png"))
     assert first.chat_requests() == [r for r in first.chat_requests() if "understudy?" in json.dumps(r.body)]
+
+    page.get_by_role("button", name="New chat").click()  # the cache is keyed on the whole conversation
+    expect(page.get_by_test_id("stChatMessage")).to_have_count(0)
+    ask(page, "What is an understudy?")  # asked before the break: its complete answer was kept
+    cached = page.get_by_test_id("stChatMessage").nth(1)
+    expect(cached).to_contain_text("Served from the cache")
+    expect(cached).to_contain_text("asked")  # … and how long ago
+    assert len(first.chat_requests()) == 1 and len(second.chat_requests()) == 1  # nobody was asked
 
     page.get_by_role("link", name="Status").click()
     page.get_by_role("tab", name="Charts").click()
@@ -197,6 +207,7 @@ def test_a_stall_is_taken_over_by_its_backup_and_the_answer_says_so(stalling_ser
     expect(reply).to_contain_text("w49")
     expect(reply).to_contain_text("openai-1")
     expect(reply).to_contain_text("stalled, its backup took over")
+    expect(reply).to_contain_text("anthropic-0 stalled mid-answer → openai-1 took the answer over")
     text = reply.inner_text()
     assert "anthropic-test" not in text.split("openai-1")[0]  # the stalled words were replaced, not kept
     reply.get_by_text("How it got here").click()
