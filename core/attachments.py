@@ -57,9 +57,14 @@ class Attachment:
         return {"name": self.name, "size": self.size, "text": self.text}
 
 
+# Embeddings, overrides and isolates: a name's characters show in the order they are written.
+_BIDI_CONTROLS = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C])
+
+
 def clean_name(name: object) -> str:
     """A file name to show and store: its last path part, on one line, at most MAX_NAME_CHARS."""
     text = clean_text(str(name or "")).replace("\\", "/").rsplit("/", 1)[-1]
+    text = text.translate(_BIDI_CONTROLS)  # "evil\u202etxt.exe" would show as "evilexe.txt"
     text = " ".join(text.split())
     return text[:MAX_NAME_CHARS] or "file"
 
@@ -149,6 +154,9 @@ def stored(raw: object) -> list[dict]:
         if not isinstance(a, dict) or not isinstance(a.get("text"), str):
             continue
         size = a.get("size")
-        size = size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else len(a["text"].encode())
+        real = len(a["text"].encode())
+        # Believed only when it could be this text's file's size (UTF-16 at most doubles it, plus a
+        # mark); anything else, e.g. a hand-edited 10**400, is recomputed rather than drawn.
+        size = size if isinstance(size, int) and not isinstance(size, bool) and 0 <= size <= 2 * real + 4 else real
         out.append({"name": clean_name(a.get("name")), "size": size, "text": clean_text(a["text"])})
     return out[:MAX_FILES]

@@ -472,7 +472,14 @@ def _check_local(raw: Mapping[str, Any], key: str, where: str) -> dict[str, Any]
     if not isinstance(path, str) or not path.strip():
         raise ConfigError(where, f"{key}.model_path", "missing" if path is None else "must be a non-empty string",
                           'set model_path = "PATH/TO/MODEL.gguf", a GGUF file for llama.cpp')
-    file = Path(path.strip()).expanduser()
+    if "\0" in path:
+        raise ConfigError(where, f"{key}.model_path", "holds a NUL character",
+                          'set model_path = "PATH/TO/MODEL.gguf", a GGUF file for llama.cpp')
+    try:
+        file = Path(path.strip()).expanduser()
+    except RuntimeError as e:  # "~nosuchuser/…": no such home directory
+        raise ConfigError(where, f"{key}.model_path", f"{path.strip()}: {e}",
+                          "write the model file's full path") from e
     if not file.is_absolute():
         base = Path(where).parent if Path(where).is_file() else Path.cwd()
         file = base / file

@@ -70,15 +70,26 @@ def to_markdown(messages: Sequence[Mapping], settings: Mapping, *, id: str = "",
     return "\n".join(lines)
 
 
+LAST_TIME = 253_402_214_399.0  # 9999-12-30 23:59:59 UTC: a day short of datetime's end, for any zone
+
+
 def when(at: float, tz: tzinfo | None = None) -> str:
-    """A message's time as people read it: "2026-12-07 14:03:12 CET" (UTC when no zone is known)."""
-    moment = datetime.fromtimestamp(at, tz or timezone.utc)
+    """A message's time as people read it: "2026-12-07 14:03:12 CET" (UTC when no zone is known);
+    "" for a time no calendar can show."""
+    try:
+        moment = datetime.fromtimestamp(at, tz or timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return ""
     return moment.strftime("%Y-%m-%d %H:%M:%S ") + (moment.tzname() or "UTC")
 
 
 def iso(at: float) -> str:
-    """A message's time for programs: ISO 8601 in UTC, to the second ("2026-12-07T13:03:12Z")."""
-    return datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """A message's time for programs: ISO 8601 in UTC, to the second ("2026-12-07T13:03:12Z"); ""
+    for a time no calendar can show."""
+    try:
+        return datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return ""
 
 
 def to_json(messages: Sequence[Mapping], settings: Mapping, *, id: str = "", title: str = "",
@@ -178,7 +189,9 @@ def _message(i: int, m: Any) -> dict:
         raise BadImport(f"{where}.content must be text.")
     out: dict = {"role": role, "content": clean_text(content)}
     at = m.get("at") if _number(m.get("at")) else _from_iso(m.get("time"))
-    if at is not None:  # an export from before messages had times has neither: it imports without
+    # An export from before messages had times has neither: it imports without. A time no calendar
+    # can show (before 1970, after 9999: a hand-edited file) is dropped, not kept to break the page.
+    if at is not None and 0 <= at <= LAST_TIME:
         out["at"] = float(at)
     if role == "user" and m.get("attachments"):
         attached = files.stored(m["attachments"])

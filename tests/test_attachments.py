@@ -48,6 +48,13 @@ def test_a_name_is_one_line_without_its_folders():
     assert files.clean_name("") == "file" and len(files.clean_name("n" * 500)) == files.MAX_NAME_CHARS
 
 
+def test_a_name_shows_its_characters_in_the_order_they_are_written():
+    # A right-to-left override would make "evil\u202etxt.exe" read as "evilexe.txt".
+    assert files.clean_name("evil\u202etxt.exe") == "eviltxt.exe"
+    assert files.clean_name("\u2066a\u2069\u200fb.log") == "ab.log"
+    assert files.clean_name("تقرير.txt") == "تقرير.txt"  # right-to-left letters themselves stay
+
+
 def test_the_provider_gets_the_text_then_each_file_fenced_under_its_name():
     sent = files.compose("Why does this fail?", [{"name": "a.log", "text": "x ``` y\n````"}, {"name": "b", "text": "z"}])
     assert sent == ("Why does this fail?\n\nAttached file “a.log”:\n`````\nx ``` y\n````\n`````"

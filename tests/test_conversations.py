@@ -321,6 +321,25 @@ def test_an_export_from_before_ids_still_imports():
     assert parsed.messages == old["messages"]
 
 
+
+@pytest.mark.parametrize("at", [1e20, 253402300800, -1.0, 1e12])
+def test_a_time_no_calendar_can_show_is_dropped_on_import_and_both_exports_still_work(at):
+    # A hand-edited export once saved a conversation whose every page run then raised OverflowError.
+    parsed = parse_export(json.dumps({"messages": [{"role": "user", "content": "hi", "at": at},
+                                                   {"role": "assistant", "content": "hello", "at": 1_700_000_000}]}
+                                     ).encode())
+    assert "at" not in parsed.messages[0] and parsed.messages[1]["at"] == 1_700_000_000
+    assert "hi" in to_markdown(parsed.messages, {}) and "2023-11-14" in to_markdown(parsed.messages, {})
+    assert json.loads(to_json(parsed.messages, {}))
+
+
+def test_an_attachment_size_no_file_could_have_is_recomputed_from_its_text():
+    export = (b'{"messages":[{"role":"user","content":"hi","attachments":[{"name":"a.log","text":"xyz","size":1'
+              + b"0" * 400 + b"}]}]}")
+    parsed = parse_export(export)
+    assert parsed.messages[0]["attachments"][0]["size"] == 3
+    assert "3 bytes" in to_markdown(parsed.messages, {})
+
 BAD_FILES = {
     "empty": (b"", "empty"),
     "huge": (b" " * (MAX_IMPORT_BYTES + 1), "limit"),

@@ -205,6 +205,8 @@ def _load(tmp_path, entry: str) -> Config:
     ('model_path = "m.gguf"\nthreads = 0', "providers[0].threads", "from 1 to", "threads = 1"),
     ('model_path = "m.gguf"\nthreads = 1.5', "providers[0].threads", "from 1 to", "threads = 1"),
     ('model_path = "m.gguf"\nbase_url = "http://127.0.0.1:1/v1"', "providers[0].base_url", "not used", "remove"),
+    ('model_path = "~no-such-user-here/m.gguf"', "providers[0].model_path", "~no-such-user-here/m.gguf:", "full path"),
+    ('model_path = "m.gguf\\u0000x"', "providers[0].model_path", "NUL", "GGUF"),
 ])
 def test_a_bad_local_entry_is_refused_at_load_naming_the_file_key_and_fix(tmp_path, entry, key, problem, fix):
     (tmp_path / "notes.txt").write_text("not a model", encoding="utf-8")
