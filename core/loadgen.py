@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,21 @@ QUESTIONS = ("How do I reset my password?", "What are your opening hours?", "How
              "What is a circuit breaker?", "How do I export my data?", "Explain hedged requests.",
              "Summarise the benefits of retries with jitter.", "What is a time-to-first-token deadline?")
 MAX_QUESTIONS, MAX_CONCURRENCY = 1000, 50
+# One run at a time per router, whoever started it: a run outlives the tab that started it (a
+# reload, a closed tab), so it is kept here, where every session sees it and can cancel it, and a
+# reload can't stack a second run of up to 1000 × 50 on top.
+_runs: weakref.WeakKeyDictionary[Router, LoadRun] = weakref.WeakKeyDictionary()
+_runs_lock = threading.Lock()
+
+
+class Busy(RuntimeError):
+    """Another load run is still going on this router."""
+
+
+def current(router: Router) -> LoadRun | None:
+    """This router's latest load run (still going, or the last one to finish), if any."""
+    with _runs_lock:
+        return _runs.get(router)
 
 
 @dataclass(frozen=True)
@@ -95,6 +111,11 @@ class LoadRun:
         self.started = self.ended = None
 
     def start(self) -> LoadRun:
+        """Start asking, as this router's one load run; `Busy` if another is still going."""
+        with _runs_lock:
+            if (other := _runs.get(self.router)) is not None and not other.finished:
+                raise Busy(f"a load run is already going ({len(other.rows())} of {other.n} answered); cancel it first")
+            _runs[self.router] = self
         self.started = self._clock()
         self._threads = [threading.Thread(target=self._work, name=f"load-{i}", daemon=True)
                          for i in range(self.concurrency)]

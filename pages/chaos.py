@@ -14,6 +14,7 @@ import streamlit as st
 
 from core.chaos import SCENARIOS, Injection
 from core.faults import MID_STREAM, Fault
+from core import loadgen
 from core.loadgen import MAX_CONCURRENCY, MAX_QUESTIONS, LoadRun, summarise
 from pages.shared import admin_unlocked, banners, router
 
@@ -242,19 +243,24 @@ with scenarios_tab:
     scenario_clock(now.signature)
 
 with load_tab:
-    run: LoadRun | None = st.session_state.get("load_run")
+    run: LoadRun | None = loadgen.current(r)  # the process's run: it outlives the tab that started it
     running = run is not None and not run.finished
     lg = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
     n = int(lg[0].number_input("Questions", 1, MAX_QUESTIONS, step=1, **control("load_n", 20)))
     concurrency = int(lg[1].number_input("Concurrency", 1, MAX_CONCURRENCY, step=1, **control("load_c", 5)))
     fresh = lg[2].toggle("Bypass cache", help="Ask the providers every time.", **control("load_fresh", True))
     if lg[3].button("Send", key="load_go", type="primary", width="stretch", disabled=running):
-        st.session_state.load_run = LoadRun(r, n, concurrency, fresh=fresh).start()
+        try:
+            LoadRun(r, n, concurrency, fresh=fresh).start()
+        except loadgen.Busy as e:  # another tab's Send got there first
+            st.session_state.load_busy = str(e)
         st.rerun()
+    if busy := st.session_state.pop("load_busy", None):
+        st.warning(busy.capitalize() + ".", icon="⏳")
 
     @st.fragment(run_every=0.5 if running else None)
     def load_progress(was_running: bool) -> None:
-        run: LoadRun | None = st.session_state.get("load_run")
+        run: LoadRun | None = loadgen.current(r)
         if run is None:
             st.caption("Send questions through the router, several at a time, and see who answers and how fast.")
             return

@@ -274,7 +274,9 @@ def test_chaos_scenario_and_load_generator(app):
     at.number_input(key="load_c").set_value(3)
     at.button(key="load_go").click().run()
     assert not at.exception
-    assert at.session_state["load_run"].wait(60)  # it asks on its own threads; the page polls it
+    from core.loadgen import current
+    from pages.shared import router
+    assert current(router()).wait(60)  # it asks on its own threads; the page polls it
     at.run()
     table = at.dataframe[-1].value
     assert len(table) == 6 and set(table["served by"]) == {"openai-1"} and all(table["complete"])

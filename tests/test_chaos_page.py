@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.loadgen import current
 from core.simulator import Fault
 from tests.clock import wait_until
 from tests.test_app import app  # noqa: F401 — the fixture: the whole app on simulated providers
@@ -110,7 +111,7 @@ def test_the_load_generator_summarises_and_cancels(chaos_page):
     wait_until(lambda: len(first.chat_requests()) == 2, "two questions being answered")
     at.button(key="load_cancel").click()
     run(at)
-    load = at.session_state["load_run"]
+    load = current(router)
     assert load.wait(30) and load.cancelled
     run(at)
     assert any(s.value.startswith("2 questions in ") and s.value.endswith("(cancelled)") for s in at.success)
@@ -127,7 +128,7 @@ def test_a_finished_run_shows_its_figures(chaos_page):
     at.number_input(key="load_n").set_value(4)
     at.button(key="load_go").click()
     run(at)
-    assert at.session_state["load_run"].wait(60)
+    assert current(router).wait(60)
     run(at)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["p50 latency"].endswith(" s") and metrics["Not answered"] == "0"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.loadgen import LoadRun, Row, summarise
+from core.loadgen import Busy, LoadRun, Row, current, summarise
 from core.simulator import Fault
 from tests.clock import wait_until
 
@@ -38,6 +38,20 @@ def test_cancel_stops_asking_and_stops_the_answers_in_flight(chain):
     assert run.cancelled and len(first.chat_requests()) == 2  # nothing more was asked
     s = summarise(rows)
     assert (s.stopped, s.not_answered, s.answered) == (2, 0, 0)
+
+
+def test_one_run_at_a_time_per_router_seen_by_every_session(chain):
+    # A run outlives the tab that started it: a reload must find it (to cancel it), not stack another.
+    router, (first, _) = chain("anthropic", "openai")
+    first.chunk_delay = 0.2
+    run = LoadRun(router, 40, 2).start()
+    assert current(router) is run
+    with pytest.raises(Busy, match="already going"):
+        LoadRun(router, 5, 5).start()
+    run.cancel()
+    assert run.wait(30)
+    again = LoadRun(router, 1, 1).start()  # once it has finished, the next one may start
+    assert current(router) is again and again.wait(30)
 
 
 def test_a_provider_wide_outage_counts_as_not_answered(chain):
