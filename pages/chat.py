@@ -681,6 +681,10 @@ if submitted is not None:
     elif len(prompt) > MAX_INPUT_CHARS:
         st.session_state.kept_input = prompt
         st.session_state.pop("kept_input_box", None)  # else the box would keep showing an earlier one
+        if uploads:  # the text is shown back below; say the files went nowhere either
+            st.session_state.attach_problems = [
+                f"Your message is over {MAX_INPUT_CHARS:,} characters, so it was not sent, nor its files ("
+                + ", ".join(files.clean_name(u.name) for u in uploads) + ")."]
         st.rerun()
     elif problems:
         st.session_state.attach_problems = problems

@@ -95,6 +95,15 @@ def test_the_limit_counts_what_was_typed_and_the_files_together(session):
     assert not at.chat_message and at.chat_input[0].proto.value == "Compare these"
 
 
+def test_a_message_over_the_limit_says_its_files_were_not_sent_either(session):
+    at = session(user=ADA)
+    text = "z" * (MAX_INPUT_CHARS + 1)
+    send(at, text, ("trace.log", b"boom\n"))
+    assert at.text_area(key="kept_input_box").value == text  # the text is shown back whole
+    assert "nor its files (trace.log)" in problems(at)  # and the files are not dropped silently
+    assert not at.chat_message and session.server.chat_requests() == []
+
+
 def test_every_message_has_its_time_and_what_copy_takes(session):
     at = session(user=ADA)
     chat(at, "**not bold** as typed")
