@@ -63,6 +63,13 @@ def attach(page, *files: tuple[str, bytes, str]) -> None:
     expect(page.get_by_test_id("stFileChip")).to_have_count(len(files))
 
 
+def send_when_uploaded(page) -> None:
+    """Press Enter once the box will take it: while a file is still uploading (3 MB on a loaded
+    machine takes a while) Streamlit ignores Enter and keeps Send disabled, as it should."""
+    expect(page.get_by_role("button", name="Send message")).to_be_enabled()
+    box(page).press("Enter")
+
+
 def test_a_5000_line_paste_leaves_the_box_responsive_and_is_sent_whole(server, clip_page):
     base, first, second = server
     page = clip_page
@@ -103,7 +110,7 @@ def test_an_attached_file_is_shown_kept_across_a_reload_and_downloaded(server, p
     open_chat(page, base)
     attach(page, ("server.log", FILE.encode(), "text/plain"))
     box(page).fill("What failed here?")
-    box(page).press("Enter")
+    send_when_uploaded(page)
     mine = page.get_by_test_id("stChatMessage").nth(0)
     expect(mine).to_contain_text("What failed here?")
     expect(mine).to_contain_text(f"📎 server.log · {SIZE} bytes · 2 lines")
@@ -137,7 +144,7 @@ def test_a_bad_file_is_explained_and_what_was_typed_is_not_lost(server, page):  
            ("huge.log", b"x\n" * 1_500_000, "text/plain"))
     typed = "Please compare these two  files\nsecond line, as typed"
     box(page).fill(typed)
-    box(page).press("Enter")
+    send_when_uploaded(page)
     expect(page.get_by_text("“photo.png” looks like a PNG image, not text")).to_be_visible()
     expect(page.get_by_text("“huge.log” is 3.0 MB; a message can hold at most 200,000 characters")).to_be_visible()
     expect(page.get_by_text("These were fine: “notes.txt”.")).to_be_visible()
