@@ -95,12 +95,9 @@ def demo_notice(*, real_local: bool) -> None:
     """One line, not half a phone's screen: what demo mode means, the how-to behind a button, and
     a close for this session. With the local model installed, the last row is real, and says so."""
     with st.container(horizontal=True, vertical_alignment="center", gap="small", key="demo_notice"):
-        if real_local:
-            st.info("**Demo mode**: simulated clouds (*Simulated*), then a small real on-device model.", icon="🎭",
-                    width="stretch")
-        else:
-            st.info("**Demo mode**: simulated providers answer, and every answer says *Simulated*.", icon="🎭",
-                    width="stretch")
+        st.info("**Demo mode**: " + ("simulated clouds (*Simulated*), then a small real on-device model." if real_local
+                                     else "simulated providers answer, and every answer says *Simulated*."),
+                icon="🎭", width="stretch")
         with st.popover("Use real models", icon=":material/key:"):
             st.markdown("Set `ANTHROPIC_API_KEY`, `OPENAI_API_KEY`, `GEMINI_API_KEY` or `OLLAMA_HOST` (or put them "
                         "in `.streamlit/secrets.toml`), or write an `understudy.toml`, then restart. Until then "
