@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from contextlib import contextmanager
 from typing import Any
 
@@ -97,6 +98,9 @@ class ScopedBackend:
 
 
 class _ScopedStream:
+    """One connection's socket stream: it tells the calling thread's scope which socket it waits
+    on, and a read in a thread that is `reading_rest` waits no longer than that allows."""
+
     def __init__(self, inner: Any) -> None:
         self._inner = inner
         sock = inner.get_extra_info("socket")
@@ -106,9 +110,12 @@ class _ScopedStream:
         if self._sock is not None and (s := current()) is not None:
             s.hold(self._sock)
 
-    def read(self, *args: Any, **kwargs: Any) -> bytes:
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         self._held()
-        return self._inner.read(*args, **kwargs)
+        if (until := getattr(local, "until", None)) is not None:
+            left = max(0.0, until - time.monotonic())
+            timeout = left if timeout is None else min(timeout, left)
+        return self._inner.read(max_bytes, timeout)
 
     def write(self, *args: Any, **kwargs: Any) -> None:
         self._held()
@@ -130,6 +137,18 @@ def scoped_transport(lib: Any) -> Any:
     if pool is not None and hasattr(pool, "_network_backend"):
         pool._network_backend = ScopedBackend(pool._network_backend)
     return transport
+
+
+@contextmanager
+def reading_rest(seconds: float):
+    """In this thread, for the block: a socket read waits at most until `seconds` from now,
+    whatever its own timeout (then it raises the HTTP library's ReadTimeout)."""
+    previous = getattr(local, "until", None)
+    local.until = time.monotonic() + seconds
+    try:
+        yield
+    finally:
+        local.until = previous
 
 
 def current() -> CancelScope | None:

@@ -282,3 +282,43 @@ def test_the_kinds_are_read_without_loading_any_sdk():
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
+
+
+def _bare_sdk(kind, server):
+    """The same streamed request through the SDK alone, with its own HTTP client, as its users write it."""
+    import anthropic
+    import ollama
+    import openai
+    from google import genai
+    from google.genai import types
+
+    msgs = [{"role": "user", "content": "hi"}]
+    if kind == "anthropic":
+        c = anthropic.Anthropic(api_key=KEY, base_url=server.url, max_retries=0)
+        return lambda: list(c.messages.create(model="m", max_tokens=512, messages=msgs, stream=True))
+    if kind == "openai":
+        c = openai.OpenAI(api_key=KEY, base_url=server.url, max_retries=0)
+        return lambda: list(c.chat.completions.create(model="m", messages=msgs, stream=True))
+    if kind == "gemini":
+        c = genai.Client(api_key=KEY, http_options=types.HttpOptions(base_url=server.url))
+        return lambda: list(c.models.generate_content_stream(model="m", contents="hi"))
+    c = ollama.Client(host=server.url, headers={"authorization": f"Bearer {KEY}"})
+    return lambda: list(c.chat(model="m", messages=msgs, stream=True))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_complete_answer_leaves_its_connection_as_the_sdk_alone_would(kind, sims, adapters):
+    # Three of the four SDKs read a stream to the end of its HTTP body and keep the connection for
+    # the next request (no new TCP and TLS handshake); openai's closes it after [DONE]. An adapter
+    # that stopped at the end marker would drop it every time.
+    server = sims(kind)
+    provider = adapters(server)
+    for _ in range(3):
+        drain(provider, REQUEST)
+    ours = {r.client for r in server.chat_requests()}
+    bare = _bare_sdk(kind, server)
+    for _ in range(3):
+        bare()
+    theirs = {r.client for r in server.chat_requests()[3:]}
+    assert len(ours) == len(theirs), f"ours came on {len(ours)} connections, the SDK's on {len(theirs)}"
+    assert len(ours) == (3 if kind == "openai" else 1)

@@ -642,3 +642,20 @@ def test_a_follower_answers_itself_when_the_identical_leader_is_stopped(chain):
     (result,) = got
     assert result.tier == "provider" and result.complete
     assert len(first.chat_requests()) == 2
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_server_slow_to_end_its_body_after_the_answer_costs_the_answer_nothing(kind, chain):
+    # The answer's end marker arrives, the bytes that end the HTTP body never do (until the test
+    # ends). The answer is whole: it is served at once, not after the read timeout (100 s here,
+    # past this test's own limit), and not failed over as a stalled stream.
+    router, (server,) = chain(kind, timeouts={"idle_timeout": 100.0, "first_token_timeout": 100.0},
+                              server_kw={"end_delay": float("inf")})
+    try:
+        result = router.ask(ChatRequest.ask("What is a circuit breaker?"))
+    finally:
+        server.resume()
+    assert result.complete and result.provider == f"{kind}-0", result.notice
+    assert [a.outcome.value for a in result.attempts] == ["ok"]
+    assert result.usage is not None and result.usage.output_tokens  # the usage after the finish is still read

@@ -56,6 +56,9 @@ class AnthropicProvider(Provider):
                     usage_out = event.usage.output_tokens
                 elif event.type == "message_stop":
                     break
+            if finish is not None:
+                for _ in self._read_rest(stream):  # nothing is left but the body's end: the connection is kept
+                    pass
         finally:
             stream.close()
         # message_stop is the end marker; a stop_reason in message_delta also says the model

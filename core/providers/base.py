@@ -43,6 +43,7 @@ TRANSPORT_ERRORS = (httpx.HTTPError, httpx2.HTTPError, httpx.StreamError, httpx2
 DECODE_ERRORS = (json.JSONDecodeError, UnicodeDecodeError)
 
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires a value; the others get it only when asked
+REST_WAIT = 0.05  # seconds the end of an HTTP body may take to arrive after the stream's end marker
 _HTTP = {"httpx": httpx, "httpx2": httpx2}
 
 
@@ -151,6 +152,18 @@ class Provider:
 
     def _close(self) -> None:
         self._client.close()
+
+    def _read_rest(self, stream: Iterator) -> Iterator:
+        """After the stream's end marker: the rest of it, read as the SDK's own loop would (a
+        trailing usage chunk, the body's last bytes), so the connection goes back to the pool
+        rather than being dropped and the next request needs no new TCP and TLS handshake. The
+        answer is whole already, so a server slow to end its body costs at most `REST_WAIT`, and
+        a failure here only that connection: neither fails the answer."""
+        try:
+            with cancel.reading_rest(REST_WAIT):
+                yield from stream
+        except Exception:  # noqa: BLE001 — whatever it was, it only costs the connection
+            return
 
     def _sdk_errors(self, e: Exception, state: StreamState) -> ProviderError | None:
         """Map this SDK's own exception types; None for anything it doesn't know."""

@@ -72,6 +72,15 @@ class GeminiProvider(Provider):
                             yield TextDelta(part.text)
                     if candidate.finish_reason:
                         finish = candidate.finish_reason
+                if finish is not None:
+                    break
+            # The finish reason is the end marker: a server slow to end its body after it must not
+            # turn a whole answer into a stalled one.
+            for chunk in self._read_rest(stream) if finish is not None else ():
+                model = chunk.model_version or model
+                if chunk.usage_metadata is not None:
+                    usage = Usage(chunk.usage_metadata.prompt_token_count,
+                                  chunk.usage_metadata.candidates_token_count)
         finally:
             close = getattr(stream, "close", None)
             if close:

@@ -45,6 +45,8 @@ class OllamaProvider(Provider):
                 if part.message and part.message.content:
                     yield TextDelta(part.message.content)
                 if part.done:  # the end marker
+                    for _ in self._read_rest(stream):  # nothing is left but the body's end: the connection is kept
+                        pass
                     # Servers older than done_reason send none on a normal end.
                     yield StreamEnd(_FINISH.get(part.done_reason or "stop", "other"), part.model or self.model,
                                     Usage(part.prompt_eval_count, part.eval_count), part.done_reason or "")

@@ -59,6 +59,14 @@ class OpenAIProvider(Provider):
                         yield TextDelta(choice.delta.content)
                     if choice.finish_reason:
                         finish = choice.finish_reason
+                if finish is not None:
+                    break
+            # After the finish reason come only the usage chunk and [DONE]: a server slow to send
+            # them must not turn a whole answer into a stalled one.
+            for chunk in self._read_rest(stream) if finish is not None else ():
+                model = chunk.model or model
+                if chunk.usage is not None:
+                    usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
         finally:
             stream.close()
         # finish_reason is the end marker; [DONE] is optional (field notes §3).

@@ -30,6 +30,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: dict | None
+    client: str = ""  # the client's address and port: the connection the request came on
 
 
 def echo_responder(question: str, model: str) -> str:
@@ -51,12 +52,16 @@ class SimServer:
         first_delay: float | Callable[[], float] = 0.0,
         api_key: str | None = None,
         keep: int = 2000,
+        end_delay: float = 0.0,
     ) -> None:
         self.wire = WIRES[kind]
         self.kind = kind
         self.responder = responder
         self.chunk_delay = chunk_delay
         self.first_delay = first_delay
+        # Seconds between a stream's last frame (its end marker) and the bytes that end the HTTP
+        # body: a server slow to finish its response (inf: until `resume()`).
+        self.end_delay = end_delay
         self.api_key = api_key
         self.default = Fault()
         self._script: collections.deque[Fault] = collections.deque()
@@ -194,7 +199,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         headers = {k.lower(): v for k, v in self.headers.items()}
-        sim._record(Recorded(method, self.path, headers, body))
+        sim._record(Recorded(method, self.path, headers, body, "%s:%s" % self.client_address[:2]))
         route = wire.route(method, path)
         if route is None:
             return self._json(404, {"error": {"message": f"no route {method} {path}"}})
@@ -248,6 +253,7 @@ class _Handler(BaseHTTPRequestHandler):
             paced = self._paced(frames, first_delay=fault.kind != "slow_first")
             for frame in disturb(paced, fault, wire.dialect, self):
                 self._chunk(frame)
+            self.pause(self.sim.end_delay)
             self._end()
         except OSError:
             self.close_connection = True  # the client went away; nothing to tell anyone
