@@ -75,7 +75,7 @@ class LiveAttempt:
     permit: Permit  # the breaker's leave for this call; its outcome is reported with it
     scope: cancel.CancelScope = field(default_factory=cancel.CancelScope)
     first_at: float | None = None
-    last_at: float = 0.0
+    last_at: float = 0.0  # its last text, or when its reader began waiting for the item being handled
     pieces: list[str] = field(default_factory=list)
     gaps: list[float] = field(default_factory=list)  # seconds between its chunks: what is normal for its provider
     backed_up: bool = False  # a hedge was started against it already
@@ -86,7 +86,7 @@ class LiveAttempt:
     for_stall: bool = False  # a backup started because the answer being shown stalled
     claimed: bool = False  # its first text is on its way to the reader: no racer may cancel it now
     error: ProviderError | None = None  # its thread sent this error (whoever handles it first: queue or watchdog)
-    reading: bool = False  # its reader is waiting on its socket right now: only then is silence a stall
+    waiting_since: float | None = None  # its reader has waited on its socket since then (only then is silence a stall)
     note: str = ""  # for the timeline, when it ends without an error of its own
     _stream: Iterator | None = None
     _handed_over: bool = False  # set by its thread, under `_lock`, together with the cancel check
@@ -143,23 +143,20 @@ class LiveAttempt:
             self._handed_over = True
             return True
 
-    def read(self):
-        """The next item of the handed-over stream, read in the caller's thread under this
-        attempt's cancel scope. Failures come back as a `ProviderError`, never raised."""
-        local = cancel.local
-        previous = getattr(local, "scope", None)
-        local.scope = self.scope  # cancel.enter / leave, inlined: this is the per-chunk path
-        try:
-            return next(self._stream)
-        except StopIteration:  # pragma: no cover — stream() ends with StreamEnd or raises
-            return ProviderError(ErrorKind.STREAM_BROKEN, "the stream ended early", provider=self.name)
-        except ProviderError as e:
+    @property
+    def next_item(self) -> Callable[[], object]:
+        """Reads the next item of the handed-over stream; it raises what the stream raises (see
+        `failure`). Its reader calls it under this attempt's cancel scope."""
+        return self._stream.__next__
+
+    def failure(self, e: Exception) -> ProviderError:
+        """What reading the handed-over stream raised, as the error it means for this attempt."""
+        if isinstance(e, ProviderError):
             return e
-        except Exception as e:  # noqa: BLE001 — an adapter bug still ends the attempt cleanly
-            log.exception("adapter %s raised outside the taxonomy", self.name)
-            return ProviderError(ErrorKind.SERVER, f"internal error ({type(e).__name__})", provider=self.name)
-        finally:
-            local.scope = previous
+        if isinstance(e, StopIteration):  # pragma: no cover — stream() ends with StreamEnd or raises
+            return ProviderError(ErrorKind.STREAM_BROKEN, "the stream ended early", provider=self.name)
+        log.error("adapter %s raised outside the taxonomy", self.name, exc_info=e)
+        return ProviderError(ErrorKind.SERVER, f"internal error ({type(e).__name__})", provider=self.name)
 
     def finish(self) -> None:
         """Its stream ended (its last item was read): close the generator now, from the reader, so

@@ -38,6 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 
+from . import cancel
 from .answer import Delta, Done, Event, Restart, Result
 from .attempt import HANDOFF, Attempt, LiveAttempt, Outcome
 from .breaker import OPEN, Breaker, Permit
@@ -134,8 +135,9 @@ class Router:
 
     # -- answering ------------------------------------------------------------------------------
     def ask(self, request: ChatRequest, *, fresh: bool = False, origin: Origin | None = None) -> Result:
-        """The whole answer at once. Its `Result` has the final text: the events are only run through."""
-        run = _Run(self, request, fresh=fresh, origin=origin)
+        """The whole answer at once. Its `Result` has the final text, so the text's pieces are not
+        passed up one by one as they arrive (`stream` does that)."""
+        run = _Run(self, request, fresh=fresh, origin=origin, quiet=True)
         try:
             for event in run.events():
                 pass
@@ -231,8 +233,9 @@ class _Run:
     `stop` may come from any thread."""
 
     def __init__(self, router: Router, request: ChatRequest, *, fresh: bool = False,
-                 origin: Origin | None = None) -> None:
+                 origin: Origin | None = None, quiet: bool = False) -> None:
         self.fresh = fresh
+        self.quiet = quiet  # the caller wants the result only: the leader's pieces are not yielded
         self.origin = origin or Origin()
         self.r = router
         self.request = request
@@ -397,43 +400,55 @@ class _Run:
 
     def _read(self, live: LiveAttempt) -> Iterator[Event]:
         """Read the leader's handed-over stream in this thread, item by item, while the watchdog
-        looks out for a stall."""
+        looks out for a stall. The stream is read under the attempt's cancel scope; the caller's
+        code, between the events yielded to it, runs outside it."""
         watched = live.stall_after is not None
         if watched:
             self.r.watchdog.watch(self, after=live.stall_after)
-        clock, mutex, active = self.clock, self._mutex, self.active
+        clock, mutex, active, quiet = self.clock, self._mutex, self.active, self.quiet
+        gaps, pieces, next_item = live.gaps, live.pieces, live.next_item
+        local = cancel.local
+        outside = getattr(local, "scope", None)
+        local.scope = live.scope
         try:
             while live.id in active and self.result is None:
                 # Silence is counted from here: time its reader waits, not time its caller takes.
-                live.last_at = clock()
-                live.reading = True
-                item = live.read()
-                live.reading = False
+                live.waiting_since = begun = clock()
+                try:
+                    item = next_item()
+                except Exception as e:  # noqa: BLE001 — every way a stream ends is an item
+                    item = live.failure(e)
+                live.waiting_since = None
                 if self.stopping:
                     return
                 with mutex:
-                    if (type(item) is TextDelta and self.showing is live and live is self.leader
-                            and self.stall_backup is None):
+                    if (type(item) is TextDelta and self.stall_backup is None and self.showing is live
+                            and live is self.leader):
                         # Nearly every item: more text of the answer on show, with no race on. This
                         # is what `_handle` does with it, inline: it is the per-chunk path.
-                        now = clock()
-                        live.gaps.append(now - live.last_at)
-                        live.last_at = now
-                        live.pieces.append(item.text)
+                        gaps.append(clock() - begun)
+                        pieces.append(item.text)
                         if self.flight is not None:
-                            self._alive(now + live.provider.entry.idle_timeout)
+                            self._alive(clock() + live.provider.entry.idle_timeout)
+                        if quiet:
+                            continue  # read on, in this loop: the result will have it
                         out = None
                     else:
+                        live.last_at = begun
+                        local.scope = outside
                         if self.switching is live:
                             self._switched(live)  # what it sent meanwhile is dropped: the backup restarts the answer
                         else:
                             self._handle(live.id, item)
                         out, self.out = self.out, []
+                local.scope = outside
                 if out is None:
                     yield item
                 else:
                     yield from out
+                local.scope = live.scope
         finally:
+            local.scope = outside
             if watched:
                 self.r.watchdog.unwatch(self)
 
@@ -557,9 +572,10 @@ class _Run:
                 if not backup.failed:
                     return _STALL_RECHECK  # racing
                 self._backup_failed(backup)  # before its first text: recorded now, and the next one may start
-            if not live.reading:
+            since = live.waiting_since
+            if since is None:
                 return live.stall_after  # its caller is busy, not the provider: that is no silence
-            silent = self.clock() - live.last_at
+            silent = self.clock() - since
             if silent < live.stall_after:
                 return live.stall_after - silent
             if not self._more_to_try():
