@@ -68,7 +68,7 @@ def test_the_local_model_streams_a_complete_answer_with_usage_through_the_router
         deltas = [e for e in events if isinstance(e, Delta)]
         (done,) = [e for e in events if isinstance(e, Done)]
         result = done.result
-        assert result.tier is Tier.PROVIDER and result.complete and result.provider == "on-device"
+        assert answered_by_the_model(result) and result.provider == "on-device"
         assert len(deltas) > 1 and result.text == "".join(d.text for d in deltas) and result.text.strip()
         assert result.finish_reason in ("stop", "length")
         assert result.usage.input_tokens > 0 and result.usage.output_tokens > 0
@@ -76,6 +76,13 @@ def test_the_local_model_streams_a_complete_answer_with_usage_through_the_router
         assert "Simulated" not in result.text
     finally:
         router.close()
+
+
+def answered_by_the_model(result) -> bool:
+    """A real answer from the model: it ended normally, or (a 135M model sampling freely sometimes
+    rambles) at the token limit, which the result says rather than calling it complete."""
+    return result.tier is Tier.PROVIDER and (result.complete or result.finish_reason == "length") and bool(
+        result.text.strip())
 
 
 def test_with_every_cloud_down_the_demo_chain_is_answered_by_the_real_local_model(no_config, model_path):
@@ -88,7 +95,7 @@ def test_with_every_cloud_down_the_demo_chain_is_answered_by_the_real_local_mode
         for cloud in router.providers[:3]:
             router.chaos.set(cloud.name, Fault.http(503))
         result = router.ask(ChatRequest.ask("What is the capital of Italy?"), fresh=True)
-        assert result.complete and result.provider == LOCAL_NAME and result.usage.output_tokens > 0
+        assert answered_by_the_model(result) and result.provider == LOCAL_NAME and result.usage.output_tokens > 0
         assert "[Simulated" not in result.text
         assert [a.provider for a in result.attempts if a.outcome.value == "ok"] == [LOCAL_NAME]
 
@@ -147,7 +154,7 @@ def test_a_model_process_that_dies_is_restarted_and_answers_again(model_path):
         assert now.status == "running" and now.pid != first.pid and "exited" in now.last_error
         assert now.rss_mb > 50  # the model is loaded in the new process
         result = router.ask(ChatRequest.ask("What is the capital of Italy?"), fresh=True)
-        assert result.complete and result.provider == "on-device"
+        assert answered_by_the_model(result) and result.provider == "on-device"
         (row,) = router.status(probe=True)
         assert row.health == "ok" and row.endpoint == f"this machine: {os.path.basename(model_path)}"
     finally:
