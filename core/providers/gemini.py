@@ -56,14 +56,14 @@ class GeminiProvider(Provider):
         # A lazy generator: nothing is sent until the first next() (field notes §4).
         stream = self._client.models.generate_content_stream(model=self.model, contents=contents,
                                                              config=config or None)
-        model, usage, finish = self.model, None, None
+        # Every chunk carries the usage so far: the last one seen is made a Usage once, at the end.
+        model, counts, finish = self.model, None, None
         try:
             for chunk in stream:
                 state.opened = True
                 model = chunk.model_version or model
                 if chunk.usage_metadata is not None:
-                    usage = Usage(chunk.usage_metadata.prompt_token_count,
-                                  chunk.usage_metadata.candidates_token_count)
+                    counts = chunk.usage_metadata
                 if chunk.prompt_feedback is not None and chunk.prompt_feedback.block_reason:
                     finish = "SAFETY"  # the prompt itself was blocked: no candidates will come
                 for candidate in chunk.candidates or ():
@@ -79,13 +79,13 @@ class GeminiProvider(Provider):
             for chunk in self._read_rest(stream) if finish is not None else ():
                 model = chunk.model_version or model
                 if chunk.usage_metadata is not None:
-                    usage = Usage(chunk.usage_metadata.prompt_token_count,
-                                  chunk.usage_metadata.candidates_token_count)
+                    counts = chunk.usage_metadata
         finally:
             close = getattr(stream, "close", None)
             if close:
                 close()
         if finish is not None:
+            usage = Usage(counts.prompt_token_count, counts.candidates_token_count) if counts is not None else None
             yield StreamEnd(_finish(finish), model, usage, str(getattr(finish, "value", finish)))
 
     def _probe(self):
