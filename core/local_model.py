@@ -24,6 +24,7 @@ import atexit
 import importlib.util
 import json
 import os
+import secrets
 import stat
 import subprocess
 import sys
@@ -105,6 +106,7 @@ class ProcessState:
     last_error: str | None  # why it last failed to start or died (the end of its log)
     rss_mb: float | None  # its resident memory now
 
+KEY_ENV = "UNDERSTUDY_LOCAL_MODEL_KEY"  # how the parent gives its child the key requests must carry
 
 class LocalModel:
     """One llama.cpp server process for one GGUF file. Thread-safe; use `acquire` to share it."""
@@ -113,6 +115,10 @@ class LocalModel:
                  slots: int = SLOTS, slot_context: int = SLOT_CONTEXT, max_tokens: int = MAX_TOKENS) -> None:
         self.model_path = Path(model_path)
         self.threads = threads
+        # The server answers only requests that carry this (any local user or web page could
+        # otherwise use the model, and this machine's CPU, once it found the port). It reaches the
+        # child through its environment, never its command line (which `ps` shows everyone).
+        self.key = secrets.token_urlsafe(32)
         self._argv = [sys.executable, "-m", __name__, str(self.model_path), "--threads", str(threads),
                       "--slots", str(slots), "--context", str(slots * slot_context),
                       "--max-tokens", str(max_tokens), "--alias", alias or self.model_path.stem]
@@ -198,6 +204,7 @@ class LocalModel:
 
     def _run_once(self) -> None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")])))
+        env[KEY_ENV] = self.key
         try:
             # Its own session: a Ctrl-C in the app's terminal is the app's to handle; the child
             # ends when the app does, through its stdin.
@@ -335,6 +342,8 @@ def serve(argv: list[str]) -> int:
     params.cpuparams.n_threads = args.threads  # one by default: the app's threads keep the other cores
     params.cpuparams_batch.n_threads = args.threads
     params.n_threads_http = 2 + args.slots  # enough for every slot's stream, a probe and a model list
+    if key := os.environ.pop(KEY_ENV, None):
+        params.api_keys = [key]  # its health and model list stay open, as llama.cpp keeps them
     server = xllamacpp.Server(params)
     sys.stdout.write(json.dumps({"url": server.listening_address, "pid": os.getpid()}) + "\n")
     sys.stdout.flush()

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import threading
+import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -51,7 +53,9 @@ def local_entry(model_path: str, name: str = "on-device", **kw) -> ProviderEntry
 def slots(provider) -> list[dict]:
     """What llama.cpp's server says its slots are doing (its own /slots endpoint)."""
     url = provider.process.wait_ready(60)
-    with urllib.request.urlopen(url.removesuffix("/v1") + "/slots", timeout=10) as r:
+    ask = urllib.request.Request(url.removesuffix("/v1") + "/slots",
+                                 headers={"Authorization": f"Bearer {provider.process.key}"})
+    with urllib.request.urlopen(ask, timeout=10) as r:
         return json.loads(r.read())
 
 
@@ -126,6 +130,28 @@ def test_stopping_mid_answer_closes_the_stream_and_the_model_stops_generating(mo
         # The closed connection is the server's cue: it stops generating rather than finishing the story.
         wait_until(lambda: not generating(local), "the model to stop generating")
         assert router.breakers["on-device"]._store.read("on-device").failures == 0  # a stop is no failure
+    finally:
+        router.close()
+
+
+def test_the_model_server_answers_only_requests_that_carry_its_key(model_path):
+    # 127.0.0.1 is every local user's, and any web page can send requests there: without the key
+    # the server refuses, and the key is never on the child's command line (which `ps` shows).
+    router = Router(Config(providers=(local_entry(model_path),), policy=policy(cache__enabled=False)))
+    local = router.providers[0]
+    try:
+        url = local.process.wait_ready(60)
+        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}).encode()
+        for credentials in ({}, {"Authorization": "Bearer not-the-key"}):
+            ask = urllib.request.Request(url + "/chat/completions", data=body,
+                                         headers={"Content-Type": "application/json", **credentials})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(ask, timeout=30)
+            assert refused.value.code == 401
+        command_line = Path(f"/proc/{local.process.state().pid}/cmdline").read_bytes()
+        assert local.process.key.encode() not in command_line
+        result = router.ask(ChatRequest.ask("Say hello."))  # the router's own calls carry it
+        assert answered_by_the_model(result), result.notice
     finally:
         router.close()
 

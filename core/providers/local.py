@@ -31,7 +31,8 @@ class LocalProvider(OpenAIProvider):
         super().__init__(entry, transport=transport)
 
     def _make_client(self):
-        return self.sdk.OpenAI(api_key="local", base_url=_NOT_YET, max_retries=0, http_client=self._http_client())
+        return self.sdk.OpenAI(api_key=self.process.key, base_url=_NOT_YET, max_retries=0,
+                               http_client=self._http_client())
 
     def _stream(self, request, state):
         # A model still loading (about 1.5 s; longer on a busy machine) is a slow first token: the
