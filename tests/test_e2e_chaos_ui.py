@@ -102,8 +102,19 @@ def scenario_playing(base: str) -> bool:
 
 
 def choose(page, label: str, option: str) -> None:
-    page.get_by_test_id("stSelectbox").filter(has_text=label).first.click()
-    page.get_by_role("option", name=option, exact=True).click()
+    """Pick `option` in the first selectbox labelled `label`, and wait until that box shows it. A
+    rerun landing between the two clicks can send the pick to another card's box (seen once in a
+    full run: Claude was then broken with its default fault): then it is picked again."""
+    box = page.get_by_role("combobox", name=label).first
+    for _ in range(3):
+        page.get_by_test_id("stSelectbox").filter(has_text=label).first.click()
+        page.get_by_role("option", name=option, exact=True).click()
+        try:
+            expect(box).to_have_value(option, timeout=10_000)
+            return
+        except AssertionError:
+            continue
+    expect(box).to_have_value(option)
 
 
 # -- 17: direct links --------------------------------------------------------------------------------
