@@ -160,9 +160,12 @@ def test_a_scenarios_end_clears_the_banner_on_every_page(demo, contexts):
 
     # It ends by itself after 40 s: at the next refresh no page says it plays, and the cards agree.
     # Wait on the server's own state (its /healthz chaos section), then on each page. Each page is
-    # opened afresh: a page left open across the end was seen, about one run in two on this
-    # machine, to lose its connection to the server ("Cannot send rerun backMessage when
-    # disconnected"), which this test does not yet explain (see the session note).
+    # opened afresh: with other tabs of the app open in the same browser, the Chaos page left open
+    # across the end goes blank in most runs here. Its console says why: the frontend throws
+    # "Cannot set a node at a delta path" while applying the full rerun a fragment asked for
+    # (`st.rerun(scope="app")` from the banner's or the scenario clock's timed refresh), and closes
+    # its connection. Seen with either fragment doing it alone, and with their timers kept steady;
+    # not with the Chaos page as the only tab. A Streamlit frontend fault, not yet worked around.
     wait_until(lambda: not scenario_playing(demo), "the scenario to end", timeout=SCENARIO_END / 1000)
     for page, path, title in ((status, "/status", "📈 Status"), (chat, "/", "💬 Understudy"),
                               (chaos, "/chaos?tab=Scenarios", "🧨 Chaos")):
