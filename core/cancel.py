@@ -113,7 +113,9 @@ class _ScopedStream:
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         self._held()
         if (until := getattr(local, "until", None)) is not None:
-            left = max(0.0, until - time.monotonic())
+            left = until - time.monotonic()
+            if left <= 0:  # also when more is there already: a server that never stops is no end
+                raise TimeoutError("the read's deadline passed")
             timeout = left if timeout is None else min(timeout, left)
         return self._inner.read(max_bytes, timeout)
 
@@ -142,7 +144,7 @@ def scoped_transport(lib: Any) -> Any:
 @contextmanager
 def reading_rest(seconds: float):
     """In this thread, for the block: a socket read waits at most until `seconds` from now,
-    whatever its own timeout (then it raises the HTTP library's ReadTimeout)."""
+    whatever its own timeout, and none starts after that (each raises a timeout instead)."""
     previous = getattr(local, "until", None)
     local.until = time.monotonic() + seconds
     try:

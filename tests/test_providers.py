@@ -322,3 +322,54 @@ def test_a_complete_answer_leaves_its_connection_as_the_sdk_alone_would(kind, si
     theirs = {r.client for r in server.chat_requests()[3:]}
     assert len(ours) == len(theirs), f"ours came on {len(ours)} connections, the SDK's on {len(theirs)}"
     assert len(ours) == (3 if kind == "openai" else 1)
+
+
+@pytest.mark.timeout(60)
+def test_a_server_that_streams_on_after_the_end_marker_does_not_hold_the_answer(adapters):
+    # After message_stop it sends pings as fast as it can, for ever: reading "the rest of the
+    # body" must end anyway (a firehose never makes a read wait, so the read timeouts can't).
+    import http.server
+    import json as _json
+
+    def frame(event: str, data: dict) -> bytes:
+        body = f"event: {event}\ndata: {_json.dumps({'type': event, **data})}\n\n".encode()
+        return b"%x\r\n%s\r\n" % (len(body), body)
+
+    class Firehose(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            message = {"id": "m", "type": "message", "role": "assistant", "model": "m", "content": [],
+                       "stop_reason": None, "usage": {"input_tokens": 3, "output_tokens": 0}}
+            self.wfile.write(frame("message_start", {"message": message}))
+            self.wfile.write(frame("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}))
+            self.wfile.write(frame("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "Hello."}}))
+            self.wfile.write(frame("content_block_stop", {"index": 0}))
+            self.wfile.write(frame("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}}))
+            self.wfile.write(frame("message_stop", {}))
+            pings = frame("ping", {}) * 20_000  # about 1 MB a write: the client never finds the socket empty
+            try:
+                while True:
+                    self.wfile.write(pings)
+            except OSError:
+                pass  # the client hung up: what it should do
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Firehose)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        fake = type("Fake", (), {"kind": "anthropic", "url": f"http://127.0.0.1:{server.server_port}"})()
+        provider = adapters(fake)
+        text, end = drain(provider, REQUEST)
+        assert text == "Hello." and end.finish_reason == "stop" and end.usage.output_tokens == 1
+    finally:
+        server.shutdown()
+        server.server_close()

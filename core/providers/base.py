@@ -19,6 +19,7 @@ import functools
 import importlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -159,9 +160,13 @@ class Provider:
         rather than being dropped and the next request needs no new TCP and TLS handshake. The
         answer is whole already, so a server slow to end its body costs at most `REST_WAIT`, and
         a failure here only that connection: neither fails the answer."""
+        until = time.monotonic() + REST_WAIT
         try:
-            with cancel.reading_rest(REST_WAIT):
-                yield from stream
+            with cancel.reading_rest(REST_WAIT):  # a read waits no longer than that
+                for item in stream:
+                    if time.monotonic() > until:
+                        return  # still more, and quickly: not an end, the connection is dropped
+                    yield item
         except Exception:  # noqa: BLE001 — whatever it was, it only costs the connection
             return
 
