@@ -7,8 +7,9 @@ its own (`python -m core.simulator`), reached over loopback, answering 60 chunks
   beside a bare-SDK process running the same loop (bench/bare.py), alternating; each time runs
   from writing the line to reading the answer's line, so both pay the pipes and the JSON and the
   difference is the router's alone.
-- 50 sessions at once: 50 threads asking through one Router against 50 threads on one SDK client,
-  round by round, alternating which goes first.
+- 50 sessions at once: 50 threads asking through one Router, against 50 threads on one SDK client,
+  and against the router as it was before issue 11's work (`BEFORE`, taken from git), each code in
+  a process of its own, the three rounds of a turn in rotating order.
 
 The added figure is the median of paired differences (each request against its neighbour on the
 other path), so drift and noise hit both alike.
@@ -22,7 +23,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +38,7 @@ from .harness import KEY, KINDS, SIXTY, direct_caller, fmt, table
 IN_PROCESS_TARGET_MS = 0.5
 CLI_TARGET_MS = 1.0
 KEY_ENV = "UNDERSTUDY_BENCH_KEY"
+BEFORE = "2994ded"  # the last commit before issue 11's router work: the many-sessions row's baseline
 
 
 def bench_overhead(n: int, *, sessions: int = 50) -> dict:
@@ -45,7 +46,7 @@ def bench_overhead(n: int, *, sessions: int = 50) -> dict:
     try:
         out = {"in-process": _in_process(upstream.urls, n),
                "ask --jsonl": _through_cli(upstream.urls, n),
-               f"{sessions} sessions": _sessions(upstream.urls["openai"], sessions, rounds=max(2, n // 15))}
+               f"{sessions} sessions": _sessions(upstream.urls["openai"], sessions, rounds=max(3, n // 10))}
     finally:
         upstream.close()
     _report(out, sessions)
@@ -119,49 +120,54 @@ def _through_cli(urls: dict[str, str], n: int) -> dict:
 
 
 def _sessions(url: str, sessions: int, *, rounds: int) -> dict:
-    """Each round, every session asks once, all at the same moment; a round through the router and
-    one on the bare SDK alternate. The added figure is the median over rounds of the difference of
-    the two rounds' medians."""
-    router = _router("openai", url)
-    direct = direct_caller("openai", url)
-    request = ChatRequest.ask("hi")
+    """This checkout's router, the router before issue 11's work (`BEFORE`) and the bare SDK, each
+    round with every session asking at once, the three rounds of a turn in a rotating order. Each
+    code runs in a process of its own (bench/sessions_child.py), so the two routers never share a
+    GIL or an import. Added figures are medians over turns of the difference of the rounds' medians."""
+    with tempfile.TemporaryDirectory(prefix="understudy-bench-before-") as tmp:
+        before = _checkout(BEFORE, Path(tmp))
+        codes = {"now": ROOT, **({"before": before} if before else {})}
+        children = {name: _Child("-P", str(ROOT / "bench" / "sessions_child.py"), url, str(sessions), root=root,
+                                 env={"UNDERSTUDY_BENCH_TEXT": SIXTY})
+                    for name, root in codes.items()}
+        legs = [("now", b"routed\n"), *([("before", b"routed\n")] if before else []), ("now", b"direct\n")]
+        try:
+            for name, line in legs:  # warm: threads, imports, connections, first-use caches
+                children[name].ask(line)
+            times: dict[tuple, list[float]] = {leg: [] for leg in legs}
+            medians: dict[tuple, list[float]] = {leg: [] for leg in legs}
+            for i in range(rounds):
+                for leg in legs[i % len(legs):] + legs[:i % len(legs)]:
+                    got = json.loads(children[leg[0]].ask(leg[1]))
+                    times[leg] += got
+                    medians[leg].append(statistics.median(got))
+        finally:
+            for child in children.values():
+                child.close()
+    sdk, now = ("now", b"direct\n"), ("now", b"routed\n")
+    out = {**_figures(times[sdk], times[now]), "added_median_ms": _turns(medians[now], medians[sdk]),
+           "sessions": sessions, "rounds": rounds, "before_revision": BEFORE if before else None}
+    if before:
+        was = ("before", b"routed\n")
+        out["before"] = {**_figures(times[sdk], times[was]), "added_median_ms": _turns(medians[was], medians[sdk])}
+        out["vs_before_median_ms"] = _turns(medians[now], medians[was])
+        out["vs_before_ratio"] = statistics.median(times[now]) / statistics.median(times[was])
+    return out
 
-    def routed():
-        result = router.ask(request)
-        assert result.complete and result.text == SIXTY, result.notice
 
-    def round_of(call: Callable[[], object]) -> list[float]:
-        times: list[float] = []
-        lock, barrier = threading.Lock(), threading.Barrier(sessions)
+def _turns(a: list[float], b: list[float]) -> float:
+    return statistics.median(x - y for x, y in zip(a, b))
 
-        def session():
-            barrier.wait()
-            t0 = time.perf_counter()
-            call()
-            took = (time.perf_counter() - t0) * 1000
-            with lock:
-                times.append(took)
-        threads = [threading.Thread(target=session) for _ in range(sessions)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert len(times) == sessions, "a session failed (its traceback is above)"
-        return times
 
+def _checkout(revision: str, into: Path) -> Path | None:
+    """`core/` as it was at `revision`, under `into`; None where git or that revision isn't here
+    (a copy of the code without its history)."""
     try:
-        round_of(direct)  # warm: threads, imports, first-use caches
-        round_of(routed)
-        sdk, rt, added = [], [], []
-        for i in range(rounds):
-            first, second = (direct, routed) if i % 2 == 0 else (routed, direct)
-            got = {first: round_of(first), second: round_of(second)}
-            sdk += got[direct]
-            rt += got[routed]
-            added.append(statistics.median(got[routed]) - statistics.median(got[direct]))
-    finally:
-        router.close()
-    return {**_figures(sdk, rt), "added_median_ms": statistics.median(added), "sessions": sessions, "rounds": rounds}
+        archive = subprocess.run(["git", "archive", revision, "core"], cwd=ROOT, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return into
 
 
 # -- measuring ----------------------------------------------------------------------------------------
@@ -192,10 +198,11 @@ def _figures(sdk: list[float], routed: list[float]) -> dict:
 class _Child:
     """A long-lived process answering one line on stdin with one line on stdout."""
 
-    def __init__(self, *args: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("UNDERSTUDY_REDIS")}
-        env.update({KEY_ENV: KEY, "PYTHONPATH": str(ROOT)})
-        self.proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdin=subprocess.PIPE,
+    def __init__(self, *args: str, root: Path = ROOT, env: dict[str, str] | None = None) -> None:
+        """`root` is the code it runs (`PYTHONPATH` and its working directory)."""
+        child_env = {k: v for k, v in os.environ.items() if not k.startswith("UNDERSTUDY_REDIS")}
+        child_env.update({KEY_ENV: KEY, "PYTHONPATH": str(root), **(env or {})})
+        self.proc = subprocess.Popen([sys.executable, *args], cwd=root, env=child_env, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE)
 
     def ask(self, line: bytes) -> bytes:
@@ -230,7 +237,16 @@ def _report(out: dict, sessions: int) -> None:
           "vs the same loop on the bare SDK, alternating", header,
           [row(k, v, f"≤ {CLI_TARGET_MS:g} ms") for k, v in out["ask --jsonl"].items()])
     s = out[f"{sessions} sessions"]
+    rows = [row("this code", s, "– (reported)")]
+    if "before" in s:
+        rows.append(row(f"before issue 11 ({s['before_revision']})", s["before"], "– (reported)"))
     table(f"1. Router overhead with {sessions} sessions asking at once (threads, openai): one Router vs one SDK "
-          f"client, {s['rounds']} rounds each, alternating; added = median over rounds of the medians' difference",
-          header, [row("openai", s, "– (reported)")])
+          f"client, each in a process of its own, {s['rounds']} turns, the rounds of a turn in rotating order; "
+          "added = median over turns of the rounds' medians' difference", header, rows)
+    if "before" in s:
+        print(f"this code against the router before issue 11 ({s['before_revision']}), same run: "
+              f"{s['vs_before_median_ms']:+.1f} ms median over turns, ratio of medians {s['vs_before_ratio']:.3f}× "
+              "(target: ≤ 0 ms, no regression)")
+    else:
+        print("the router before issue 11: not measured (no git history here to take it from)")
     print("published, other machines (in-process): LiteLLM 4.34 ms, Portkey 2.37 ms, Bifrost 0.44 ms")

@@ -7,7 +7,13 @@ import os
 import subprocess
 import sys
 
+from bench.overhead import BEFORE
 from tests.conftest import ROOT
+
+
+def _has_revision(revision: str) -> bool:
+    return subprocess.run(["git", "cat-file", "-e", f"{revision}^{{commit}}"], cwd=ROOT,
+                          capture_output=True).returncode == 0
 
 
 def test_quick_bench_runs_every_benchmark_and_writes_json(tmp_path):
@@ -28,6 +34,10 @@ def test_quick_bench_runs_every_benchmark_and_writes_json(tmp_path):
     assert soak["exceptions"] == 0 and soak["truncated_marked_complete"] == 0 and soak["unanswered"] == 0
     assert soak["healthy_after"] and soak["attempt_threads_left"] == 0
     assert figures["rescue"]["silent primary"]["served_by"] == ["openai-1"]
+    sessions = figures["overhead"]["50 sessions"]
+    assert sessions["n"] == 150 and sessions["router_median_ms"] > 0
+    if _has_revision(BEFORE):  # a clone with its history: the baseline ran too
+        assert sessions["before_revision"] == BEFORE and sessions["before"]["n"] == 150
     fleet = figures["fleet"]
     if "skipped" not in fleet:  # Redis and PostgreSQL answer (always in CI, which checks them first)
         assert all(fleet[f"concurrency, {s}"]["errors"] == 0 for s in ("embedded", "fleet"))
