@@ -4,9 +4,10 @@ its own (`python -m core.simulator`), reached over loopback, answering 60 chunks
 - In-process: the bare SDK against `Router.ask` (the app's call; cache off, probing on as in the
   app), alternating request by request.
 - Through `python -m core ask --jsonl`: one long-lived CLI process fed one question per line,
-  beside a bare-SDK process running the same loop (bench/bare.py), alternating; each time runs
-  from writing the line to reading the answer's line, so both pay the pipes and the JSON and the
-  difference is the router's alone.
+  beside a bare-SDK process running the same loop (bench/bare.py) and the CLI as it was before
+  issue 11's work (`BEFORE`, taken from git), in rotating order; each time runs from writing the
+  line to reading the answer's line, so all pay the pipes and the JSON and the difference is the
+  router's alone.
 - 50 sessions at once: 50 threads asking through one Router, against 50 threads on one SDK client,
   and against the router as it was before issue 11's work (`BEFORE`, taken from git), each code in
   a process of its own, the three rounds of a turn in rotating order.
@@ -44,9 +45,12 @@ BEFORE = "2994ded"  # the last commit before issue 11's router work: the many-se
 def bench_overhead(n: int, *, sessions: int = 50) -> dict:
     upstream = Upstream(list(KINDS), responder="sixty")
     try:
-        out = {"in-process": _in_process(upstream.urls, n),
-               "ask --jsonl": _through_cli(upstream.urls, n),
-               f"{sessions} sessions": _sessions(upstream.urls["openai"], sessions, rounds=max(3, n // 10))}
+        with tempfile.TemporaryDirectory(prefix="understudy-bench-before-") as tmp:
+            before = _checkout(BEFORE, Path(tmp))
+            out = {"in-process": _in_process(upstream.urls, n),
+                   "ask --jsonl": _through_cli(upstream.urls, n, before),
+                   f"{sessions} sessions": _sessions(upstream.urls["openai"], sessions, before,
+                                                     rounds=max(3, n // 10))}
     finally:
         upstream.close()
     _report(out, sessions)
@@ -84,66 +88,82 @@ def _in_process(urls: dict[str, str], n: int) -> dict:
     return out
 
 
-def _through_cli(urls: dict[str, str], n: int) -> dict:
-    sdk_all, routed_all, out = [], [], {}
+def _through_cli(urls: dict[str, str], n: int, before: Path | None) -> dict:
+    """Per kind, the bare SDK, this checkout's CLI and (where git has it) the CLI before issue 11,
+    request by request in rotating order."""
+    times: dict[str, list[float]] = {"sdk": [], "now": [], "before": []}
+    out: dict = {}
+    codes = {"now": ROOT, **({"before": before} if before else {})}
     with tempfile.TemporaryDirectory(prefix="understudy-bench-cli-") as tmp:
-        # All started at once, so their imports overlap: one CLI per kind (a chain of one), one
-        # bare-SDK process for every kind (the line it reads names the kind).
-        children = [_Child("-m", "bench.bare", *(f"{kind}={url}" for kind, url in urls.items()))]
+        # All started at once, so their imports overlap: one CLI per kind and code (a chain of
+        # one), one bare-SDK process for every kind (the line it reads names the kind).
+        bare = _Child("-m", "bench.bare", *(f"{kind}={url}" for kind, url in urls.items()))
+        clis: dict[tuple[str, str], _Child] = {}
         try:
             for kind in KINDS:
                 config = Path(tmp) / f"{kind}.toml"
                 config.write_text(f'[[providers]]\nname = "{kind}-0"\nkind = "{kind}"\nmodel = "{kind}-model"\n'
                                   f'base_url = "{urls[kind]}"\napi_key_env = "{KEY_ENV}"\n'
                                   "[cache]\nenabled = false\n", encoding="utf-8")
-                children.append(_Child("-m", "core", "ask", "--jsonl", "--config", str(config)))
-            bare = children[0]
-            for kind, cli in zip(KINDS, children[1:]):
-                def routed(cli=cli):
-                    result = json.loads(cli.ask(b"hi\n"))
-                    assert result["complete"] and result["text"] == SIXTY, result
+                for code, root in codes.items():
+                    clis[kind, code] = _Child("-m", "core", "ask", "--jsonl", "--config", str(config), root=root)
+            for kind in KINDS:
+                def routed(cli):
+                    def ask():
+                        result = json.loads(cli.ask(b"hi\n"))
+                        assert result["complete"] and result["text"] == SIXTY, result
+                    return ask
 
                 def direct(line=f"{kind}\n".encode()):
                     assert json.loads(bare.ask(line))["text"] == SIXTY
 
-                sdk, rt = _alternate(direct, routed, n)
-                out[kind] = _figures(sdk, rt)
-                sdk_all += sdk
-                routed_all += rt
+                got = _rotate({"sdk": direct, **{code: routed(clis[kind, code]) for code in codes}}, n)
+                out[kind] = _with_before(got)
+                for leg, ms in got.items():
+                    times[leg] += ms
         finally:
+            children = [bare, *clis.values()]
             for child in children:  # all told at once: each takes a moment to close
                 child.proc.stdin.close()
             for child in children:
                 child.close()
-    out["all"] = _figures(sdk_all, routed_all)
+    out["all"] = _with_before(times)
     return out
 
 
-def _sessions(url: str, sessions: int, *, rounds: int) -> dict:
+def _with_before(times: dict[str, list[float]]) -> dict:
+    out = _figures(times["sdk"], times["now"])
+    if times.get("before"):
+        out["before"] = _figures(times["sdk"], times["before"])
+        out["vs_before_median_ms"] = statistics.median(b - a for a, b in zip(times["before"], times["now"]))
+    return out
+
+
+def _sessions(url: str, sessions: int, before: Path | None, *, rounds: int) -> dict:
     """This checkout's router, the router before issue 11's work (`BEFORE`) and the bare SDK, each
     round with every session asking at once, the three rounds of a turn in a rotating order. Each
     code runs in a process of its own (bench/sessions_child.py), so the two routers never share a
     GIL or an import. Added figures are medians over turns of the difference of the rounds' medians."""
-    with tempfile.TemporaryDirectory(prefix="understudy-bench-before-") as tmp:
-        before = _checkout(BEFORE, Path(tmp))
-        codes = {"now": ROOT, **({"before": before} if before else {})}
-        children = {name: _Child("-P", str(ROOT / "bench" / "sessions_child.py"), url, str(sessions), root=root,
-                                 env={"UNDERSTUDY_BENCH_TEXT": SIXTY})
-                    for name, root in codes.items()}
-        legs = [("now", b"routed\n"), *([("before", b"routed\n")] if before else []), ("now", b"direct\n")]
-        try:
-            for name, line in legs:  # warm: threads, imports, connections, first-use caches
-                children[name].ask(line)
-            times: dict[tuple, list[float]] = {leg: [] for leg in legs}
-            medians: dict[tuple, list[float]] = {leg: [] for leg in legs}
-            for i in range(rounds):
-                for leg in legs[i % len(legs):] + legs[:i % len(legs)]:
-                    got = json.loads(children[leg[0]].ask(leg[1]))
-                    times[leg] += got
-                    medians[leg].append(statistics.median(got))
-        finally:
-            for child in children.values():
-                child.close()
+    codes = {"now": ROOT, **({"before": before} if before else {})}
+    children = {name: _Child("-P", str(ROOT / "bench" / "sessions_child.py"), url, str(sessions), root=root,
+                             env={"UNDERSTUDY_BENCH_TEXT": SIXTY})
+                for name, root in codes.items()}
+    legs = [("now", b"routed\n"), *([("before", b"routed\n")] if before else []), ("now", b"direct\n")]
+    try:
+        for name, line in legs:  # warm: threads, imports, connections, first-use caches
+            children[name].ask(line)
+        times: dict[tuple, list[float]] = {leg: [] for leg in legs}
+        medians: dict[tuple, list[float]] = {leg: [] for leg in legs}
+        for i in range(rounds):
+            for leg in legs[i % len(legs):] + legs[:i % len(legs)]:
+                got = json.loads(children[leg[0]].ask(leg[1]))
+                times[leg] += got
+                medians[leg].append(statistics.median(got))
+    finally:
+        for child in children.values():
+            child.proc.stdin.close()
+        for child in children.values():
+            child.close()
     sdk, now = ("now", b"direct\n"), ("now", b"routed\n")
     out = {**_figures(times[sdk], times[now]), "added_median_ms": _turns(medians[now], medians[sdk]),
            "sessions": sessions, "rounds": rounds, "before_revision": BEFORE if before else None}
@@ -172,18 +192,24 @@ def _checkout(revision: str, into: Path) -> Path | None:
 
 # -- measuring ----------------------------------------------------------------------------------------
 def _alternate(direct: Callable[[], object], routed: Callable[[], object], n: int) -> tuple[list[float], list[float]]:
-    """Times in ms of `n` calls each, alternating which goes first, after a warm-up of both."""
+    got = _rotate({"sdk": direct, "router": routed}, n)
+    return got["sdk"], got["router"]
+
+
+def _rotate(calls: dict[str, Callable[[], object]], n: int) -> dict[str, list[float]]:
+    """Times in ms of `n` calls of each, one of each per turn, the order rotating turn by turn,
+    after a warm-up of all of them."""
     for _ in range(max(5, n // 10)):  # connections, imports, first-use caches
-        direct()
-        routed()
-    d, r = [], []
+        for call in calls.values():
+            call()
+    legs = list(calls)
+    times: dict[str, list[float]] = {leg: [] for leg in legs}
     for i in range(n):
-        first, second = (direct, routed) if i % 2 == 0 else (routed, direct)
-        for f in (first, second):
+        for leg in legs[i % len(legs):] + legs[:i % len(legs)]:
             t0 = time.perf_counter()
-            f()
-            (d if f is direct else r).append((time.perf_counter() - t0) * 1000)
-    return d, r
+            calls[leg]()
+            times[leg].append((time.perf_counter() - t0) * 1000)
+    return times
 
 
 def _figures(sdk: list[float], routed: list[float]) -> dict:
@@ -234,8 +260,14 @@ def _report(out: dict, sessions: int) -> None:
           "Router.ask, alternating", header,
           [row(k, v, f"≤ {IN_PROCESS_TARGET_MS:g} ms") for k, v in out["in-process"].items()])
     table("1. Router overhead through `python -m core ask --jsonl` (one long-lived process, a line in, a line out) "
-          "vs the same loop on the bare SDK, alternating", header,
+          "vs the same loop on the bare SDK, in rotating order", header,
           [row(k, v, f"≤ {CLI_TARGET_MS:g} ms") for k, v in out["ask --jsonl"].items()])
+    cli = out["ask --jsonl"]
+    if "before" in cli["all"]:
+        table(f"1. The same, beside the CLI before issue 11 ({BEFORE}) in the same rotation: added over the bare SDK "
+              "(median of paired differences)", ["kind", "before issue 11", "now", "now − before", "target"],
+              [[k, fmt(v["before"]["added_median_ms"], " ms"), fmt(v["added_median_ms"], " ms"),
+                fmt(v["vs_before_median_ms"], " ms"), f"now ≤ {CLI_TARGET_MS:g} ms"] for k, v in cli.items()])
     s = out[f"{sessions} sessions"]
     rows = [row("this code", s, "– (reported)")]
     if "before" in s:

@@ -38,6 +38,7 @@ def test_quick_bench_runs_every_benchmark_and_writes_json(tmp_path):
     assert sessions["n"] == 150 and sessions["router_median_ms"] > 0
     if _has_revision(BEFORE):  # a clone with its history: the baseline ran too
         assert sessions["before_revision"] == BEFORE and sessions["before"]["n"] == 150
+        assert figures["overhead"]["ask --jsonl"]["all"]["before"]["n"] == 40  # the CLI before, in the rotation
     fleet = figures["fleet"]
     if "skipped" not in fleet:  # Redis and PostgreSQL answer (always in CI, which checks them first)
         assert all(fleet[f"concurrency, {s}"]["errors"] == 0 for s in ("embedded", "fleet"))
