@@ -364,8 +364,10 @@ OUTCOME_ICON = {"ok": "✅", "error": "❌", "declined": "🚫", "cancelled": "�
 
 
 def timeline(meta: dict) -> None:
-    if meta.get("stopped"):
-        st.caption(literal(meta.get("notice", "")))
+    if meta.get("stopped"):  # the story line and the badge say so already; a switch before the Stop is news
+        for sw in meta.get("switches", []):
+            st.caption(f"🔀 **{literal(sw['failed'])}** broke off mid-answer ({literal(sw['reason'])}) before you "
+                       f"stopped it; the words shown are **{literal(sw['provider'] or 'no provider')}**'s.")
         return
     attempts = meta.get("attempts", [])
     label = f"How it got here — {len(attempts)} attempt{'s' if len(attempts) != 1 else ''}"
@@ -531,7 +533,7 @@ def show(message: dict, i: int | None = None) -> None:
             st.markdown(without_images(message["content"]))  # a remote image would be fetched on sight
         if message["role"] == "assistant" and message.get("meta"):
             if line := story(message["meta"]):  # the failover in one plain line; the badge has the details
-                st.markdown(f"↪️ {literal(line)}")
+                st.markdown(f"{'⏹️' if message['meta'].get('stopped') else '↪️'} {literal(line)}")
             st.caption(badge(message["meta"]))
             timeline(message["meta"])
         if i is not None:

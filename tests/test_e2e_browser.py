@@ -193,6 +193,7 @@ def test_stop_during_a_stall_stops_at_once_and_keeps_what_arrived(patient_server
     text = reply.inner_text()
     assert "w2" in text and "w3" not in text
     assert "anthropic-0" in text  # marked stopped, with the provider its words came from
+    assert text.count("Stopped by you") == 1, text  # one line says so, not three
     assert second.chat_requests() == []  # stopped, not failed over
     page.screenshot(path=str(SHOTS / "5b-stopped-mid-stall.png"))
 
@@ -230,6 +231,8 @@ def test_stop_after_a_stall_takeover_keeps_the_backups_words_and_names_it(stalli
     expect(reply).to_contain_text("stopped")
     text = reply.inner_text()
     assert "openai-1" in text and "anthropic-test" not in text  # kept, and named after where it came from
+    expect(reply).to_contain_text("anthropic-0 broke off mid-answer (stalled) before you stopped it")
+    assert reply.inner_text().count("Stopped by you") == 1  # said once, in the story line (the badge has the icon)
     page.screenshot(path=str(SHOTS / "5d-stopped-after-takeover.png"))
 
 
