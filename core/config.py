@@ -129,8 +129,8 @@ class Stalls:
     multiple: float = _setting(4.0, (1.0, 1000.0), "an answer stalls when silent this many times its provider's "
                                                    "normal gap between chunks")
     quantile: float = _setting(0.99, (0.5, 1.0), "which quantile of recent gaps is the normal gap")
-    floor: float = _setting(0.5, (0.0, 600.0), "seconds; the stall threshold is never shorter")
-    cold_start: float = _setting(1.0, (0.0, 600.0), "seconds; the stall threshold before enough gaps were seen")
+    floor: float = _setting(0.5, (0.05, 600.0), "seconds; the stall threshold is never shorter")
+    cold_start: float = _setting(1.0, (0.05, 600.0), "seconds; the stall threshold before enough gaps were seen")
     min_samples: int = _setting(50, (1, 100_000), "gaps seen before the quantile is trusted")
 
 

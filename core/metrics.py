@@ -370,9 +370,10 @@ class Metrics:
 
 
 class _Gaps:
-    """One provider's last `KEEP` gaps between chunks. A quantile is sorted afresh only once a
-    quarter of them are new: a request reads it, and a sort per request would cost more than the
-    router's whole per-request budget."""
+    """One provider's last `KEEP` gaps between chunks. A quantile is sorted afresh once a quarter
+    of them are new, or at once when a new gap is over twice the slowest figure last read (a
+    provider that became slower must not wait hundreds of gaps to be believed): a request reads it,
+    and a sort per request would cost more than the router's whole per-request budget."""
 
     KEEP = 1000
 
@@ -380,10 +381,13 @@ class _Gaps:
         self.recent: deque[float] = deque(maxlen=self.KEEP)
         self.fresh = 0  # added since the quantiles were last sorted
         self.quantiles: dict[float, float | None] = {}
+        self.slowest = math.inf  # the largest figure last read: a gap far past it changes the figures
 
     def add(self, gaps: Sequence[float]) -> None:
         self.recent.extend(gaps)
         self.fresh += len(gaps)
+        if max(gaps) > 2 * self.slowest:
+            self.fresh = self.KEEP
 
     def quantile(self, q: float) -> float | None:
         if self.fresh * 4 >= self.KEEP or q not in self.quantiles:
@@ -391,6 +395,7 @@ class _Gaps:
                 self.quantiles.clear()
             self.fresh = 0
             self.quantiles[q] = quantile(self.recent, q)
+            self.slowest = max((v for v in self.quantiles.values() if v is not None), default=math.inf)
         return self.quantiles[q]
 
 

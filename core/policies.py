@@ -9,7 +9,7 @@ once, in `ErrorKind`'s table (core/errors.py); the numbers come from the typed p
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .config import Hedging, Retries, Stalls
@@ -78,6 +78,15 @@ class StallPolicy:
         observed = gap_quantile(provider, s.quantile, s.min_samples)
         after = max(s.floor, s.cold_start if observed is None else s.multiple * observed)
         return after if after < idle_timeout else None
+
+    PACE = 2  # gaps an answer must have shown before its silence can be told from its pace
+
+    def convincing(self, silent: float, gaps: Sequence[float]) -> bool:
+        """Whether a stall is strong evidence against its provider: the answer had gone at a pace
+        (`gaps`, seconds between its chunks so far) and this silence is far outside it. A provider
+        silent from its first gap on may simply be that slow: the answer still moves to a backup
+        that goes on first, but the provider is not held against."""
+        return len(gaps) >= self.PACE and silent >= self.settings.multiple * max(gaps)
 
 
 @dataclass(frozen=True)

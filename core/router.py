@@ -654,10 +654,13 @@ class _Run:
         self.stall_switched = True
         now = self.clock()
         self._cancel(live, "", record=False)
+        silent = now - live.last_at
+        convincing = self.r.stalls.convincing(silent, live.gaps)
         self._failed(live, ProviderError(
-            ErrorKind.STREAM_BROKEN, f"stalled mid-answer: silent {now - live.last_at:.1f}s (its stall threshold "
-            f"{live.stall_after:.1f}s); {backup.name if backup else 'its backup'} went on first",
-            provider=live.name, stalled=True), now)
+            ErrorKind.STREAM_BROKEN, f"stalled mid-answer: silent {silent:.1f}s (its stall threshold "
+            f"{live.stall_after:.1f}s); {backup.name if backup else 'its backup'} went on first"
+            + ("" if convincing else "; not held against it: its answer had not yet shown a faster pace"),
+            provider=live.name, stalled=True), now, against=convincing)
 
     def _retry(self, item: tuple[float, Provider]) -> None:
         if item not in self.retry_at:
@@ -726,20 +729,23 @@ class _Run:
             live.scope.release()
             self._failed(live, item, now)
 
-    def _failed(self, live: LiveAttempt, e: ProviderError, now: float) -> None:
-        """An attempt ended in an error (it is no longer in `active`)."""
+    def _failed(self, live: LiveAttempt, e: ProviderError, now: float, *, against: bool = True) -> None:
+        """An attempt ended in an error (it is no longer in `active`). `against`: the error counts
+        against the provider's health, if its kind does."""
         fails_over = self.r.failover.fails_over(e)
         self._record(live, Outcome.ERROR if fails_over else Outcome.DECLINED, latency=now - live.start, error=e)
         breaker = self.r.breakers[live.name]
         hold_off = self.r.retry.hold_off(e)
-        if self.r.failover.sick(e):
+        if against and self.r.failover.sick(e):
             breaker.failure(f"{e.kind.value}: {e.message[:120]}", retry_after=e.retry_after, permit=live.permit)
             if hold_off is not None:
                 breaker.hold_off(hold_off, f"asked to wait {hold_off:g}s", permit=live.permit)
             if e.stalled:
                 # A stall is strong evidence: the next user must not wait out another one. Out for
                 # a whole cooldown at once, which no probe shortens (its list-models call would
-                # pass: a stalling provider still answers those). Slow but steady never stalls.
+                # pass: a stalling provider still answers those). Slow but steady is never held
+                # against: a switch counts only once the answer had shown a faster pace
+                # (StallPolicy.convincing), and the hard idle limit is far past any steady pace.
                 breaker.hold_off(self.r.config.policy.breaker.reset_timeout, "stalled mid-answer", permit=live.permit)
         else:
             breaker.neutral(live.permit)

@@ -247,6 +247,44 @@ def test_a_slow_but_steady_provider_sets_a_longer_stall_threshold_and_is_never_k
     assert normal is not None and learned == max(0.5, 4 * normal)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_provider_silent_from_its_first_gap_may_be_slow_and_is_not_held_against(kind, chain):
+    # One word, then silence: nothing yet says whether this provider stalled or is just that slow
+    # (a chunk every few seconds). The user still gets the backup's answer, but the provider is not
+    # kept out, and the next question goes to it as usual.
+    router, (first, second) = chain(kind, other(kind))
+    first.push(Fault("stall", after=1, seconds=60))
+    evs = list(router.stream(Q))
+    result = evs[-1].result
+    assert result.complete and result.provider == f"{other(kind)}-1"
+    stalled = result.attempts[0]
+    assert stalled.detail.startswith("stalled mid-answer") and "not held against it" in stalled.detail
+    assert request_event(router).stall_switched
+    assert router.breakers[f"{kind}-0"].state == "closed"
+    assert router.breakers[f"{kind}-0"]._store.read(f"{kind}-0").failures == 0
+    attempt_threads_end()
+    again = router.ask(ChatRequest.ask("and the next user?"))
+    assert again.provider == f"{kind}-0" and again.complete and [a.provider for a in again.attempts] == [f"{kind}-0"]
+
+
+def test_a_stall_is_convincing_only_once_the_answer_had_a_pace_and_left_it_far_behind():
+    policy = StallPolicy(Stalls(multiple=4.0))
+    assert not policy.convincing(30.0, [])  # silent from the first gap: maybe just slow
+    assert not policy.convincing(30.0, [0.02])  # one gap is no pace yet
+    assert policy.convincing(1.0, [0.02, 0.03])  # 1 s against a pace of 0.03 s
+    assert not policy.convincing(1.0, [0.02, 0.3])  # within four times its slowest gap so far
+    assert policy.convincing(1.2, [0.02, 0.3])
+
+
+def test_a_stall_threshold_of_zero_is_refused():
+    from core.config import ConfigError, parse_config
+
+    for key, value in (("floor", 0), ("floor", -0.0), ("cold_start", 0), ("cold_start", 0.01)):
+        with pytest.raises(ConfigError, match=f"stalls.{key}"):
+            parse_config({"stalls": {key: value}})
+    assert parse_config({"stalls": {"floor": 0.05, "cold_start": 0.05}}).policy.stalls.floor == 0.05
+
+
 def test_the_stall_threshold_is_a_multiple_of_the_normal_gap_within_its_bounds():
     def metrics_with(gaps):
         m = Metrics(wall=lambda: 0.0)
@@ -265,9 +303,11 @@ def test_the_normal_gap_follows_recent_traffic():
     m = Metrics(wall=lambda: 0.0)
     m.record_gaps("p", [0.01] * 1000)
     assert m.gap_quantile("p", 0.99, 50) == 0.01
-    m.record_gaps("p", [0.3] * 100)  # a tenth new: the figure read a moment ago still stands
+    m.record_gaps("p", [0.015] * 100)  # a tenth new, none far slower: the figure read a moment ago stands
     assert m.gap_quantile("p", 0.99, 50) == 0.01
-    m.record_gaps("p", [0.3] * 150)  # a quarter new: sorted afresh, and the slower gaps show
+    m.record_gaps("p", [0.015] * 150)  # a quarter new: sorted afresh, and the slower gaps show
+    assert m.gap_quantile("p", 0.99, 50) == 0.015
+    m.record_gaps("p", [0.3] * 20)  # far slower than the figure: believed at once, not 250 gaps later
     assert m.gap_quantile("p", 0.99, 50) == 0.3
     assert m.gap_quantile("q", 0.99, 1) is None
 
