@@ -63,17 +63,23 @@ class Flight:
             self._landed = True
             self._changed.notify_all()
 
-    def wait(self, timeout: float):
+    def wait(self, timeout: float, stopped: Callable[[], bool] = lambda: False):
         """The leader's result; waits `timeout` seconds, and longer while the leader is alive.
-        None when it landed without a result (its caller stopped it) or went quiet."""
+        None when it landed without a result (its caller stopped it), went quiet, or this
+        follower's own caller stopped (`stopped()` turned true, and `wake()` was called)."""
         with self._changed:
             limit = self._clock() + timeout
             while not self._landed:
                 remaining = max(limit, self.alive_until) - self._clock()
-                if remaining <= 0:
+                if remaining <= 0 or stopped():
                     return None
                 self._changed.wait(remaining)
             return self.result
+
+    def wake(self) -> None:
+        """Every follower looks again now (one of them was stopped)."""
+        with self._changed:
+            self._changed.notify_all()
 
 
 def cache_key(request: ChatRequest) -> str:

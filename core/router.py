@@ -270,7 +270,8 @@ class _Run:
         self.waited_for_trial = False
         self.result: Result | None = None
         self.key = cache_key(request) if router.cache.enabled else None
-        self.flight: Flight | None = None
+        self.flight: Flight | None = None  # this request's, when others may follow it
+        self.following: Flight | None = None  # an identical request's, while this one waits on it
         self.stopping = False  # set once, by `stop()` from any thread; read on every chunk, so a plain flag
         self._launched: list[LiveAttempt] = []  # every attempt started, for a stop from another thread
         self._launched_lock = threading.Lock()
@@ -284,6 +285,8 @@ class _Run:
             launched = list(self._launched)
         for live in launched:
             live.scope.cancel()
+        if (following := self.following) is not None:
+            following.wake()  # waiting on an identical request: that one goes on, this one ends
         self.q.put((-1, STOP))
 
     def _stopped(self) -> None:
@@ -331,6 +334,10 @@ class _Run:
             if not leader:
                 yield from self._follow(flight)
                 if self.result is not None:
+                    return
+                if self.stopping:
+                    with self._mutex:
+                        self._stopped()
                     return
                 # The identical request was stopped before it finished: answer this one ourselves.
             else:
@@ -382,7 +389,11 @@ class _Run:
     def _follow(self, flight: Flight) -> Iterator[Event]:
         """An identical request is being answered right now: wait for it rather than ask again, as
         long as it is alive (until our deadline, and beyond while its answer is still streaming)."""
-        shared = flight.wait(self.deadline - self.clock())
+        self.following = flight
+        try:
+            shared = flight.wait(self.deadline - self.clock(), lambda: self.stopping)
+        finally:
+            self.following = None
         if shared is None:
             # It was stopped, or went quiet: no provider was asked for this request yet, so it asks
             # on its own, with the whole deadline for its chain.

@@ -644,6 +644,31 @@ def test_a_follower_answers_itself_when_the_identical_leader_is_stopped(chain):
     assert len(first.chat_requests()) == 2
 
 
+def test_stop_ends_a_follower_waiting_on_an_identical_stalled_request_and_the_leader_goes_on(chain):
+    # Two users ask the same first question; the provider stalls for a minute mid-answer (its
+    # deadlines are a minute too). The second, waiting on the first's answer, presses Stop: it ends
+    # at once, stopped, while the first's answer carries on untouched.
+    router, (first,) = chain("anthropic", timeouts={"idle_timeout": 60.0, "first_token_timeout": 60.0},
+                             stalls__hedge=False)
+    first.push(Fault("stall", after=5, seconds=60))
+    leader = router.stream(Q)
+    assert isinstance(next(leader), Delta)  # the leader is mid-answer, holding the flight
+    follower = router.stream(Q)
+    got: list = []
+    reader = threading.Thread(target=lambda: got.extend(follower))
+    reader.start()
+    wait_until(lambda: inside(reader, Flight.wait), "the follower to wait on the leader")
+    follower.stop()
+    reader.join(30)
+    assert not reader.is_alive()
+    (done,) = [e for e in got if isinstance(e, Done)]
+    assert done.result.stopped and done.result.text == "" and not done.result.complete
+    assert len(first.chat_requests()) == 1  # the stopped follower asked no provider
+    first.resume()  # the stall ends: the leader was never disturbed
+    result = [e for e in leader if isinstance(e, Done)][0].result
+    assert result.complete and result.provider == "anthropic-0"
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_server_slow_to_end_its_body_after_the_answer_costs_the_answer_nothing(kind, chain):
