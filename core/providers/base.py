@@ -33,7 +33,7 @@ from .. import cancel
 from ..config import ProviderEntry
 from ..errors import ErrorKind, ProviderError, kind_for_status, retry_hint
 from ..messages import ChatRequest, StreamEnd, TextDelta
-from ..redact import redact
+from ..redact import redact, remember
 
 if TYPE_CHECKING:
     from ..faults import Dialect
@@ -88,6 +88,8 @@ class Provider:
         self._transport = transport
         self._last_headers = threading.local()
         self._calls = threading.local()  # the StreamState of the call this thread is making
+        if entry.api_key:
+            remember(entry.api_key.reveal())  # masked in the package's log as in its errors
         self._client = self._make_client() if (entry.api_key or not self.info.needs_key) else None
 
     @property
