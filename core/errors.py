@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import email.utils
 import enum
+import json
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -97,7 +99,21 @@ class ProviderError(Exception):
         return f"{where}{self.kind.value}{status}: {self.message}"
 
 
-def kind_for_status(status: int, message: str = "") -> ErrorKind:
+def error_text(value: object) -> str:
+    """A provider's error message as text, whatever JSON it came as: a body may give `message` (or
+    Ollama's `error`) as an object, a list, a number or null. Text stays as it is; anything else is
+    written as JSON, so its words (and any hint in them) can still be read, and masked."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError, RecursionError):
+        return f"<{type(value).__name__}>"
+
+
+def kind_for_status(status: int, message: object = "") -> ErrorKind:
     """The error kind an HTTP status implies, refined by the provider's message for 400s."""
     if status == 429:
         return ErrorKind.RATE_LIMITED
@@ -129,41 +145,34 @@ _CONTEXT_RE = re.compile(
 _FILTER_RE = re.compile(r"content[_ ]?(filter|policy|management)|safety|blocked", re.IGNORECASE)
 
 
-def looks_like_context_length(message: str) -> bool:
-    return bool(_CONTEXT_RE.search(message or ""))
+def looks_like_context_length(message: object) -> bool:
+    return bool(_CONTEXT_RE.search(error_text(message)))
 
 
-def looks_like_content_filter(message: str) -> bool:
-    return bool(_FILTER_RE.search(message or ""))
+def looks_like_content_filter(message: object) -> bool:
+    return bool(_FILTER_RE.search(error_text(message)))
 
 
 def retry_after_from_headers(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
     """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date, counted from
     `now`, a Unix time: this moment by default)."""
-    if not headers:
+    headers = _lowered(headers)
+    raw_ms = headers.get("retry-after-ms", "").strip()
+    if _SECONDS.fullmatch(raw_ms):
+        return _wait(float(raw_ms) / 1000)
+    raw = headers.get("retry-after", "").strip()
+    if _SECONDS.fullmatch(raw):
+        return _wait(float(raw))
+    if not raw or not raw.isascii():  # the date's digits too: int() would take any script's
         return None
-    headers = {str(k).lower(): str(v) for k, v in headers.items()}  # any mapping, any case
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return max(0.0, float(raw_ms) / 1000)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
     try:
         when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
+        return _wait(when.timestamp() - (time.time() if now is None else now))
+    except (TypeError, ValueError, OverflowError, OSError):
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def retry_hint(headers: Mapping[str, str] | None, message: str = "", *, status: int | None = None,
+def retry_hint(headers: Mapping[str, str] | None, message: object = "", *, status: int | None = None,
                now: float | None = None) -> float | None:
     """Seconds the provider asked us to wait, in whichever form it gave it, or None:
     `retry-after-ms` / `Retry-After`; on a 429, the rate-limit reset headers (OpenAI's
@@ -181,37 +190,41 @@ def parse_duration(raw: str) -> float | None:
     """A Go-style duration as OpenAI writes them ("20ms", "1.5s", "6m0s", "1h2m3s"), or a bare
     number of seconds; None when it is neither."""
     raw = raw.strip()
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
+    if _NUMBER.fullmatch(raw):
+        return _wait(float(raw))
     match = _DURATION.fullmatch(raw)
     if not match or not raw:
         return None
     h, m, sec, ms = (float(g) if g else 0.0 for g in match.groups())
-    return h * 3600 + m * 60 + sec + ms / 1000
+    return _wait(h * 3600 + m * 60 + sec + ms / 1000)
 
 
-def retry_after_from_text(message: str) -> float | None:
+def retry_after_from_text(message: object) -> float | None:
     """The wait a message asks for: "Please try again in 1.5s", "in 20ms", "in 6m0s", "Please
     retry in 37.56s", "try again after 30 seconds", "in 2 minutes"."""
-    match = _TEXT_HINT.search(message or "")
+    match = _TEXT_HINT.search(error_text(message))
     if not match:
         return None
     amount, word = match.group("amount"), (match.group("word") or "").lower()
     if word:
-        unit = next(factor for prefix, factor in _WORDS if word.startswith(prefix))
-        try:
-            return max(0.0, float(amount) * unit)
-        except ValueError:
+        if not _NUMBER.fullmatch(amount):  # "in 1h2m minutes": no sense to be made of it
             return None
+        unit = next(factor for prefix, factor in _WORDS if word.startswith(prefix))
+        return _wait(float(amount) * unit)
     return parse_duration(amount)
 
 
-_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+(?:\.\d+)?)ms)?")
+# Only ASCII digits, in the forms providers send: float() would also take "1_000", "1e308", "nan",
+# "inf" and other scripts' digits ("١٢"), none of which any provider writes.
+_N = r"[0-9]+(?:\.[0-9]+)?"
+_NUMBER = re.compile(_N)
+_SECONDS = re.compile(rf"-?{_N}")  # a Retry-After (a negative one is "now")
+_DURATION = re.compile(rf"(?:({_N})h)?(?:({_N})m(?!s))?(?:({_N})s)?(?:({_N})ms)?")
 _TEXT_HINT = re.compile(
-    r"\b(?:try again|retry)\s+(?:in|after)\s+(?P<amount>\d+(?:\.\d+)?(?:(?:h|m(?!s)|s|ms)(?:\d+(?:\.\d+)?(?:m(?!s)|s|ms))*)?)"
-    r"(?:\s*(?P<word>milliseconds?|millis|msecs?|seconds?|secs?|minutes?|mins?|hours?|hrs?)\b)?", re.IGNORECASE)
+    rf"\b(?:try again|retry)\s+(?:in|after)\s+(?P<amount>{_N}(?:(?:h|m(?!s)|s|ms)(?:{_N}(?:m(?!s)|s|ms))*)?)"
+    r"(?:\s*(?P<word>milliseconds?|millis|msecs?|seconds?|secs?|minutes?|mins?|hours?|hrs?)\b)?"
+    # The whole number or nothing: "1e308s" is not "1", nor "1.5.5s" "1.5" (a sentence's full stop may follow).
+    r"(?!\.?\w)", re.IGNORECASE)
 _WORDS = (("mil", 0.001), ("ms", 0.001), ("s", 1.0), ("mi", 60.0), ("h", 3600.0))
 # Which limit a 429 hit: OpenAI names requests and tokens; Anthropic also input and output tokens.
 _RESET_HEADERS = [(f"x-ratelimit-remaining-{n}", f"x-ratelimit-reset-{n}") for n in ("requests", "tokens")] + [
@@ -222,9 +235,7 @@ _RESET_HEADERS = [(f"x-ratelimit-remaining-{n}", f"x-ratelimit-reset-{n}") for n
 def _reset_hint(headers: Mapping[str, str] | None, now: float | None) -> float | None:
     """On a 429: when the exhausted limit resets (the longest, if several are spent); with none
     marked spent, the soonest reset (a retry then learns more)."""
-    if not headers:
-        return None
-    lower = {str(k).lower(): str(v) for k, v in headers.items()}
+    lower = _lowered(headers)
     spent, others = [], []
     for remaining, reset in _RESET_HEADERS:
         if reset not in lower:
@@ -242,13 +253,28 @@ def _reset_hint(headers: Mapping[str, str] | None, now: float | None) -> float |
 def _seconds_until(stamp: str, now: float | None) -> float | None:
     from datetime import datetime
 
+    if not _RFC3339.fullmatch(stamp.strip()):
+        return None
     try:
         when = datetime.fromisoformat(stamp.strip().replace("Z", "+00:00"))
-    except ValueError:
+        return _wait(when.timestamp() - (time.time() if now is None else now))
+    except (ValueError, OverflowError, OSError):
         return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+_RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:[0-9]{2})")
+
+
+def _lowered(headers: object) -> dict[str, str]:
+    """Any mapping of headers, in any case, as lower-case names to text."""
+    if not isinstance(headers, Mapping):
+        return {}
+    return {str(k).lower(): str(v) for k, v in headers.items()}
+
+
+def _wait(seconds: float) -> float | None:
+    """A wait as the router uses it: never negative; none at all when it is not a finite number."""
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def retry_after_from_google_details(body: object) -> float | None:
@@ -257,7 +283,8 @@ def retry_after_from_google_details(body: object) -> float | None:
     details = error.get("details") if isinstance(error, dict) else None
     for item in details if isinstance(details, list) else ():
         if isinstance(item, dict) and str(item.get("@type", "")).endswith("RetryInfo"):
-            match = re.fullmatch(r"\s*([0-9.]+)s\s*", str(item.get("retryDelay", "")))
-            if match:
-                return float(match.group(1))
+            delay = item.get("retryDelay")
+            delay = delay.strip() if isinstance(delay, str) else ""
+            if delay.endswith("s") and _NUMBER.fullmatch(delay[:-1]):
+                return _wait(float(delay[:-1]))
     return None

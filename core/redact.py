@@ -7,11 +7,17 @@ adapter (`Provider._error`). Masked: every configured key value, the value of an
 parameter that carries a credential, a `Bearer` token, a password in a URL, and the known key
 formats. The rest of the
 text stays as the provider wrote it, so the error is still readable.
+
+The package's log ("understudy") is masked too, by a filter on it (`LogRedactor`), with every
+key an adapter was built with: a traceback prints each chained exception's own text, and an
+SDK's error under a `ProviderError` is the raw body.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 import urllib.parse
 from collections.abc import Iterable
 
@@ -74,3 +80,37 @@ def _replace(m: re.Match) -> str:
     if m["userinfo"] is not None:
         return m[0] if m["password"] == MASK else m["userinfo"] + MASK
     return mask(m["shape"])
+
+
+# -- the package's log ------------------------------------------------------------------------------
+_known: frozenset[str] = frozenset()  # replaced whole, so the filter reads it without a lock
+_known_lock = threading.Lock()
+
+
+def remember(secret: str) -> None:
+    """Mask `secret` in every log line of the package from now on (adapters call this with their key)."""
+    global _known
+    with _known_lock:
+        _known = _known | {secret}
+
+
+class LogRedactor(logging.Filter):
+    """Masks keys and credentials in a record's message, traceback and stack, before any handler
+    formats it. The traceback is formatted here, as a handler's `Formatter` would, and kept in
+    `exc_text`, which formatters print in its place; `exc_info` stays (it says a traceback came)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = _known
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 — a bad format string: the handler reports it as usual
+            message = None
+        if message is not None and (clean := redact(message, secrets)) != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, secrets)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, secrets)
+        return True

@@ -145,3 +145,51 @@ def test_reset_headers_count_only_on_a_429_and_bad_values_are_no_hint():
 
 def test_gemini_retryinfo_in_its_real_error_body():
     assert retry_after_from_google_details(GEMINI_429) == 37
+
+
+# float() takes "1_000", "1e308", "nan", "inf" and any script's digits; no provider writes those,
+# so each is no hint at all rather than a misread one ("1e308s" read as 1 s, "١٢" as 12 s).
+@pytest.mark.parametrize("headers, message", [
+    ({"retry-after": "1_000"}, ""),
+    ({"retry-after": "١٢"}, ""),  # Arabic-Indic digits
+    ({"retry-after": "1e308"}, ""),
+    ({"retry-after": "nan"}, ""),
+    ({"retry-after": "inf"}, ""),
+    ({"retry-after": "-inf"}, ""),
+    ({"retry-after-ms": "1e400"}, ""),
+    ({"retry-after-ms": "nan"}, ""),
+    ({"Retry-After": "Thu, ٠٣ Dec 2026 15:00:30 GMT"}, ""),
+    ({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "inf"}, ""),
+    ({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "nan"}, ""),
+    ({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1e3"}, ""),
+    ({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "١٢s"}, ""),
+    ({}, "Please try again in 1e308s."),
+    ({}, "Please try again in 1.5.5s."),
+    ({}, "Please try again in ١٢s."),
+    ({}, "Please try again in " + "9" * 400 + "s."),  # a number too large for a float
+])
+def test_a_hint_in_no_form_a_provider_sends_is_no_hint(headers, message):
+    assert retry_hint(headers, message, status=429, now=NOW) is None
+
+
+@pytest.mark.parametrize("delay", ["1.2.3s", ".s", "...s", "1" * 400 + "s"])
+def test_a_gemini_retry_delay_in_no_form_it_sends_is_no_hint(delay):
+    body = {"error": {"details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}]}}
+    assert retry_after_from_google_details(body) is None
+
+
+@pytest.mark.parametrize("message", [
+    {"message": "Please try again in 2s", "seen": {"authorization": "Bearer x"}},
+    ["busy", "Please try again in 2s"],
+    [{"nested": [{"text": "Please try again in 2s"}]}],
+])
+def test_a_message_of_any_json_shape_is_read_as_text(message):
+    assert retry_hint({}, message, status=429, now=NOW) == 2.0
+    assert kind_for_status(429, message) is ErrorKind.RATE_LIMITED
+    assert kind_for_status(400, {"message": message, "why": "prompt is too long"}) is ErrorKind.CONTEXT_LENGTH
+
+
+@pytest.mark.parametrize("message", [5, 1.5, True, {"a": None}])
+def test_a_message_with_no_words_is_no_hint_and_no_error(message):
+    assert retry_hint({}, message, status=429, now=NOW) is None
+    assert kind_for_status(400, message) is ErrorKind.BAD_REQUEST

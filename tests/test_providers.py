@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import subprocess
 import sys
 import threading
 
 import pytest
 
+from core.config import Config
 from core.errors import ErrorKind, ProviderError
 from core.messages import ChatRequest, Message, StreamEnd, TextDelta
+from core.router import Router
 from core.simulator import Fault
 from tests.conftest import FAULTS, KEY, KINDS, ROOT, drain
 
@@ -373,3 +377,116 @@ def test_a_server_that_streams_on_after_the_end_marker_does_not_hold_the_answer(
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- error bodies of shapes no SDK expects --------------------------------------------------------
+def _echo(headers) -> str:
+    """The request's credential header, quoted as a proxy in front of the provider may."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    return next(lower[h] for h in ("authorization", "x-api-key", "x-goog-api-key") if h in lower)
+
+
+RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
+# (protocol, status, the body given the request's headers, the kind it means, the retry hint readable
+# in it). Each message (Ollama's `error`) is not text, or its hint can't be read. A str body is sent
+# as an event stream: OpenAI's status errors are safe (its SDK makes `code` text, and a message
+# object is written out), but an error event inside the stream keeps its message as it came.
+ODD_BODIES = {
+    "anthropic message is an object": ("anthropic", 429, lambda h: {"type": "error", "error": {
+        "type": "rate_limit_error", "message": {"text": "Please try again in 2s", "seen": _echo(h)}}},
+        ErrorKind.RATE_LIMITED, 2.0),
+    "openai stream error message is an object": ("openai", 200, lambda h: "data: " + json.dumps({"error": {
+        "message": {"text": "Please try again in 1.5s", "seen": _echo(h)}, "type": "server_error"}}) + "\n\n",
+        ErrorKind.STREAM_BROKEN, 1.5),
+    "gemini message is an object": ("gemini", 429, lambda h: {"error": {
+        "code": 429, "status": "RESOURCE_EXHAUSTED", "message": {"text": "Please retry in 3s.", "seen": _echo(h)}}},
+        ErrorKind.RATE_LIMITED, 3.0),
+    "gemini retryDelay 1.2.3s": ("gemini", 429, lambda h: {"error": {
+        "code": 429, "status": "RESOURCE_EXHAUSTED", "message": f"Quota exceeded (saw {_echo(h)})",
+        "details": [{"@type": RETRY_INFO, "retryDelay": "1.2.3s"}]}}, ErrorKind.RATE_LIMITED, None),
+    "gemini retryDelay .s": ("gemini", 429, lambda h: {"error": {
+        "code": 429, "message": f"Quota exceeded (saw {_echo(h)})",
+        "details": [{"@type": RETRY_INFO, "retryDelay": ".s"}]}}, ErrorKind.RATE_LIMITED, None),
+    "ollama error is an object": ("ollama", 429, lambda h: {"error": {"message": f"try again in 2s ({_echo(h)})"}},
+                                  ErrorKind.RATE_LIMITED, 2.0),
+    "ollama error is a list": ("ollama", 429, lambda h: {"error": ["busy", {"seen": _echo(h)}]},
+                               ErrorKind.RATE_LIMITED, None),
+    "ollama error is a number": ("ollama", 429, lambda h: {"error": 5}, ErrorKind.RATE_LIMITED, None),
+    "ollama error is null": ("ollama", 429, lambda h: {"error": None, "seen": _echo(h)}, ErrorKind.RATE_LIMITED, None),
+}
+
+
+class FixedReply:
+    """A provider that answers every request with one HTTP status and a JSON body made from the
+    request's headers, speaking no protocol beyond that."""
+
+    def __init__(self, kind: str, status: int, body) -> None:
+        import http.server
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                reply = body(dict(self.headers))
+                stream = isinstance(reply, str)
+                data = (reply if stream else json.dumps(reply)).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/event-stream" if stream else "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST
+
+        self.kind = kind
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        root = f"http://127.0.0.1:{self.server.server_port}"
+        self.url = root + "/v1" if kind == "openai" else root
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fixed_reply():
+    started: list[FixedReply] = []
+
+    def start(kind, status, body):
+        started.append(FixedReply(kind, status, body))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.close()
+
+
+@pytest.mark.parametrize("case", list(ODD_BODIES))
+def test_an_error_body_of_any_shape_keeps_its_status_and_hint_and_no_key(case, fixed_reply, sims, adapters, caplog):
+    kind, status, body, expected, hint = ODD_BODIES[case]
+    caplog.set_level(logging.DEBUG, logger="understudy")
+    provider = adapters(fixed_reply(kind, status, body), name="odd")
+    with pytest.raises(ProviderError) as caught:
+        drain(provider, REQUEST)
+    err = caught.value
+    assert err.kind is expected and err.status == (status if status != 200 else None), str(err)
+    assert err.retry_after == (pytest.approx(hint) if hint is not None else None), str(err)
+    assert KEY not in str(err) and KEY not in repr(err.args)
+
+    # Through the router: the attempt says the same, and nothing it logs or returns holds the key.
+    backup = adapters(sims("openai"), name="backup")
+    router = Router(Config(providers=(provider.entry, backup.entry)), providers=[provider, backup])
+    try:
+        result = router.ask(REQUEST)
+    finally:
+        router.close()
+    assert result.provider == "backup"
+    assert {a.error_kind for a in result.attempts if a.provider == "odd"} == {expected.value}
+    logged = caplog.text + "".join(r.getMessage() for r in caplog.records)
+    assert KEY not in json.dumps(result.as_dict()) + logged

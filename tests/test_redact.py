@@ -231,3 +231,27 @@ def test_a_configured_key_is_masked_however_the_error_body_spells_it(spelling):
 ])
 def test_more_credential_headers_and_passwords_are_masked(text, secret_part):
     assert secret_part not in redact(text)
+
+
+def test_the_package_log_masks_configured_keys_and_credentials_in_messages_and_tracebacks(sims, adapters, caplog):
+    # A traceback prints each chained exception's own text: under a ProviderError, the SDK's error
+    # with the raw body. Whatever logs one (a bug's "raised outside the taxonomy", a probe's
+    # failure), the line carries no key: neither one an adapter was built with, of no known shape,
+    # nor anything shaped like one.
+    opaque = "opaque0proxy0credential0x1y2"
+    adapters(sims("anthropic"), api_key=Secret(opaque))
+    caplog.set_level(logging.DEBUG, logger="understudy")
+    log = logging.getLogger("understudy")
+    try:
+        try:
+            raise RuntimeError(f"Error code: 429 - {{'message': {{'m': 'x Bearer {KEY}'}}, 'proxy': '{opaque}'}}")
+        except RuntimeError as sdk:
+            raise TypeError(f"expected string, got {opaque!r}") from sdk
+    except TypeError:
+        log.exception("adapter %s raised outside the taxonomy", f"proxy-{opaque}")
+        log.error("again, with its stack", exc_info=True, stack_info=True)
+    text = caplog.text + "".join(r.getMessage() for r in caplog.records)
+    assert "RuntimeError: Error code: 429" in text and "TypeError: expected string" in text  # the traceback is kept...
+    assert "Traceback" in text and "Stack (most recent call last)" in text
+    assert "…cdef" in text and "…x1y2" in text  # ...masked, not dropped
+    assert KEY not in text and opaque not in text

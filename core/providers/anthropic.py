@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx2
 
-from ..errors import ErrorKind, kind_for_status, retry_after_from_text, retry_hint
+from ..errors import ErrorKind, error_text, kind_for_status, retry_after_from_text, retry_hint
 from ..faults import AnthropicDialect
 from ..messages import StreamEnd, TextDelta, Usage
 from .base import DEFAULT_MAX_TOKENS, Provider, ProviderKind
@@ -72,10 +72,11 @@ class AnthropicProvider(Provider):
     def _sdk_errors(self, e, state):
         anthropic = self.sdk
         if isinstance(e, anthropic.APIStatusError):
-            message = getattr(e, "api_message", None) or getattr(e, "message", "") or str(e)
+            message = error_text(getattr(e, "api_message", None)) or error_text(getattr(e, "message", "")) or str(e)
             if e.status_code == 200:  # an `event: error` inside the stream (field notes §2)
                 kind = ErrorKind.CONTENT_FILTERED if "content filtering" in message else ErrorKind.STREAM_BROKEN
-                return self._error(kind, f"error event in the stream: {getattr(e, 'type', '')} {message}".strip(),
+                what = error_text(getattr(e, "type", ""))
+                return self._error(kind, f"error event in the stream: {what} {message}".strip(),
                                    retry_after=retry_after_from_text(message))
             return self._error(kind_for_status(e.status_code, message), message, status=e.status_code,
                                retry_after=retry_hint(e.response.headers, message, status=e.status_code))

@@ -31,9 +31,9 @@ import httpx2
 
 from .. import cancel
 from ..config import ProviderEntry
-from ..errors import ErrorKind, ProviderError
+from ..errors import ErrorKind, ProviderError, kind_for_status, retry_hint
 from ..messages import ChatRequest, StreamEnd, TextDelta
-from ..redact import redact
+from ..redact import redact, remember
 
 if TYPE_CHECKING:
     from ..faults import Dialect
@@ -88,6 +88,8 @@ class Provider:
         self._transport = transport
         self._last_headers = threading.local()
         self._calls = threading.local()  # the StreamState of the call this thread is making
+        if entry.api_key:
+            remember(entry.api_key.reveal())  # masked in the package's log as in its errors
         self._client = self._make_client() if (entry.api_key or not self.info.needs_key) else None
 
     @property
@@ -198,8 +200,27 @@ class Provider:
             e.args = (e.message,)
             raise
         except Exception as e:  # noqa: BLE001 — every SDK failure becomes one of our kinds, here and only here
-            mapped = self._unsent_error(e, state) or self._sdk_errors(e, state) or self._transport_error(e, state)
+            try:
+                mapped = self._unsent_error(e, state) or self._sdk_errors(e, state) or self._transport_error(e, state)
+            except Exception as bug:  # noqa: BLE001 — a mapper's bug must not let the raw SDK error out
+                mapped = self._unmapped_error(e, bug)
             raise mapped from e
+
+    def _unmapped_error(self, e: Exception, bug: Exception) -> ProviderError:
+        """When mapping `e` itself failed (an error body of a shape no mapper expected): a plain
+        error of the kind its HTTP status says, if it has one. Its text is not used: it is what
+        could not be read, and may quote our request's headers."""
+        response = getattr(e, "response", None)
+        found = (getattr(response, "status_code", None), getattr(e, "status_code", None), getattr(e, "code", None))
+        status = next((s for s in found if type(s) is int and 100 <= s <= 599), None)
+        headers = getattr(response, "headers", None)
+        try:
+            retry_after = retry_hint(headers, status=status)
+        except Exception:  # noqa: BLE001 — no hint, then
+            retry_after = None
+        return self._error(kind_for_status(status) if status else ErrorKind.SERVER,
+                           f"the provider's error could not be read ({type(e).__name__}; "
+                           f"{type(bug).__name__} while mapping it)", status=status, retry_after=retry_after)
 
     def _unsent_error(self, e: Exception, state: StreamState) -> ProviderError | None:
         """An SDK that fails before sending a byte is refusing the request (a NaN it can't encode,

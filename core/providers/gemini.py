@@ -5,7 +5,14 @@ from __future__ import annotations
 import math
 import warnings
 
-from ..errors import ErrorKind, kind_for_status, retry_after_from_google_details, retry_after_from_text, retry_hint
+from ..errors import (
+    ErrorKind,
+    error_text,
+    kind_for_status,
+    retry_after_from_google_details,
+    retry_after_from_text,
+    retry_hint,
+)
 from ..faults import GeminiDialect
 from ..messages import StreamEnd, TextDelta, Usage
 from .base import Provider, ProviderKind
@@ -97,15 +104,17 @@ class GeminiProvider(Provider):
     def _sdk_errors(self, e, state):
         errors = self.sdk.errors
         if isinstance(e, errors.APIError):
-            message = e.message or str(e)
+            message = error_text(e.message) or str(e)
             if state.opened:  # an error object inside the stream
-                return self._error(ErrorKind.STREAM_BROKEN, f"error event in the stream: {e.code} {message}",
-                                   retry_after=retry_after_from_text(message))
+                what = f"error event in the stream: {error_text(e.code)} {message}"
+                return self._error(ErrorKind.STREAM_BROKEN, what, retry_after=retry_after_from_text(message))
             headers = getattr(e.response, "headers", None)
+            # The HTTP status, normally; read from the body when there was none, so it may be anything.
+            status = e.code if type(e.code) is int else None
             retry_after = retry_after_from_google_details(e.details)
             if retry_after is None:
-                retry_after = retry_hint(headers, message, status=e.code)
-            return self._error(kind_for_status(e.code or 500, message), message, status=e.code,
+                retry_after = retry_hint(headers, message, status=status)
+            return self._error(kind_for_status(status or 500, message), message, status=status,
                                retry_after=retry_after)
         if isinstance(e, errors.UnknownApiResponseError):
             return self._error(ErrorKind.STREAM_BROKEN if state.opened else ErrorKind.SERVER,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import ErrorKind, kind_for_status, retry_after_from_text, retry_hint
+from ..errors import ErrorKind, error_text, kind_for_status, retry_after_from_text, retry_hint
 from ..faults import OllamaDialect
 from ..messages import StreamEnd, TextDelta, Usage
 from .base import Provider, ProviderKind
@@ -60,10 +60,12 @@ class OllamaProvider(Provider):
     def _sdk_errors(self, e, state):
         ollama = self.sdk
         if isinstance(e, ollama.ResponseError):
+            # The body's `error`: text, normally, but a proxy's may be an object, a list, a number.
+            message = error_text(e.error)
             if e.status_code == -1:  # an {"error": ...} line inside the stream
-                return self._error(ErrorKind.STREAM_BROKEN, f"error in the stream: {e.error}",
-                                   retry_after=retry_after_from_text(e.error))
+                return self._error(ErrorKind.STREAM_BROKEN, f"error in the stream: {message}",
+                                   retry_after=retry_after_from_text(message))
             headers = self.last_headers()
-            return self._error(kind_for_status(e.status_code, e.error), e.error, status=e.status_code,
-                               retry_after=retry_hint(headers, e.error, status=e.status_code))
+            return self._error(kind_for_status(e.status_code, message), message, status=e.status_code,
+                               retry_after=retry_hint(headers, message, status=e.status_code))
         return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx2
 
-from ..errors import ErrorKind, kind_for_status, retry_after_from_text, retry_hint
+from ..errors import ErrorKind, error_text, kind_for_status, retry_after_from_text, retry_hint
 from ..faults import OpenAIDialect
 from ..messages import StreamEnd, TextDelta, Usage
 from .base import Provider, ProviderKind
@@ -80,8 +80,8 @@ class OpenAIProvider(Provider):
         openai = self.sdk
         if isinstance(e, openai.APIStatusError):
             body = e.body if isinstance(e.body, dict) else {}
-            message = str(body.get("message") or e.message or e)
-            kind = _CODES.get(e.code or "") or kind_for_status(e.status_code, message)
+            message = error_text(body.get("message")) or error_text(e.message) or str(e)
+            kind = _CODES.get(_code(e)) or kind_for_status(e.status_code, message)
             return self._error(kind, message, status=e.status_code,
                                retry_after=retry_hint(e.response.headers, message, status=e.status_code))
         if isinstance(e, openai.APITimeoutError):
@@ -90,9 +90,18 @@ class OpenAIProvider(Provider):
             cause = e.__cause__ if isinstance(e.__cause__, Exception) else httpx2.ConnectError(str(e))
             return self._transport_error(cause, state)
         if isinstance(e, openai.APIError):  # an error object inside the stream (no status)
-            kind = _CODES.get(getattr(e, "code", None) or "", ErrorKind.STREAM_BROKEN)
-            return self._error(kind, f"error event in the stream: {e.message}",
-                               retry_after=retry_after_from_text(e.message))
+            kind = _CODES.get(_code(e), ErrorKind.STREAM_BROKEN)
+            # The SDK puts a stock phrase in place of a message that is not text: read it from the body.
+            body = e.body if isinstance(e.body, dict) else {}
+            message = error_text(body.get("message")) or error_text(e.message)
+            return self._error(kind, f"error event in the stream: {message}",
+                               retry_after=retry_after_from_text(message))
         if isinstance(e, openai.OpenAIError):
             return self._error(ErrorKind.BAD_REQUEST, str(e))
         return None
+
+
+def _code(e: Exception) -> str:
+    """The error's `code`, if it is text (a compatible server may send an object or a list there)."""
+    code = getattr(e, "code", None)
+    return code if isinstance(code, str) else ""
