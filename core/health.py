@@ -36,7 +36,7 @@ from .breaker import HALF_OPEN, OPEN, Breaker
 OUTAGE_TICK = 0.1  # seconds (real time) between looks at which open breakers are due a probe
 from .errors import ProviderError
 from .metrics import Metrics, ProbeEvent
-from .providers.base import Provider
+from .providers.base import PROBE_TIMEOUT, Provider
 from .redact import redact
 
 if TYPE_CHECKING:
@@ -120,7 +120,8 @@ class Health:
     def __init__(self, providers: Sequence[Provider], breakers: Mapping[str, Breaker], metrics: Metrics, *,
                  interval: float, window: float, wall: Callable[[], float] = time.time,
                  leases: ProbeLeases | None = None, clock: Callable[[], float] = time.monotonic,
-                 outage_interval: float = 0.0, outage_max: float = 4.0) -> None:
+                 outage_interval: float = 0.0, outage_max: float = 4.0,
+                 probe_timeout: float = PROBE_TIMEOUT) -> None:
         self.providers = providers
         self.leases = leases  # a fleet's: one replica probes each provider per interval
         self.breakers = breakers
@@ -138,6 +139,7 @@ class Health:
         self.outage_interval, self.outage_max = outage_interval, outage_max
         self._outage: dict[str, tuple[float, float]] = {}  # open breaker -> (next probe due, its wait)
         self._probing: set[str] = set()  # providers with an outage probe in flight
+        self.probe_timeout = probe_timeout  # seconds each phase of a probe may wait, whatever the entry's
         self._outage_thread: threading.Thread | None = None
 
     def probe(self, names: Sequence[str] | None = None, *, leased: bool = False) -> list[ProbeEvent]:
@@ -174,7 +176,7 @@ class Health:
     def _probe_one(self, p: Provider) -> ProbeEvent:
         t0 = time.monotonic()
         try:
-            p.probe()
+            p.probe(timeout=self.probe_timeout)
         except ProviderError as e:
             event = ProbeEvent(self.wall(), p.name, False, _ms(time.monotonic() - t0), e.kind.value)
         else:
