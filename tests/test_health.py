@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import threading
@@ -12,7 +13,7 @@ from core.messages import ChatRequest
 from core.metrics import OPERATOR_RESET, AttemptEvent, Metrics, ProbeEvent, TransitionEvent
 from core.router import Router
 from core.simulator import Fault
-from tests.clock import ManualClock, NoJitter, finishes, wait_until
+from tests.clock import ManualClock, NoJitter, finishes, inside, wait_until
 from tests.conftest import KEY, ROOT, entry_for
 
 
@@ -328,6 +329,41 @@ def test_a_reset_forgets_a_closed_breakers_bad_results_too(sims):
         router.reset_breakers()  # the operator says: start afresh
         assert router.status(probe=False)[0].health == "unknown"
         assert router.status()[0].health == "ok"
+    finally:
+        router.close()
+
+
+def test_every_caller_shares_the_one_probe_in_flight_and_gets_its_result(sims):
+    # The primary's list-models call hangs (until `resume()`). The outage prober's probe is in
+    # flight; "Probe now" twice, the Status page and the background prober ask meanwhile: none may
+    # open another connection to a provider that may be hanging, and all get that probe's result.
+    clock = ManualClock()
+    patient = {"connect_timeout": 60.0, "first_token_timeout": 60.0, "idle_timeout": 60.0}
+    router, primary = outage_router(sims, clock, timeouts=patient, probe_timeout=60.0)
+    health = router.health
+    try:
+        primary.set_default(Fault("latency", seconds=math.inf))
+        assert health.outage_round() == []  # planned, due in 1 s
+        clock.advance(1.0)
+        assert health.outage_round() == ["openai-0"]
+        primary.wait_for(1, method="GET")
+        results: dict[str, object] = {}
+        callers = [threading.Thread(target=lambda n=n, f=f: results.__setitem__(n, f()), daemon=True) for n, f in (
+            ("probe now", lambda: router.probe(["openai-0"])[0]),
+            ("probe now again", lambda: router.probe(["openai-0"])[0]),
+            ("status page", lambda: router.status(probe=True) and health._last_probe["openai-0"]),
+            ("background prober", lambda: health.probe(["openai-0"], leased=True)[0]))]
+        for t in callers:
+            t.start()
+        wait_until(lambda: probes_of(primary) > 1 or all(inside(t, threading.Event.wait) for t in callers),
+                   "every caller to wait, or to probe for itself")
+        primary.resume()  # the list of models arrives
+        for t in callers:
+            t.join(timeout=30)
+        assert probes_of(primary) == 1
+        first = results["probe now"]
+        assert first.ok and all(event is first for event in results.values())
+        wait_until(lambda: router.breakers["openai-0"].retry_in() == 0, "the outage probe's good result")
     finally:
         router.close()
 
