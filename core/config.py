@@ -173,6 +173,8 @@ class Health:
     outage_probe_interval: float = _setting(1.0, (0.0, 3600.0), "while a breaker is open: seconds until its first "
                                             "probe, doubling after each failed one; 0 turns them off")
     outage_probe_max: float = _setting(4.0, (0.1, 3600.0), "the longest wait between two probes of an open breaker")
+    probe_timeout: float = _setting(5.0, (0.05, 60.0), "seconds each phase of a probe (a list-models call) may wait, "
+                                    "whatever an entry's own timeouts")
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,15 @@ A failed probe puts a provider on the outage schedule below, as an open breaker 
 with no traffic shows within seconds of the first failed probe, and so does its end.
 
 While a provider's breaker is open, or its last probe failed, it is probed much more often than the background interval
-(`[health] outage_probe_interval`, doubling after each failed probe up to `outage_probe_max`), one
-probe in flight per provider at most (in a fleet, one replica probes it: a lease per wait). A good
-probe lets the breaker's trial call through at once, so traffic is back on the primary seconds
-after an outage ends instead of after the whole cooldown.
+(`[health] outage_probe_interval`, doubling after each failed probe up to `outage_probe_max`) (in
+a fleet, one replica probes it: a lease per wait). A good probe lets the breaker's trial call
+through at once, so traffic is back on the primary seconds after an outage ends instead of after
+the whole cooldown.
+
+One probe per provider is in flight at most, whoever asks (the background prober, the outage
+prober, "Probe now", `python -m core status`): a caller who asks while one is in flight waits for
+it and gets its result, rather than opening another connection to a provider that may be hanging.
+No phase of a probe waits longer than `[health] probe_timeout`, nor does any caller much longer.
 """
 
 from __future__ import annotations
@@ -34,9 +39,9 @@ from typing import TYPE_CHECKING
 from .breaker import HALF_OPEN, OPEN, Breaker
 
 OUTAGE_TICK = 0.1  # seconds (real time) between looks at which open breakers are due a probe
-from .errors import ProviderError
+from .errors import ErrorKind, ProviderError
 from .metrics import Metrics, ProbeEvent
-from .providers.base import Provider
+from .providers.base import PROBE_TIMEOUT, Provider
 from .redact import redact
 
 if TYPE_CHECKING:
@@ -62,6 +67,20 @@ class ProviderStatus:
 
 
 HEALTHY = 0.8  # the weighted share of recent results that must succeed for "ok"
+# A probe's phases (connect, send, the answer) may each take the probe timeout; a caller waits for
+# them all, not longer: a provider that trickles its list of models never holds a page's thread.
+PROBE_PHASES = 3
+
+
+class _Flight:
+    """One provider's probe in flight, and its result for every caller who waited for it."""
+
+    __slots__ = ("done", "event", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.event: ProbeEvent | None = None
+        self.error: BaseException | None = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +139,8 @@ class Health:
     def __init__(self, providers: Sequence[Provider], breakers: Mapping[str, Breaker], metrics: Metrics, *,
                  interval: float, window: float, wall: Callable[[], float] = time.time,
                  leases: ProbeLeases | None = None, clock: Callable[[], float] = time.monotonic,
-                 outage_interval: float = 0.0, outage_max: float = 4.0) -> None:
+                 outage_interval: float = 0.0, outage_max: float = 4.0,
+                 probe_timeout: float = PROBE_TIMEOUT) -> None:
         self.providers = providers
         self.leases = leases  # a fleet's: one replica probes each provider per interval
         self.breakers = breakers
@@ -138,6 +158,8 @@ class Health:
         self.outage_interval, self.outage_max = outage_interval, outage_max
         self._outage: dict[str, tuple[float, float]] = {}  # open breaker -> (next probe due, its wait)
         self._probing: set[str] = set()  # providers with an outage probe in flight
+        self.probe_timeout = probe_timeout  # seconds each phase of a probe may wait, whatever the entry's
+        self._flights: dict[str, _Flight] = {}  # provider -> its probe in flight, whoever started it
         self._outage_thread: threading.Thread | None = None
 
     def probe(self, names: Sequence[str] | None = None, *, leased: bool = False) -> list[ProbeEvent]:
@@ -148,33 +170,47 @@ class Health:
         targets = [p for p in self.providers if names is None or p.name in names]
         if leased and self.leases is not None:
             targets = [p for p in targets if self.leases.take(p.name, self.interval)]
-        if not targets:
-            return []
-        # Daemon threads, not a ThreadPoolExecutor: the interpreter joins an executor's workers at
+        flights = [self._flight(p) for p in targets]  # all in parallel
+        return [self._result(p, f) for p, f in zip(targets, flights)]
+
+    def _flight(self, p: Provider) -> _Flight:
+        """The probe of `p` in flight, started now if there is none."""
+        with self._lock:
+            flight = self._flights.get(p.name)
+            if flight is not None:
+                return flight
+            flight = self._flights[p.name] = _Flight()
+        # A daemon thread, not a ThreadPoolExecutor: the interpreter joins an executor's workers at
         # exit, so a probe of a silent provider would hold a finished CLI open until its timeout.
-        events: list[ProbeEvent | None] = [None] * len(targets)
-        errors: list[BaseException] = []
+        threading.Thread(target=self._fly, args=(p, flight), name=f"understudy-probe-{p.name}", daemon=True).start()
+        return flight
 
-        def run(i: int, p: Provider) -> None:
-            try:
-                events[i] = self._probe_one(p)
-            except BaseException as e:  # noqa: BLE001 — re-raised in the caller's thread below
-                errors.append(e)
+    def _fly(self, p: Provider, flight: _Flight) -> None:
+        try:
+            flight.event = self._probe_one(p)
+        except BaseException as e:  # noqa: BLE001 — re-raised in every waiting caller's thread
+            flight.error = e
+        finally:
+            with self._lock:
+                if self._flights.get(p.name) is flight:
+                    del self._flights[p.name]
+            flight.done.set()
 
-        threads = [threading.Thread(target=run, args=(i, p), name=f"understudy-probe-{p.name}", daemon=True)
-                   for i, p in enumerate(targets)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
-        return events
+    def _result(self, p: Provider, flight: _Flight) -> ProbeEvent:
+        """The flight's result, once it lands; a failed probe (timeout, not recorded: the flight
+        records its own) if that takes longer than a probe may."""
+        wait = PROBE_PHASES * self.probe_timeout
+        if not flight.done.wait(wait):
+            return ProbeEvent(self.wall(), p.name, False, _ms(wait), ErrorKind.TIMEOUT.value)
+        if flight.error is not None:
+            raise flight.error
+        assert flight.event is not None
+        return flight.event
 
     def _probe_one(self, p: Provider) -> ProbeEvent:
         t0 = time.monotonic()
         try:
-            p.probe()
+            p.probe(timeout=self.probe_timeout)
         except ProviderError as e:
             event = ProbeEvent(self.wall(), p.name, False, _ms(time.monotonic() - t0), e.kind.value)
         else:
@@ -229,7 +265,7 @@ class Health:
             if self.leases is not None and not self.leases.take(f"{p.name}#outage", wait):
                 self._planned(p.name, wait)  # another replica probes it this time
                 continue
-            threading.Thread(target=self._outage_probe, args=(p, wait), name=f"understudy-probe-{p.name}",
+            threading.Thread(target=self._outage_probe, args=(p, wait), name=f"understudy-outage-{p.name}",
                              daemon=True).start()
             started.append(p.name)
         return started
@@ -237,7 +273,7 @@ class Health:
     def _outage_probe(self, p: Provider, wait: float) -> None:
         ok = False
         try:
-            ok = self._probe_one(p).ok
+            ok = self._result(p, self._flight(p)).ok  # one already in flight (a "Probe now") counts
         except Exception:  # noqa: BLE001 — a probe bug must not stop the outage prober
             log.exception("outage probe failed")
         # Back: the trial call may go now, and there is no hurry to probe again. Still down: wait longer.

@@ -130,7 +130,8 @@ class Router:
         self.health = Health(self.providers, self.breakers, self.metrics, interval=policy.health.probe_interval,
                              window=policy.metrics.window, wall=wall, leases=self.stores.leases, clock=clock,
                              outage_interval=policy.health.outage_probe_interval,
-                             outage_max=policy.health.outage_probe_max)
+                             outage_max=policy.health.outage_probe_max,
+                             probe_timeout=policy.health.probe_timeout)
         self.health.traffic = self.traffic  # a provider's health from the whole fleet's traffic
 
     # -- answering ------------------------------------------------------------------------------

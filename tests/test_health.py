@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import threading
@@ -12,7 +13,7 @@ from core.messages import ChatRequest
 from core.metrics import OPERATOR_RESET, AttemptEvent, Metrics, ProbeEvent, TransitionEvent
 from core.router import Router
 from core.simulator import Fault
-from tests.clock import ManualClock, NoJitter, wait_until
+from tests.clock import ManualClock, NoJitter, finishes, inside, wait_until
 from tests.conftest import KEY, ROOT, entry_for
 
 
@@ -235,13 +236,14 @@ def test_probing_starts_once_however_many_threads_ask_at_the_same_time(sims):
         sys.setswitchinterval(interval)
 
 
-def outage_router(sims, clock, **health):
-    """openai (primary) → ollama, the primary's breaker open after three 500s; background probes
-    off, so every probe is an outage probe."""
+def outage_router(sims, clock, timeouts=None, **health):
+    """openai (primary, its entry's `timeouts` as given) → ollama, the primary's breaker open after
+    three 500s; background probes off, so every probe is an outage probe."""
     a, b = sims("openai"), sims("ollama")
     a.set_default(Fault.http(500))
     policy = Policy.defaults().with_(health__probe_interval=0.0, **{f"health__{k}": v for k, v in health.items()})
-    router = Router(Config(providers=(entry_for(a, name="openai-0"), entry_for(b, name="ollama-1")), policy=policy),
+    primary = entry_for(a, name="openai-0", **(timeouts or {}))
+    router = Router(Config(providers=(primary, entry_for(b, name="ollama-1")), policy=policy),
                     clock=clock, rng=NoJitter())
     for i in range(3):
         router.ask(ChatRequest.ask(f"q{i}"))
@@ -327,5 +329,56 @@ def test_a_reset_forgets_a_closed_breakers_bad_results_too(sims):
         router.reset_breakers()  # the operator says: start afresh
         assert router.status(probe=False)[0].health == "unknown"
         assert router.status()[0].health == "ok"
+    finally:
+        router.close()
+
+
+def test_every_caller_shares_the_one_probe_in_flight_and_gets_its_result(sims):
+    # The primary's list-models call hangs (until `resume()`). The outage prober's probe is in
+    # flight; "Probe now" twice, the Status page and the background prober ask meanwhile: none may
+    # open another connection to a provider that may be hanging, and all get that probe's result.
+    clock = ManualClock()
+    patient = {"connect_timeout": 60.0, "first_token_timeout": 60.0, "idle_timeout": 60.0}
+    router, primary = outage_router(sims, clock, timeouts=patient, probe_timeout=60.0)
+    health = router.health
+    try:
+        primary.set_default(Fault("latency", seconds=math.inf))
+        assert health.outage_round() == []  # planned, due in 1 s
+        clock.advance(1.0)
+        assert health.outage_round() == ["openai-0"]
+        primary.wait_for(1, method="GET")
+        results: dict[str, object] = {}
+        callers = [threading.Thread(target=lambda n=n, f=f: results.__setitem__(n, f()), daemon=True) for n, f in (
+            ("probe now", lambda: router.probe(["openai-0"])[0]),
+            ("probe now again", lambda: router.probe(["openai-0"])[0]),
+            ("status page", lambda: router.status(probe=True) and health._last_probe["openai-0"]),
+            ("background prober", lambda: health.probe(["openai-0"], leased=True)[0]))]
+        for t in callers:
+            t.start()
+        wait_until(lambda: probes_of(primary) > 1 or all(inside(t, threading.Event.wait) for t in callers),
+                   "every caller to wait, or to probe for itself")
+        primary.resume()  # the list of models arrives
+        for t in callers:
+            t.join(timeout=30)
+        assert probes_of(primary) == 1
+        first = results["probe now"]
+        assert first.ok and all(event is first for event in results.values())
+        wait_until(lambda: router.breakers["openai-0"].retry_in() == 0, "the outage probe's good result")
+    finally:
+        router.close()
+
+
+def test_probe_now_waits_for_the_probe_timeout_not_the_entrys_read_timeout(sims):
+    # A slow model's entry may wait minutes for its first token; "Probe now" on a silent provider
+    # must still give the operator an answer within [health] probe_timeout.
+    server = sims("anthropic")
+    server.set_default(Fault("silence"))
+    slow = entry_for(server, connect_timeout=60.0, first_token_timeout=300.0, idle_timeout=300.0)
+    policy = Policy.defaults().with_(health__probe_interval=0.0, health__probe_timeout=0.2,
+                                     timeouts__request=300.0)
+    router = Router(Config(providers=(slow,), policy=policy))
+    try:
+        (event,) = finishes(router.probe, "the probe")
+        assert (event.ok, event.error_kind) == (False, "timeout") and probes_of(server) == 1
     finally:
         router.close()

@@ -242,6 +242,41 @@ def test_probe_uses_a_list_models_call_that_costs_no_tokens(kind, sims, adapters
     assert caught.value.kind is ErrorKind.OVERLOADED
 
 
+@pytest.mark.parametrize("seconds", [5.0, 7.0])
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+def test_the_sdk_runs_on_the_entrys_timeouts_even_when_they_equal_httpxs_default(kind, seconds, sims, adapters):
+    # Every phase at 5 s is httpx's default Timeout(5.0): these SDKs took such a client timeout for
+    # "none set" and put their own 600 s in, which they also tell the server.
+    server = sims(kind)
+    provider = adapters(server, connect_timeout=seconds, first_token_timeout=seconds, idle_timeout=seconds)
+    drain(provider, REQUEST)
+    provider.probe()
+    assert [float(r.headers["x-stainless-read-timeout"]) for r in server.requests] == [seconds, seconds]
+
+
+@pytest.mark.timeout(60)  # without the entry's limit the SDK's own (600 s) would end the stall
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+def test_a_stall_ends_at_an_idle_timeout_of_five_seconds(kind, sims, adapters):
+    # The one real 5 s wait here: no other value meets httpx's default, and the SDK's read
+    # timeout is the only limit on a stream read outside the router.
+    server = sims(kind)
+    provider = adapters(server, connect_timeout=5.0, first_token_timeout=5.0, idle_timeout=5.0)
+    server.push(Fault("stall", after=5))  # silent until the client gives up
+    with pytest.raises(ProviderError) as caught:
+        drain(provider, REQUEST)
+    assert caught.value.kind is ErrorKind.STREAM_BROKEN and caught.value.stalled
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_probe_waits_no_longer_than_its_own_timeout_whatever_the_entrys(kind, sims, adapters):
+    server = sims(kind)
+    provider = adapters(server, first_token_timeout=300.0, idle_timeout=300.0)  # a slow model's
+    server.set_default(Fault("silence"))  # list-models never answers
+    with pytest.raises(ProviderError) as caught:
+        provider.probe(timeout=0.3)
+    assert caught.value.kind is ErrorKind.TIMEOUT and [r.method for r in server.requests] == ["GET"]
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_one_client_serves_many_threads_at_once(kind, sims, adapters):
     server = sims(kind, chunk_delay=0.002)

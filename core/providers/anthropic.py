@@ -27,6 +27,9 @@ class AnthropicProvider(Provider):
             api_key=self.entry.api_key.reveal() if self.entry.api_key else None,
             base_url=self.entry.base_url,
             max_retries=0,
+            # Given outright, not only through the HTTP client: the SDK takes a client timeout equal
+            # to httpx's default (5 s for every phase) for "none set" and puts its own 600 s instead.
+            timeout=self._timeout(),
             http_client=self._http_client(),
         )
 

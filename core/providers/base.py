@@ -44,6 +44,7 @@ TRANSPORT_ERRORS = (httpx.HTTPError, httpx2.HTTPError, httpx.StreamError, httpx2
 DECODE_ERRORS = (json.JSONDecodeError, UnicodeDecodeError)
 
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires a value; the others get it only when asked
+PROBE_TIMEOUT = 5.0  # seconds each phase of a probe may take by default ([health] probe_timeout)
 REST_WAIT = 0.05  # seconds the end of an HTTP body may take to arrive after the stream's end marker
 _HTTP = {"httpx": httpx, "httpx2": httpx2}
 
@@ -68,9 +69,10 @@ class ProviderKind:
 class StreamState:
     """How far a call got, so one exception type can map to different kinds by phase."""
 
-    __slots__ = ("sent", "opened", "started")
+    __slots__ = ("sent", "opened", "started", "timeouts")
 
-    def __init__(self) -> None:
+    def __init__(self, timeouts: dict[str, float] | None = None) -> None:
+        self.timeouts = timeouts  # per phase, for the transport; None: the entry's (see `_on_request`)
         self.sent = False  # the SDK handed the request to the HTTP client (see `_on_request`)
         self.opened = False  # the provider accepted the request (its first stream event arrived)
         self.started = False  # answer text arrived
@@ -90,6 +92,7 @@ class Provider:
         self._calls = threading.local()  # the StreamState of the call this thread is making
         if entry.api_key:
             remember(entry.api_key.reveal())  # masked in the package's log as in its errors
+        self._timeouts = self._timeout().as_dict()  # what `_on_request` hands the transport
         self._client = self._make_client() if (entry.api_key or not self.info.needs_key) else None
 
     @property
@@ -133,10 +136,12 @@ class Provider:
                     return
         raise self._error(ErrorKind.STREAM_BROKEN, "the stream ended without its end marker (truncated)")
 
-    def probe(self) -> None:
-        """A cheap health check that costs no tokens (a list-models call). Raises `ProviderError`."""
+    def probe(self, *, timeout: float = PROBE_TIMEOUT) -> None:
+        """A cheap health check that costs no tokens (a list-models call). Raises `ProviderError`.
+        No phase of it waits longer than `timeout`, whatever the entry's own timeouts (minutes,
+        for a slow model): a probe of a silent provider must not hold its caller that long."""
         self._require_key()
-        with self._map_errors(StreamState()):
+        with self._map_errors(StreamState({k: min(v, timeout) for k, v in self._timeouts.items()})):
             self._probe()
 
     def close(self) -> None:
@@ -268,8 +273,14 @@ class Provider:
     def _on_request(self, request: Any) -> None:
         # Runs in the calling thread once the SDK has built and encoded the request, just before
         # the transport connects: from here on a failure is the network's or the provider's.
-        if (state := getattr(self._calls, "state", None)) is not None:
+        state = getattr(self._calls, "state", None)
+        if state is not None:
             state.sent = True
+        # The transport reads each phase's timeout from this extension, set here whatever the SDK
+        # made of ours: google-genai gives every phase one value (so its connect timeout would be
+        # the read one), and a probe's are shorter than the entry's.
+        request.extensions = {**request.extensions,
+                              "timeout": state.timeouts if state is not None and state.timeouts else self._timeouts}
 
     def _on_response(self, response: Any) -> None:
         # Runs in the attempt's thread as soon as headers arrive: let the router cancel it,
