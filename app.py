@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
+from streamlit.delta_generator_singletons import context_dg_stack, get_default_dg_stack_value
 from streamlit.runtime.pages_manager import PagesManager
 
 from core.browser import BrowserCookie
@@ -49,6 +50,13 @@ app = st.App("app.py", routes=[Route("/healthz", _healthz), Route("/metrics", _m
              middleware=[Middleware(BrowserCookie), Middleware(DirectLinks, pages=[p[3] for p in PAGES[1:]])])
 
 if __name__ == "__main__":
+    # A full run starts drawing at the top of the page. Streamlit (1.67) runs a fragment (a timed
+    # refresh) with the containers it was declared in as the place `st.*` draws, and puts that back
+    # only when the run ends in st.rerun. When a full run was asked for while a fragment ran (a
+    # click, another fragment's st.rerun), the same script thread starts it straight after, still
+    # inside that fragment's containers: the Chaos page was then drawn inside its own Scenarios tab,
+    # at places the browser doesn't have, and went blank ("Bad delta path index").
+    context_dg_stack.set(get_default_dg_stack_value())
     st.set_page_config(page_title="Understudy", page_icon="🎭", layout="wide")
     runtime()  # one Router per process, shared by every session
     page_style()
