@@ -88,7 +88,15 @@ def banners(*, redraw_on_change: bool = False) -> None:
     # answers in its script run, and an idle tab should cost the server nothing.
     every = 1.0 if now.scenario or any(a.injection.flap_down for a in now.providers.values()) else (
         5.0 if now.on or redraw_on_change else None)
-    st.fragment(run_every=every)(_outage)(now.signature if redraw_on_change else None)
+    # In a container of its own, of which it is the only child. When a full run and then this
+    # fragment's timed run are both done before the server next sends to the browser, Streamlit
+    # (1.67) drops what the full run drew for the fragment (its own run redraws it), and the browser,
+    # tidying up after the full run, removes the fragment's old block from its parent. With siblings
+    # after it (the Chaos page's tabs), each would move up a place, and the next change addressed
+    # to one by its old place blanks the page ("Cannot set a node at a delta path"). Here there is
+    # nothing after it to move.
+    with st.container():
+        st.fragment(run_every=every)(_outage)(now.signature if redraw_on_change else None)
 
 
 def demo_notice(*, real_local: bool) -> None:
