@@ -95,7 +95,7 @@ def banners(*, redraw_on_change: bool = False) -> None:
     # after it (the Chaos page's tabs), each would move up a place, and the next change addressed
     # to one by its old place blanks the page ("Cannot set a node at a delta path"). Here there is
     # nothing after it to move.
-    with st.container():
+    with st.container(key="outage"):  # no room, nor a gap, while it shows nothing (_PAGE_STYLE)
         st.fragment(run_every=every)(_outage)(now.signature if redraw_on_change else None)
 
 
@@ -134,7 +134,9 @@ def _outage(drawn: tuple | None) -> None:
 # Wide Markdown tables (the chat's "How it got here") scroll inside themselves, never the page; on a
 # phone their rows stay one line each (wrapped in a narrow column, one row was a screen tall).
 # On a phone, the open sidebar closes once a page is chosen in it (Streamlit leaves it over the page).
+# The outage banner's container (banners) takes no room while there is no outage.
 _PAGE_STYLE = """<style>
+[data-testid="stLayoutWrapper"]:has(> .st-key-outage:empty) { display: none; }
 [data-testid="stMarkdownContainer"] table { display: block; max-width: 100%; overflow-x: auto; }
 @media (max-width: 640px) {
   [data-testid="stMarkdownContainer"] :is(td, th) { white-space: nowrap; }
