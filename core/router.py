@@ -479,7 +479,9 @@ class _Run:
     def _land(self) -> None:
         if self.flight is not None:
             flight, self.flight = self.flight, None
-            self.r.cache.land(self.key, flight, self.result)
+            # A stopped answer is its own caller's: whoever followed it never pressed Stop, and asks itself.
+            stopped = self.result is not None and self.result.stopped
+            self.r.cache.land(self.key, flight, None if stopped else self.result)
 
     # -- timing ----------------------------------------------------------------------------------
     def _deadlines(self) -> list[tuple[float, Callable[[float], None]]]:

@@ -644,6 +644,27 @@ def test_a_follower_answers_itself_when_the_identical_leader_is_stopped(chain):
     assert len(first.chat_requests()) == 2
 
 
+def test_a_follower_answers_itself_when_the_identical_leader_presses_stop(chain):
+    # Stop from another thread, as the chat page does it: the leader's stopped, partial answer is
+    # its own; the follower never pressed Stop and gets a whole answer of its own.
+    router, (first,) = chain("openai", timeouts={"idle_timeout": 60.0, "first_token_timeout": 60.0},
+                             stalls__hedge=False)
+    first.push(Fault("stall", after=5, seconds=60))
+    leader = router.stream(Q)
+    assert isinstance(next(leader), Delta)  # the leader is mid-answer, holding the flight
+    got = []
+    follower = threading.Thread(target=lambda: got.append(router.ask(Q)))
+    follower.start()
+    wait_until(lambda: inside(follower, Flight.wait), "the follower to wait on the leader")
+    leader.stop()
+    stopped = [e for e in leader if isinstance(e, Done)][0].result
+    assert stopped.stopped
+    follower.join(timeout=30)
+    (result,) = got
+    assert not result.stopped and result.complete and result.tier == "provider"
+    assert len(first.chat_requests()) == 2
+
+
 def test_stop_ends_a_follower_waiting_on_an_identical_stalled_request_and_the_leader_goes_on(chain):
     # Two users ask the same first question; the provider stalls for a minute mid-answer (its
     # deadlines are a minute too). The second, waiting on the first's answer, presses Stop: it ends
