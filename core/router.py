@@ -669,7 +669,8 @@ class _Run:
         now = self.clock()
         self._cancel(live, "", record=False)
         silent = now - live.last_at
-        convincing = self.r.stalls.convincing(silent, live.gaps)
+        # A trial call after a stall that kept the provider out stalls again: that is no news of a slow pace.
+        convincing = self.r.stalls.convincing(silent, live.gaps) or (live.permit is not None and live.permit.trial)
         self._failed(live, ProviderError(
             ErrorKind.STREAM_BROKEN, f"stalled mid-answer: silent {silent:.1f}s (its stall threshold "
             f"{live.stall_after:.1f}s); {backup.name if backup else 'its backup'} went on first"

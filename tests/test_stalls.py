@@ -267,6 +267,23 @@ def test_a_provider_silent_from_its_first_gap_may_be_slow_and_is_not_held_agains
     assert again.provider == f"{kind}-0" and again.complete and [a.provider for a in again.attempts] == [f"{kind}-0"]
 
 
+def test_a_trial_call_that_stalls_again_keeps_the_provider_out(chain):
+    # Held out for a stall; its one trial call after the cooldown stalls at its first gap. However
+    # little it had shown, the breaker opens again: it is not left half-open, making every next
+    # request a trial that waits out a stall.
+    router, (first, second) = chain("anthropic", "openai", breaker__reset_timeout=0.5)
+    breaker = router.breakers["anthropic-0"]
+    first.push(Fault("stall", after=10, seconds=60))
+    assert router.ask(ChatRequest.ask("the first stall")).provider == "openai-1"
+    assert breaker.state == "open"
+    wait_until(lambda: breaker.retry_in() == 0, "the cooldown to end")
+    first.push(Fault("stall", after=1, seconds=60))
+    trial = router.ask(ChatRequest.ask("the trial"))
+    assert trial.provider == "openai-1" and trial.attempts[0].provider == "anthropic-0"
+    assert "not held against it" not in trial.attempts[0].detail
+    assert breaker.state == "open"  # not left half-open
+
+
 def test_a_stall_is_convincing_only_once_the_answer_had_a_pace_and_left_it_far_behind():
     policy = StallPolicy(Stalls(multiple=4.0))
     assert not policy.convincing(30.0, [])  # silent from the first gap: maybe just slow
