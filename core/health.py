@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from . import cancel
 from .breaker import HALF_OPEN, OPEN, Breaker
 
 OUTAGE_TICK = 0.1  # seconds (real time) between looks at which open breakers are due a probe
@@ -209,13 +210,25 @@ class Health:
 
     def _probe_one(self, p: Provider) -> ProbeEvent:
         t0 = time.monotonic()
+        # Each phase waits at most `probe_timeout`; the whole probe at most what its callers wait,
+        # so a list of models that trickles in a byte at a time can't hold the flight (and every
+        # later probe of the provider) for ever: its socket is shut then.
+        scope = cancel.CancelScope()
+        deadline = threading.Timer(PROBE_PHASES * self.probe_timeout, scope.cancel)
+        deadline.daemon = True
+        deadline.start()
         try:
-            p.probe(timeout=self.probe_timeout)
+            with cancel.scope(scope):
+                p.probe(timeout=self.probe_timeout)
         except ProviderError as e:
-            event = ProbeEvent(self.wall(), p.name, False, _ms(time.monotonic() - t0), e.kind.value)
+            kind = ErrorKind.TIMEOUT if scope.cancelled else e.kind
+            event = ProbeEvent(self.wall(), p.name, False, _ms(time.monotonic() - t0), kind.value)
         else:
             event = ProbeEvent(self.wall(), p.name, True, _ms(time.monotonic() - t0))
             self.breakers[p.name].probe_succeeded()
+        finally:
+            deadline.cancel()
+            scope.release()
         with self._lock:
             self._last_probe[p.name] = event
         self.metrics.record(event)

@@ -382,3 +382,59 @@ def test_probe_now_waits_for_the_probe_timeout_not_the_entrys_read_timeout(sims)
         assert (event.ok, event.error_kind) == (False, "timeout") and probes_of(server) == 1
     finally:
         router.close()
+
+
+class _Trickle:
+    """A provider whose list of models trickles in a byte at a time, each byte well within a read
+    timeout, for as long as the connection stays open (one connection at a time; counted)."""
+
+    def __init__(self, every: float) -> None:
+        import socket
+
+        self.every, self.connections, self.closed = every, 0, threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        self._stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n")
+                try:
+                    while not self._stop.wait(self.every):
+                        conn.sendall(b" ")
+                except OSError:  # the client shut its socket: the probe gave up
+                    self.closed.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
+
+
+def test_a_list_of_models_that_trickles_in_for_ever_ends_the_probe_and_frees_the_next():
+    # Each byte comes well within the probe's per-read timeout, so only a bound on the whole probe
+    # ends it. Its callers get a timeout, its socket is shut, and the next probe is a new one.
+    from core.config import ProviderEntry, Secret
+
+    trickle = _Trickle(every=0.02)
+    entry = ProviderEntry(name="openai-0", kind="openai", model="m", base_url=trickle.url, api_key=Secret(KEY),
+                          idle_timeout=60.0, connect_timeout=60.0, first_token_timeout=60.0)
+    router = Router(Config(providers=(entry,), policy=Policy.defaults().with_(
+        health__probe_interval=0.0, health__probe_timeout=0.2)))
+    try:
+        (event,) = router.probe(["openai-0"])
+        assert not event.ok and event.error_kind == "timeout"
+        wait_until(trickle.closed.is_set, "the probe's socket to be shut")
+        wait_until(lambda: not router.health._flights, "the probe in flight to end")
+        (again,) = router.probe(["openai-0"])  # not stuck behind the first: a probe of its own
+        assert not again.ok and trickle.connections == 2
+    finally:
+        router.close()
+        trickle.close()
