@@ -628,14 +628,29 @@ def test_a_long_cooldown_is_not_waited_for(chain):
     assert [a.outcome for a in result.attempts] == ["skipped"]
 
 
-def test_a_follower_answers_itself_when_the_identical_leader_is_stopped(chain):
-    router, (first,) = chain("openai", server_kw={"chunk_delay": 0.02})
+def leader_and_follower(router, follow):
+    """The leader mid-answer, holding the flight, and a thread running `follow` that waits on it."""
     leader = router.stream(Q)
     assert isinstance(next(leader), Delta)  # the leader is mid-answer, holding the flight
-    got = []
-    follower = threading.Thread(target=lambda: got.append(router.ask(Q)))
+    follower = threading.Thread(target=follow)
     follower.start()
     wait_until(lambda: inside(follower, Flight.wait), "the follower to wait on the leader")
+    return leader, follower
+
+
+def stalling(chain, kind):
+    """A chain of one patient `kind` provider (a minute's deadlines), whose next answer stalls for a
+    minute after five words; no stall hedge."""
+    router, (first,) = chain(kind, timeouts={"idle_timeout": 60.0, "first_token_timeout": 60.0},
+                             stalls__hedge=False)
+    first.push(Fault("stall", after=5, seconds=60))
+    return router, first
+
+
+def test_a_follower_answers_itself_when_the_identical_leader_is_stopped(chain):
+    router, (first,) = chain("openai", server_kw={"chunk_delay": 0.02})
+    got = []
+    leader, follower = leader_and_follower(router, lambda: got.append(router.ask(Q)))
     assert len(first.chat_requests()) == 1
     leader.close()  # the user pressed Stop
     follower.join(timeout=30)
@@ -647,15 +662,9 @@ def test_a_follower_answers_itself_when_the_identical_leader_is_stopped(chain):
 def test_a_follower_answers_itself_when_the_identical_leader_presses_stop(chain):
     # Stop from another thread, as the chat page does it: the leader's stopped, partial answer is
     # its own; the follower never pressed Stop and gets a whole answer of its own.
-    router, (first,) = chain("openai", timeouts={"idle_timeout": 60.0, "first_token_timeout": 60.0},
-                             stalls__hedge=False)
-    first.push(Fault("stall", after=5, seconds=60))
-    leader = router.stream(Q)
-    assert isinstance(next(leader), Delta)  # the leader is mid-answer, holding the flight
+    router, first = stalling(chain, "openai")
     got = []
-    follower = threading.Thread(target=lambda: got.append(router.ask(Q)))
-    follower.start()
-    wait_until(lambda: inside(follower, Flight.wait), "the follower to wait on the leader")
+    leader, follower = leader_and_follower(router, lambda: got.append(router.ask(Q)))
     leader.stop()
     stopped = [e for e in leader if isinstance(e, Done)][0].result
     assert stopped.stopped
@@ -669,16 +678,10 @@ def test_stop_ends_a_follower_waiting_on_an_identical_stalled_request_and_the_le
     # Two users ask the same first question; the provider stalls for a minute mid-answer (its
     # deadlines are a minute too). The second, waiting on the first's answer, presses Stop: it ends
     # at once, stopped, while the first's answer carries on untouched.
-    router, (first,) = chain("anthropic", timeouts={"idle_timeout": 60.0, "first_token_timeout": 60.0},
-                             stalls__hedge=False)
-    first.push(Fault("stall", after=5, seconds=60))
-    leader = router.stream(Q)
-    assert isinstance(next(leader), Delta)  # the leader is mid-answer, holding the flight
+    router, first = stalling(chain, "anthropic")
     follower = router.stream(Q)
     got: list = []
-    reader = threading.Thread(target=lambda: got.extend(follower))
-    reader.start()
-    wait_until(lambda: inside(reader, Flight.wait), "the follower to wait on the leader")
+    leader, reader = leader_and_follower(router, lambda: got.extend(follower))
     follower.stop()
     reader.join(30)
     assert not reader.is_alive()

@@ -30,7 +30,7 @@ import httpx
 import httpx2
 
 from .. import cancel
-from ..config import ProviderEntry
+from ..config import Health, ProviderEntry
 from ..errors import ErrorKind, ProviderError, kind_for_status, retry_hint
 from ..messages import ChatRequest, StreamEnd, TextDelta
 from ..redact import redact, remember
@@ -44,7 +44,7 @@ TRANSPORT_ERRORS = (httpx.HTTPError, httpx2.HTTPError, httpx.StreamError, httpx2
 DECODE_ERRORS = (json.JSONDecodeError, UnicodeDecodeError)
 
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires a value; the others get it only when asked
-PROBE_TIMEOUT = 5.0  # seconds each phase of a probe may take by default ([health] probe_timeout)
+PROBE_TIMEOUT = Health().probe_timeout  # seconds each phase of a probe may take: the setting's default
 REST_WAIT = 0.05  # seconds the end of an HTTP body may take to arrive after the stream's end marker
 _HTTP = {"httpx": httpx, "httpx2": httpx2}
 
