@@ -66,7 +66,7 @@ def verdict_line(page):
 
 def go(page, base: str, name: str) -> None:
     """To a page by the app's own navigation (it keeps the session); on a phone the sidebar is
-    opened for it, and closed again after if it stays open."""
+    opened for it, and the app closes it once the page is picked (pages/shared.py)."""
     link = page.get_by_role("link", name=name)
     link.wait_for(state="attached")  # the app has drawn its navigation
     phone = page.viewport_size["width"] < 640
@@ -74,9 +74,9 @@ def go(page, base: str, name: str) -> None:
         page.get_by_test_id("stExpandSidebarButton").click()
     link.click()
     if phone:
-        collapse = page.get_by_test_id("stSidebarCollapseButton")
-        if collapse.is_visible():
-            collapse.click()
+        # Waited for, never raced: clicking its close button while the app's own click closes it
+        # left the test waiting on a button that had gone (seen in CI with another job loading the machine).
+        expect(page.get_by_test_id("stExpandSidebarButton")).to_be_visible()
 
 
 def break_primary_and_ask(page, base: str, n: int = 3) -> None:
